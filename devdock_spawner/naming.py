@@ -1,0 +1,118 @@
+"""Safe, distinct names for containers, volumes, hostnames and login names (pure functions).
+
+Hub usernames may be anything the authenticator accepts: upper case, dots, ``@``, unicode, hundreds
+of characters. Docker object names and Linux login names accept much less. The rule used everywhere:
+
+- a name that is already safe is used as it is, so ``alice`` stays ``alice``;
+- any other name is folded to ASCII, lower-cased, squeezed to ``[a-z0-9-]`` and truncated, then gets
+  ``--`` and 8 hex digits of the SHA-256 of the *original* name. Safe names never contain ``--``,
+  so an altered name can never equal an unaltered one, and two altered names collide only if their
+  hashes do (32 bits).
+
+Docker names join the user and server parts with ``_``, which no slug contains, so ``(user, server)``
+pairs map to distinct names too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+#: Slugs (container, volume, hostname parts): lower-case words joined by single dashes.
+_SAFE_SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+#: Login names: a letter first, then words joined by single ``-`` or ``_``; useradd's own limit is 32.
+_SAFE_LOGIN = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
+
+SLUG_MAX = 40
+LOGIN_MAX = 32
+HASH_LEN = 8
+
+#: Accounts that exist in Debian/Ubuntu base images or mean something special; a hub user with one of
+#: these names gets a hashed login instead (the user "root" must never become root).
+RESERVED_LOGINS = frozenset(
+    """
+    root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats nobody
+    _apt systemd-network systemd-resolve systemd-timesync messagebus sshd tss polkitd avahi
+    ubuntu debian admin operator halt shutdown adm wheel sudo docker staff users nogroup
+    """.split()
+)
+
+
+def _hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:HASH_LEN]
+
+
+def _fold(name: str) -> str:
+    """Lower-case ASCII approximation: ``Zoë.Müller`` -> ``zoe-muller``."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+def safe_slug(name: str, max_length: int = SLUG_MAX) -> str:
+    """A DNS-label-like slug of ``name``: ``[a-z0-9-]``, at most ``max_length`` characters.
+
+    >>> safe_slug("alice")
+    'alice'
+    >>> safe_slug("Alice")
+    'alice--3bc51062'
+    """
+    if max_length < HASH_LEN + 3:
+        raise ValueError(f"max_length must be at least {HASH_LEN + 3}")
+    if _SAFE_SLUG.match(name) and len(name) <= max_length:
+        return name
+    base = _fold(name)[: max_length - HASH_LEN - 2].rstrip("-") or "x"
+    return f"{base}--{_hash(name)}"
+
+
+def login_name(username: str) -> str:
+    """The Linux login name for a hub user, valid for ``useradd`` and never a system account.
+
+    >>> login_name("alice")
+    'alice'
+    >>> login_name("root")
+    'root--4813494d'
+    """
+    if _SAFE_LOGIN.match(username) and len(username) <= LOGIN_MAX and username not in RESERVED_LOGINS:
+        return username
+    base = _fold(username)[: LOGIN_MAX - HASH_LEN - 2].rstrip("-")
+    if not base or not base[0].isalpha():
+        base = ("u" + base)[: LOGIN_MAX - HASH_LEN - 2].rstrip("-")
+    return f"{base}--{_hash(username)}"
+
+
+def object_name(prefix: str, user_slug: str, server_slug: str = "") -> str:
+    """Docker container name: ``<prefix>-<user>`` or ``<prefix>-<user>_<server>``."""
+    return f"{prefix}-{user_slug}_{server_slug}" if server_slug else f"{prefix}-{user_slug}"
+
+
+def home_volume_name(prefix: str, user_slug: str, server_slug: str = "") -> str:
+    """Docker volume name of a server's home: ``<prefix>-home-<user>[_<server>]``."""
+    return object_name(f"{prefix}-home", user_slug, server_slug)
+
+
+def hostname(user_slug: str, server_slug: str = "") -> str:
+    """Container hostname (shown in the shell prompt); at most 63 characters, DNS-safe."""
+    name = f"{user_slug}-{server_slug}" if server_slug else user_slug
+    return name.replace("--", "-")[:63].rstrip("-")
+
+
+LABEL_PREFIX = "io.devdock"
+
+
+def labels(*, username: str, server: str, login: str, version: str, extra: dict | None = None) -> dict:
+    """Labels set on every container and volume devdock creates.
+
+    They let an admin (and devdock itself after a hub restart) see what belongs to whom without
+    parsing names: ``docker ps --filter label=io.devdock.owner=alice``.
+    """
+    result = {
+        f"{LABEL_PREFIX}.managed": "true",
+        f"{LABEL_PREFIX}.owner": username,
+        f"{LABEL_PREFIX}.server": server,
+        f"{LABEL_PREFIX}.login": login,
+        f"{LABEL_PREFIX}.version": version,
+    }
+    for key, value in (extra or {}).items():
+        result[str(key)] = str(value)
+    return result

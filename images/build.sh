@@ -1,0 +1,116 @@
+#!/bin/sh
+# Build steps shared by every devdock image, as shell functions.
+#
+# Dockerfiles call this script with the name of one step: `build.sh <step> [args...]`.
+# Each step is idempotent and leaves no apt lists or pip caches behind, so layers stay small.
+# Settings arrive as environment variables from the Dockerfile's build args:
+#   APT_MIRROR      e.g. http://mirror.example.org/debian   (empty: keep the base image's sources)
+#   PIP_INDEX_URL   e.g. https://pypi.example.org/simple    (empty: PyPI)
+#   TZ              e.g. Europe/Berlin                       (default Etc/UTC)
+#   EXTRA_CA_DIR    folder of extra *.crt CA certificates (a TLS-inspecting proxy); skipped when empty
+set -eu
+
+DEVDOCK=/opt/devdock
+VENV=$DEVDOCK/venv
+
+log() { printf '[devdock-build] %s\n' "$*"; }
+
+# Trust the site's extra CA certificates, before anything talks TLS.
+install_ca_certs() {
+    dir=${EXTRA_CA_DIR:-}
+    [ -n "$dir" ] && [ -d "$dir" ] || return 0
+    found=$(find "$dir" -maxdepth 1 -name '*.crt' | head -n 1)
+    [ -n "$found" ] || { log "no extra CA certificates in $dir"; return 0; }
+    mkdir -p /usr/local/share/ca-certificates/devdock
+    cp "$dir"/*.crt /usr/local/share/ca-certificates/devdock/
+    if command -v update-ca-certificates >/dev/null; then
+        update-ca-certificates >/dev/null
+    fi
+    log "installed extra CA certificates: $(ls "$dir"/*.crt | wc -l)"
+}
+
+# Point apt at a site mirror, for Debian's deb822 sources and the older sources.list alike.
+use_apt_mirror() {
+    [ -n "${APT_MIRROR:-}" ] || return 0
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        sed -i -E "s#https?://deb\.debian\.org/debian/?#${APT_MIRROR}#g" "$f"
+    done
+    log "apt mirror: $APT_MIRROR"
+}
+
+# A debootstrapped base has only a bare sources.list; make sure security updates are on too.
+ensure_apt_sources() {
+    if [ ! -s /etc/apt/sources.list ] && ! ls /etc/apt/sources.list.d/* >/dev/null 2>&1; then
+        . /etc/os-release
+        echo "deb http://deb.debian.org/debian $VERSION_CODENAME main" > /etc/apt/sources.list
+    fi
+}
+
+apt_install() {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    apt-get clean
+    rm -rf /var/lib/apt/lists/*
+}
+
+set_timezone() {
+    tz=${TZ:-Etc/UTC}
+    if [ ! -f "/usr/share/zoneinfo/$tz" ]; then
+        log "unknown timezone '$tz' (no /usr/share/zoneinfo/$tz)"
+        exit 1
+    fi
+    ln -sf "/usr/share/zoneinfo/$tz" /etc/localtime
+    echo "$tz" > /etc/timezone
+    log "timezone: $tz"
+}
+
+# The system layer: OS packages for the desktop, the terminal and sshd.
+step_system() {
+    ensure_apt_sources
+    use_apt_mirror
+    # ca-certificates first (plain HTTP mirrors still work without it), then the site's CAs.
+    apt_install ca-certificates
+    install_ca_certs
+    apt_install \
+        tini tzdata locales procps less nano git curl \
+        python3 python3-venv \
+        openssh-server \
+        dbus-x11 xfce4-session xfwm4 xfce4-panel xfdesktop4 xfce4-settings xfce4-terminal thunar \
+        x11-xserver-utils xauth tigervnc-standalone-server tigervnc-tools \
+        fonts-dejavu-core adwaita-icon-theme
+    set_timezone
+    sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen >/dev/null
+    # No screen locker or power manager inside a VNC session: the account has no password.
+    rm -f /etc/xdg/autostart/xscreensaver.desktop /etc/xdg/autostart/xfce4-power-manager.desktop \
+          /etc/xdg/autostart/light-locker.desktop
+    # sshd runs as the user (see entrypoint); the stock root service files are not used.
+    rm -f /etc/ssh/ssh_host_*
+}
+
+# The Python layer: JupyterLab, the single-user server and the desktop proxy in one venv.
+step_python() {
+    python3 -m venv "$VENV"
+    if [ -n "${PIP_INDEX_URL:-}" ]; then
+        export PIP_INDEX_URL
+    fi
+    # Debian's bundle includes the extra CAs installed above; pip's own certifi does not.
+    export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+    "$VENV/bin/pip" install -q -r "$DEVDOCK/build/requirements.txt"
+    # Compile bytecode once at build time, so no server start pays for it.
+    "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null || true
+}
+
+# Drop build-only material.
+step_cleanup() {
+    rm -rf /root/.cache /tmp/* "$DEVDOCK/build/certs"
+}
+
+main() {
+    step=${1:?usage: build.sh system|python|cleanup}
+    shift
+    "step_$step" "$@"
+}
+
+main "$@"

@@ -1,0 +1,105 @@
+"""JupyterHub configuration for devdock, driven by environment variables.
+
+Every setting has a default that works for `scripts/up.sh` (hub on this host, user containers on the
+local Docker engine); docker-compose.yml and the tests set the same variables. Variables:
+
+  DEVDOCK_BIND_URL          public URL the proxy listens on           (http://127.0.0.1:8000)
+  DEVDOCK_HUB_IP            address the hub API binds to; must be reachable from user containers
+                            (default: the gateway of DEVDOCK_NETWORK, looked up via Docker)
+  DEVDOCK_HUB_CONNECT_IP    address containers use to reach the hub    (DEVDOCK_HUB_IP)
+  DEVDOCK_NETWORK           Docker network of user containers          (devdock)
+  DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
+  DEVDOCK_AUTHENTICATOR     dummy | oauth (GenericOAuthenticator)      (dummy)
+  DEVDOCK_DUMMY_PASSWORD    shared password of the dummy authenticator (required with dummy)
+  DEVDOCK_ADMIN_USERS       comma-separated admin usernames            (admin)
+  DEVDOCK_ALLOWED_USERS     comma-separated allowed usernames; empty means everyone who can log in
+  DEVDOCK_SERVICE_TOKEN     API token of an admin service "devdock-ops", for automation (optional)
+  DEVDOCK_EXTRA_LABELS      extra container/volume labels, "key=value,key=value" (optional)
+  DEVDOCK_DATA_DIR          where the hub keeps its database and cookie secret (current directory)
+  DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
+"""
+
+import os
+import sys
+
+c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
+
+
+def env(name, default=""):
+    return os.environ.get(name, default).strip()
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def network_gateway(network):
+    """The gateway address of the user network: where a hub on this host is reachable from containers."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        info = client.api.inspect_network(network)
+    except docker.errors.NotFound:
+        client.api.create_network(network, driver="bridge", labels={"io.devdock.managed": "true"})
+        info = client.api.inspect_network(network)
+    configs = info.get("IPAM", {}).get("Config") or []
+    for config in configs:
+        if config.get("Gateway"):
+            return config["Gateway"]
+    sys.exit(f"devdock: network {network} has no gateway address; set DEVDOCK_HUB_IP")
+
+
+data_dir = env("DEVDOCK_DATA_DIR", os.getcwd())
+network = env("DEVDOCK_NETWORK", "devdock")
+
+# --- the hub and its proxy ------------------------------------------------------------------------
+c.JupyterHub.spawner_class = "devdock"
+c.JupyterHub.bind_url = env("DEVDOCK_BIND_URL", "http://127.0.0.1:8000")
+hub_ip = env("DEVDOCK_HUB_IP") or network_gateway(network)
+c.JupyterHub.hub_ip = hub_ip
+c.JupyterHub.hub_connect_ip = env("DEVDOCK_HUB_CONNECT_IP", hub_ip)
+c.JupyterHub.db_url = "sqlite:///" + os.path.join(data_dir, "jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = os.path.join(data_dir, "jupyterhub_cookie_secret")
+c.JupyterHub.cleanup_servers = env("DEVDOCK_CLEANUP_SERVERS", "0") == "1"
+c.ConfigurableHTTPProxy.should_start = env("DEVDOCK_PROXY_EXTERNAL", "0") != "1"
+if env("DEVDOCK_PROXY_API_URL"):
+    c.ConfigurableHTTPProxy.api_url = env("DEVDOCK_PROXY_API_URL")
+
+# --- the spawner ----------------------------------------------------------------------------------
+c.DevDockSpawner.image = env("DEVDOCK_IMAGE", "devdock/desktop:latest")
+c.DevDockSpawner.network_name = network
+labels = {}
+for pair in env_list("DEVDOCK_EXTRA_LABELS"):
+    key, sep, value = pair.partition("=")
+    if not sep:
+        sys.exit(f"devdock: DEVDOCK_EXTRA_LABELS entry {pair!r} is not key=value")
+    labels[key.strip()] = value.strip()
+c.DevDockSpawner.extra_labels = labels
+
+# --- who may log in -------------------------------------------------------------------------------
+admins = set(env_list("DEVDOCK_ADMIN_USERS", "admin"))
+c.Authenticator.admin_users = admins
+allowed = set(env_list("DEVDOCK_ALLOWED_USERS"))
+if allowed:
+    c.Authenticator.allowed_users = allowed | admins
+else:
+    c.Authenticator.allow_all = True
+
+authenticator = env("DEVDOCK_AUTHENTICATOR", "dummy")
+if authenticator == "dummy":
+    password = env("DEVDOCK_DUMMY_PASSWORD")
+    if not password:
+        sys.exit("devdock: set DEVDOCK_DUMMY_PASSWORD (the dummy authenticator's shared password)")
+    c.JupyterHub.authenticator_class = "dummy"
+    c.DummyAuthenticator.password = password
+elif authenticator == "oauth":
+    c.JupyterHub.authenticator_class = "generic-oauth"
+else:
+    sys.exit(f"devdock: DEVDOCK_AUTHENTICATOR must be 'dummy' or 'oauth', not {authenticator!r}")
+
+# --- automation -----------------------------------------------------------------------------------
+service_token = env("DEVDOCK_SERVICE_TOKEN")
+if service_token:
+    c.JupyterHub.services = [{"name": "devdock-ops", "api_token": service_token}]
+    c.JupyterHub.load_roles = [{"name": "admin", "services": ["devdock-ops"]}]
