@@ -7,6 +7,9 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_HUB_IP            address the hub API binds to; must be reachable from user containers
                             (default: the gateway of DEVDOCK_NETWORK, looked up via Docker)
   DEVDOCK_HUB_CONNECT_IP    address containers use to reach the hub    (DEVDOCK_HUB_IP)
+  DEVDOCK_HUB_PORT          port of the hub API                        (8081)
+  DEVDOCK_PROXY_API_URL     configurable-http-proxy's API              (http://127.0.0.1:8001)
+  DEVDOCK_PROXY_EXTERNAL    1: the proxy runs as its own service; the hub does not start it
   DEVDOCK_NETWORK           Docker network of user containers          (devdock)
   DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
   DEVDOCK_AUTHENTICATOR     dummy | oauth (GenericOAuthenticator)      (dummy)
@@ -16,6 +19,8 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_SERVICE_TOKEN     API token of an admin service "devdock-ops", for automation (optional)
   DEVDOCK_EXTRA_LABELS      extra container/volume labels, "key=value,key=value" (optional)
   DEVDOCK_DATA_DIR          where the hub keeps its database and cookie secret (current directory)
+  DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
+  DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
   DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
 """
 
@@ -59,9 +64,12 @@ c.JupyterHub.bind_url = env("DEVDOCK_BIND_URL", "http://127.0.0.1:8000")
 hub_ip = env("DEVDOCK_HUB_IP") or network_gateway(network)
 c.JupyterHub.hub_ip = hub_ip
 c.JupyterHub.hub_connect_ip = env("DEVDOCK_HUB_CONNECT_IP", hub_ip)
+c.JupyterHub.hub_port = int(env("DEVDOCK_HUB_PORT", "8081"))
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(data_dir, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(data_dir, "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = env("DEVDOCK_CLEANUP_SERVERS", "0") == "1"
+c.JupyterHub.allow_named_servers = env("DEVDOCK_NAMED_SERVERS", "1") == "1"
+c.JupyterHub.named_server_limit_per_user = int(env("DEVDOCK_NAMED_SERVER_LIMIT", "3"))
 c.ConfigurableHTTPProxy.should_start = env("DEVDOCK_PROXY_EXTERNAL", "0") != "1"
 if env("DEVDOCK_PROXY_API_URL"):
     c.ConfigurableHTTPProxy.api_url = env("DEVDOCK_PROXY_API_URL")

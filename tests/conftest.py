@@ -1,0 +1,35 @@
+"""Fixtures shared by the integration and browser tiers: a real engine and a real hub."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import harness
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    client = harness.docker_client()
+    harness.require_image(client)
+    yield client
+    harness.cleanup(client)
+
+
+@pytest.fixture(scope="session")
+def hub(docker_client, tmp_path_factory):
+    h = harness.Hub(docker_client, tmp_path_factory.mktemp("hub"))
+    h.start()
+    yield h
+    h.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and call.when == "call" and "docker_client" in item.fixturenames:
+        client = item.funcargs.get("docker_client")
+        hub = item.funcargs.get("hub")
+        if client is not None:
+            text = harness.dump_diagnostics(client, hub, item.name)
+            report.sections.append(("devdock diagnostics", text[-20000:]))
+    return report

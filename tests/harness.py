@@ -1,0 +1,276 @@
+"""A real JupyterHub + configurable-http-proxy + DevDockSpawner on the local Docker engine, for tests.
+
+The hub runs from the project's own ``jupyterhub_config.py``, configured through the same environment
+variables a site uses. Everything the run creates carries the label ``io.devdock.test-run=<id>`` and
+is removed at the end, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import requests
+import websocket
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+IMAGE = os.environ.get("DEVDOCK_TEST_IMAGE", "devdock/desktop:latest")
+RUN_ID = secrets.token_hex(4)
+RUN_LABEL = "io.devdock.test-run"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def docker_client() -> docker.DockerClient:
+    """The engine, or a loud failure: a missing engine never turns into a passing (or skipped) test."""
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure here means "no engine"
+        raise RuntimeError(
+            f"No Docker engine answers ({e}). Run the README's test command (scripts/test.sh), which "
+            "installs and starts one."
+        ) from e
+    return client
+
+
+def require_image(client: docker.DockerClient, image: str = IMAGE) -> None:
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound as e:
+        raise RuntimeError(f"Image {image} is missing: run scripts/build-images.sh") from e
+
+
+class Hub:
+    """One JupyterHub process (and the proxy it starts), restartable on the same database."""
+
+    def __init__(self, client: docker.DockerClient, data_dir: Path, **env_overrides: str):
+        self.client = client
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.proxy_api_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.service_token = secrets.token_hex(16)
+        self.proxy_token = secrets.token_hex(16)
+        self.password = secrets.token_urlsafe(12)
+        self.network = f"devdock-test-{RUN_ID}"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir / "hub.log"
+        self._ensure_network()
+        self.env = {
+            **os.environ,
+            "DEVDOCK_BIND_URL": self.url,
+            "DEVDOCK_HUB_IP": self.gateway,
+            "DEVDOCK_HUB_PORT": str(free_port()),
+            "DEVDOCK_PROXY_API_URL": f"http://127.0.0.1:{self.proxy_api_port}",
+            "CONFIGPROXY_AUTH_TOKEN": self.proxy_token,
+            "DEVDOCK_NETWORK": self.network,
+            "DEVDOCK_IMAGE": IMAGE,
+            "DEVDOCK_AUTHENTICATOR": "dummy",
+            "DEVDOCK_DUMMY_PASSWORD": self.password,
+            "DEVDOCK_ADMIN_USERS": "admin",
+            "DEVDOCK_SERVICE_TOKEN": self.service_token,
+            "DEVDOCK_EXTRA_LABELS": f"{RUN_LABEL}={RUN_ID}",
+            "DEVDOCK_DATA_DIR": str(data_dir),
+            "DEVDOCK_CLEANUP_SERVERS": "0",
+            **env_overrides,
+        }
+
+    def _ensure_network(self) -> None:
+        try:
+            net = self.client.networks.get(self.network)
+        except docker.errors.NotFound:
+            net = self.client.networks.create(
+                self.network, driver="bridge", labels={RUN_LABEL: RUN_ID, "io.devdock.managed": "true"}
+            )
+        net.reload()
+        self.gateway = net.attrs["IPAM"]["Config"][0]["Gateway"]
+
+    # --- process -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(ROOT / "jupyterhub_config.py")],
+            cwd=self.data_dir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterHub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"JupyterHub did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the hub and the proxy it started (user containers keep running)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no hub log)"
+
+    # --- REST API ----------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.service_token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kwargs)
+
+    def create_user(self, name: str) -> None:
+        r = self.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+
+    def token(self, name: str) -> str:
+        self.create_user(name)
+        r = self.api("POST", f"/users/{name}/tokens", json={"note": "devdock tests", "expires_in": 3600})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    def server_url(self, name: str, server: str = "") -> str:
+        return f"{self.url}/user/{name}/{server + '/' if server else ''}"
+
+    def spawn(self, name: str, server: str = "", options: dict | None = None, timeout: float = 180) -> dict:
+        """Start a server through the REST API and wait until the hub says it is ready."""
+        self.create_user(name)
+        path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
+        r = self.api("POST", path, json=options or {})
+        assert r.status_code in (201, 202), f"spawn {name}/{server}: {r.status_code} {r.text}"
+        return self.wait_ready(name, server, timeout)
+
+    def wait_ready(self, name: str, server: str = "", timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        info: dict = {}
+        while time.monotonic() < deadline:
+            info = self.api("GET", f"/users/{name}").json()["servers"].get(server, {})
+            if info.get("ready"):
+                return info
+            if not info.get("pending") and not info.get("ready"):
+                raise AssertionError(f"server {name}/{server} is neither pending nor ready: {info}")
+            time.sleep(0.5)
+        raise AssertionError(f"server {name}/{server} not ready after {timeout}s: {info}")
+
+    def stop_server(self, name: str, server: str = "", timeout: float = 60) -> None:
+        path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
+        r = self.api("DELETE", path)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server not in self.api("GET", f"/users/{name}").json()["servers"]:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"server {name}/{server} still listed {timeout}s after stop")
+
+    def proxy_routes(self) -> dict:
+        r = requests.get(
+            f"http://127.0.0.1:{self.proxy_api_port}/api/routes",
+            headers={"Authorization": f"token {self.proxy_token}"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    # --- the user's container ----------------------------------------------------------------
+
+    def container(self, name: str, server: str = ""):
+        containers = self.client.containers.list(
+            all=True,
+            filters={"label": [f"{RUN_LABEL}={RUN_ID}", f"io.devdock.owner={name}", f"io.devdock.server={server}"]},
+        )
+        assert len(containers) <= 1, containers
+        return containers[0] if containers else None
+
+
+def ws_connect(url: str, token: str | None = None, **kwargs) -> websocket.WebSocket:
+    headers = [f"Authorization: token {token}"] if token else []
+    return websocket.create_connection(url.replace("http://", "ws://"), header=headers, timeout=60, **kwargs)
+
+
+def ws_handshake_status(url: str, token: str | None = None) -> int:
+    """HTTP status of a websocket handshake: 101 when it was accepted."""
+    try:
+        ws = ws_connect(url, token)
+    except websocket.WebSocketBadStatusException as e:
+        return e.status_code
+    ws.close()
+    return 101
+
+
+def run_in_terminal(server_url: str, token: str, command: str, expect: str, timeout: float = 20) -> str:
+    """Open a JupyterLab terminal over its websocket, type ``command`` and read until ``expect``."""
+    r = requests.post(f"{server_url}api/terminals", headers={"Authorization": f"token {token}"}, timeout=30)
+    r.raise_for_status()
+    name = r.json()["name"]
+    ws = ws_connect(f"{server_url}terminals/websocket/{name}", token)
+    try:
+        ws.send(json.dumps(["stdin", command + "\r"]))
+        output = ""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and expect not in output:
+            ws.settimeout(max(0.1, deadline - time.monotonic()))
+            message = json.loads(ws.recv())
+            if message[0] == "stdout":
+                output += message[1]
+        return output
+    finally:
+        ws.close()
+        requests.delete(f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=10)
+
+
+def cleanup(client: docker.DockerClient) -> None:
+    """Remove every container, volume and network this run labelled."""
+    selector = {"label": f"{RUN_LABEL}={RUN_ID}"}
+    for c in client.containers.list(all=True, filters=selector):
+        c.remove(force=True, v=True)
+    for v in client.volumes.list(filters=selector):
+        v.remove(force=True)
+    for n in client.networks.list(filters=selector):
+        n.remove()
+
+
+def dump_diagnostics(client: docker.DockerClient, hub: Hub | None, name: str) -> str:
+    """Container logs, ``docker inspect`` and the hub log, for a failed test (also saved in artifacts/)."""
+    parts = []
+    for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
+        parts.append(f"=== docker logs {c.name}\n{c.logs(tail=60).decode(errors='replace')}")
+        parts.append(f"=== docker inspect {c.name}\n{json.dumps(c.attrs, indent=1)[:6000]}")
+    if hub is not None:
+        parts.append(f"=== hub log\n{hub.log_tail(120)}")
+    text = "\n".join(parts)
+    out = ARTIFACTS / "failures"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.txt").write_text(text)
+    return text

@@ -1,0 +1,193 @@
+"""The vertical slice on the real engine: spawn, lab, desktop, terminal, auth, persistence, stop."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from tests.harness import RUN_ID, run_in_terminal, ws_connect, ws_handshake_status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def alice(hub):
+    """alice's running server and her token; bob exists too, with a token of his own."""
+    hub.spawn("alice")
+    token = hub.token("alice")
+    url = hub.server_url("alice")
+    # A terminal that stays open, so that refusals on its websocket cannot be a plain 404.
+    r = requests.post(url + "api/terminals", headers={"Authorization": f"token {token}"}, timeout=30)
+    r.raise_for_status()
+    return {"token": token, "url": url, "bob_token": hub.token("bob"), "terminal": r.json()["name"]}
+
+
+def test_spawn_serves_jupyterlab_through_the_proxy(hub, alice):
+    r = requests.get(alice["url"] + "lab", headers={"Authorization": f"token {alice['token']}"}, timeout=30)
+    assert r.status_code == 200
+    assert "JupyterLab" in r.text
+    assert "/user/alice" in hub.proxy_routes()
+
+
+def test_desktop_page_served_through_the_proxy(alice):
+    r = requests.get(alice["url"] + "desktop/", headers={"Authorization": f"token {alice['token']}"}, timeout=30)
+    assert r.status_code == 200
+    # jupyter-remote-desktop-proxy's noVNC page: a screen element and its viewer script.
+    assert 'id="screen"' in r.text
+    assert "desktop/static/dist/viewer.js" in r.text
+
+
+def test_desktop_websocket_reaches_the_vnc_server(alice):
+    ws = ws_connect(alice["url"] + "desktop-websockify/", alice["token"])
+    try:
+        banner = ws.recv()
+    finally:
+        ws.close()
+    assert re.fullmatch(rb"RFB 003\.00[3-8]\n", banner), banner
+
+
+def test_terminal_runs_as_the_unprivileged_login(alice):
+    output = run_in_terminal(alice["url"], alice["token"], "whoami; id -u", expect="\r\n1000")
+    lines = [line.strip() for line in output.splitlines()]
+    assert "alice" in lines, output
+    assert "1000" in lines, output
+
+
+# Every path a user server answers on, with how to probe it: (id, kind, path).
+PROTECTED = [
+    ("lab", "http", "lab"),
+    ("contents-api", "http", "api/contents"),
+    ("desktop-page", "http", "desktop/"),
+    ("desktop-websocket", "ws", "desktop-websockify/"),
+    ("terminal-websocket", "ws", "terminals/websocket/{terminal}"),
+]
+
+
+def _probe(url: str, kind: str, token: str | None) -> int:
+    if kind == "ws":
+        return ws_handshake_status(url, token)
+    headers = {"Authorization": f"token {token}"} if token else {}
+    return requests.get(url, headers=headers, allow_redirects=False, timeout=30).status_code
+
+
+@pytest.mark.parametrize(("kind", "path"), [p[1:] for p in PROTECTED], ids=[p[0] for p in PROTECTED])
+def test_anonymous_requests_are_refused(alice, kind, path):
+    url = alice["url"] + path.format(terminal=alice["terminal"])
+    status = _probe(url, kind, token=None)
+    # Pages redirect to the hub's login (302); APIs and websockets answer 403.
+    assert status in (302, 403), status
+    # The owner gets through on the same path.
+    assert _probe(url, kind, alice["token"]) in (200, 101)
+
+
+@pytest.mark.parametrize(("kind", "path"), [p[1:] for p in PROTECTED], ids=[p[0] for p in PROTECTED])
+def test_another_users_token_is_refused(alice, kind, path):
+    url = alice["url"] + path.format(terminal=alice["terminal"])
+    assert _probe(url, kind, alice["bob_token"]) == 403
+    assert _probe(url, kind, alice["token"]) in (200, 101)
+
+
+# VNC (5900-5910), noVNC/websockify (6080) and VNC-over-HTTP (5800-5801).
+FORBIDDEN_PORTS = {*range(5900, 5911), 6080, 5800, 5801}
+
+
+def _listening_tcp_ports(container) -> set[int]:
+    out = container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"]).output.decode()
+    ports = set()
+    for line in out.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A":  # TCP_LISTEN
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_no_vnc_port_listens_on_tcp(hub, alice):
+    # Bring the desktop up first, so that the VNC server is running while we look.
+    ws = ws_connect(alice["url"] + "desktop-websockify/", alice["token"])
+    ws.recv()
+    try:
+        container = hub.container("alice")
+        processes = container.exec_run(["ps", "-eo", "args"]).output.decode()
+        assert "Xtigervnc" in processes, processes
+        assert "-rfbunixpath" in processes
+        ports = _listening_tcp_ports(container)
+        assert 8888 in ports, ports  # the check sees listeners: the single-user server is one
+        assert not ports & FORBIDDEN_PORTS, sorted(ports & FORBIDDEN_PORTS)
+    finally:
+        ws.close()
+
+
+def test_user_processes_hold_no_capabilities(hub, alice):
+    container = hub.container("alice")
+    host_config = container.attrs["HostConfig"]
+    assert host_config["Privileged"] is False
+    assert host_config["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host_config["SecurityOpt"]
+    script = "grep -E '^(Uid|CapEff|CapPrm|NoNewPrivs)' /proc/$(pgrep -o -u 1000 -f singleuser)/status"
+    status = container.exec_run(["sh", "-c", script]).output.decode()
+    fields = dict(line.split(":", 1) for line in status.strip().splitlines())
+    assert fields["Uid"].split()[0] == "1000"
+    assert int(fields["CapEff"], 16) == 0
+    assert int(fields["CapPrm"], 16) == 0
+    assert fields["NoNewPrivs"].strip() == "1"
+
+
+def test_container_and_volume_names_and_labels(hub, alice, docker_client):
+    container = hub.container("alice")
+    assert container.name == "devdock-alice"
+    labels = container.labels
+    assert labels["io.devdock.owner"] == "alice"
+    assert labels["io.devdock.server"] == ""
+    assert labels["io.devdock.login"] == "alice"
+    assert labels["io.devdock.version"]
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    home = mounts["/home/alice"]
+    assert home["Type"] == "volume" and home["Name"] == "devdock-home-alice"
+    volume = docker_client.volumes.get("devdock-home-alice")
+    assert volume.attrs["Labels"]["io.devdock.owner"] == "alice"
+    assert volume.attrs["Labels"]["io.devdock.test-run"] == RUN_ID
+
+
+def test_home_survives_stop_start_and_container_removal(hub, docker_client):
+    hub.spawn("carol")
+    token = hub.token("carol")
+    url = hub.server_url("carol")
+    r = requests.put(
+        url + "api/contents/notes.txt",
+        json={"type": "file", "format": "text", "content": "keep me"},
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    first = hub.container("carol").id
+
+    hub.stop_server("carol")
+    assert hub.container("carol") is None  # the container is removed on stop ...
+    assert docker_client.volumes.get("devdock-home-carol")  # ... the home volume is not
+
+    hub.spawn("carol")
+    assert hub.container("carol").id != first
+    r = requests.get(url + "api/contents/notes.txt", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200 and r.json()["content"] == "keep me"
+
+
+def test_admin_stop_removes_container_and_route(hub):
+    hub.spawn("dave")
+    assert hub.container("dave") is not None
+    assert "/user/dave" in hub.proxy_routes()
+    hub.stop_server("dave")  # through the admin service's token, as the admin panel does
+    assert hub.container("dave") is None
+    assert "/user/dave" not in hub.proxy_routes()
+
+
+def test_named_server_gets_its_own_container_and_home(hub, docker_client):
+    hub.spawn("erin", server="gpu-work")
+    container = hub.container("erin", "gpu-work")
+    assert container.name == "devdock-erin_gpu-work"
+    assert container.labels["io.devdock.server"] == "gpu-work"
+    destinations = {m["Destination"]: m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume"}
+    assert destinations["/home/erin"] == "devdock-home-erin_gpu-work"
+    hub.stop_server("erin", "gpu-work")
+    assert hub.container("erin", "gpu-work") is None
