@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 
-from dockerspawner import DockerSpawner
 from docker.errors import APIError
+from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import Bool, Dict, Int, Unicode, default
 
@@ -241,7 +241,9 @@ class DevDockSpawner(DockerSpawner):
     def _mount(self, mount: dict):
         from docker.types import Mount
 
-        return Mount(**{k: self.format_volume_name(v, self) if isinstance(v, str) else v for k, v in mount.items()})
+        return Mount(
+            **{k: self.format_volume_name(v, self) if isinstance(v, str) else v for k, v in mount.items()}
+        )
 
     async def create_object(self):
         """Create the container from :func:`devdock_spawner.container.container_spec`."""

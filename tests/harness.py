@@ -57,9 +57,13 @@ def require_image(client: docker.DockerClient, image: str = IMAGE) -> None:
 class Hub:
     """One JupyterHub process (and the proxy it starts), restartable on the same database."""
 
-    def __init__(self, client: docker.DockerClient, data_dir: Path, **env_overrides: str):
+    def __init__(
+        self, client: docker.DockerClient, data_dir: Path, config: Path | None = None, **env_overrides: str
+    ):
         self.client = client
+        self.config = config or ROOT / "jupyterhub_config.py"
         self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proxy_api_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -104,7 +108,7 @@ class Hub:
     def start(self, timeout: float = 60) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(ROOT / "jupyterhub_config.py")],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config)],
             cwd=self.data_dir,
             env=self.env,
             stdout=log,
@@ -171,6 +175,13 @@ class Hub:
         assert r.status_code in (201, 202), f"spawn {name}/{server}: {r.status_code} {r.text}"
         return self.wait_ready(name, server, timeout)
 
+    def ensure_running(self, name: str, server: str = "") -> dict:
+        self.create_user(name)
+        info = self.api("GET", f"/users/{name}").json()["servers"].get(server)
+        if info and (info.get("ready") or info.get("pending") == "spawn"):
+            return self.wait_ready(name, server)
+        return self.spawn(name, server)
+
     def wait_ready(self, name: str, server: str = "", timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
         info: dict = {}
@@ -208,7 +219,9 @@ class Hub:
     def container(self, name: str, server: str = ""):
         containers = self.client.containers.list(
             all=True,
-            filters={"label": [f"{RUN_LABEL}={RUN_ID}", f"io.devdock.owner={name}", f"io.devdock.server={server}"]},
+            filters={
+                "label": [f"{RUN_LABEL}={RUN_ID}", f"io.devdock.owner={name}", f"io.devdock.server={server}"]
+            },
         )
         assert len(containers) <= 1, containers
         return containers[0] if containers else None
@@ -247,7 +260,9 @@ def run_in_terminal(server_url: str, token: str, command: str, expect: str, time
         return output
     finally:
         ws.close()
-        requests.delete(f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=10)
+        requests.delete(
+            f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=10
+        )
 
 
 def cleanup(client: docker.DockerClient) -> None:

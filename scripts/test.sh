@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# devdock's one test command: prepares everything a fresh Debian machine lacks, then runs every tier.
+#
+#   scripts/test.sh [pytest args...]
+#
+# 1. a Docker engine (installed and started if missing; scripts/engine.sh)
+# 2. the local base image (pulled, or made with debootstrap when no registry answers) and devdock's
+#    images, built with layer reuse (scripts/build-images.sh)
+# 3. configurable-http-proxy (npm), Debian's Chromium and an OpenSSH client
+# 4. a virtualenv (.venv) with devdock and its test extra
+# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v over unit, integration and e2e tiers.
+# Nothing is skipped: a missing engine, image or browser fails the run.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { printf '\n[test] %s\n' "$*" >&2; }
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+need_apt=()
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
+command -v node >/dev/null || need_apt+=(nodejs npm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if ! command -v configurable-http-proxy >/dev/null; then
+    log "installing configurable-http-proxy"
+    npm install -g --no-fund --no-audit configurable-http-proxy@5 >/dev/null
+fi
+
+log "Docker engine"
+scripts/engine.sh
+
+log "images"
+time scripts/build-images.sh desktop
+
+log "python environment"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import devdock_spawner" # fails loudly if the install did not work
+
+log "lint"
+.venv/bin/ruff check devdock_spawner tests benchmarks jupyterhub_config.py
+.venv/bin/ruff format --check devdock_spawner tests benchmarks jupyterhub_config.py
+
+log "pytest"
+mkdir -p artifacts
+set +e
+.venv/bin/python -m pytest -v -p no:cacheprovider --junitxml=artifacts/junit.xml "${@:-tests}"
+status=$?
+set -e
+if [ $status -eq 5 ]; then
+    log "pytest collected no tests: that is a failure"
+    exit 1
+fi
+exit $status

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Start devdock on this machine: the hub and its proxy on http://localhost:8000, user desktops as
+# containers on the local Docker engine. Ctrl-C stops the hub; users' containers keep running and
+# are found again on the next start.
+#
+#   scripts/up.sh
+#
+# Logins: any username with the password printed below (the dummy authenticator, for trying devdock
+# out; docs/deployment.md shows SSO). The user "admin" is an admin. Settings: jupyterhub_config.py.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+data=${DEVDOCK_DATA_DIR:-$root/.devdock}
+mkdir -p "$data"
+
+scripts/engine.sh
+scripts/build-images.sh desktop
+if ! command -v configurable-http-proxy >/dev/null; then
+    npm install -g --no-fund --no-audit configurable-http-proxy@5 >/dev/null
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q -e . 2>&1 | grep -v "^WARNING: Location" || true
+
+if [ -z "${DEVDOCK_DUMMY_PASSWORD:-}" ]; then
+    [ -s "$data/password" ] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(12))' > "$data/password")
+    DEVDOCK_DUMMY_PASSWORD=$(cat "$data/password")
+fi
+export DEVDOCK_DUMMY_PASSWORD DEVDOCK_DATA_DIR="$data"
+export DEVDOCK_BIND_URL=${DEVDOCK_BIND_URL:-http://127.0.0.1:8000}
+
+cat <<MSG
+
+  devdock is starting on ${DEVDOCK_BIND_URL}
+  log in with any username and the password: ${DEVDOCK_DUMMY_PASSWORD}
+  (the user "admin" sees the admin panel)
+
+MSG
+exec .venv/bin/jupyterhub -f "$root/jupyterhub_config.py"

@@ -1,0 +1,69 @@
+"""DevDockSpawner's defaults and derived names, without an engine (pure logic)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from traitlets.config import Config
+
+from devdock_spawner import DevDockSpawner, naming
+
+
+def make_spawner(username="alice", server="", config=None) -> DevDockSpawner:
+    user = SimpleNamespace(name=username, url=f"/user/{username}/", id=1, escaped_name=username)
+    orm_spawner = SimpleNamespace(name=server, state=None, server=None, user=None, id=1)
+    return DevDockSpawner(user=user, orm_spawner=orm_spawner, config=config or Config())
+
+
+def test_registered_as_devdock_entry_point():
+    from importlib.metadata import entry_points
+
+    (ep,) = [ep for ep in entry_points(group="jupyterhub.spawners") if ep.name == "devdock"]
+    assert ep.load() is DevDockSpawner
+
+
+BOB = "bob-smith--" + naming._hash("Bob.Smith")
+NAMES = [
+    ("default-server", "alice", "", "devdock-alice", "devdock-home-alice", "/home/alice"),
+    ("named-server", "alice", "gpu", "devdock-alice_gpu", "devdock-home-alice_gpu", "/home/alice"),
+    ("escaped-user", "Bob.Smith", "", f"devdock-{BOB}", f"devdock-home-{BOB}", f"/home/{BOB}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("username", "server", "container", "volume", "home"), [n[1:] for n in NAMES], ids=[n[0] for n in NAMES]
+)
+def test_container_and_home_volume_names(username, server, container, volume, home):
+    spawner = make_spawner(username, server)
+    assert spawner.object_name == container
+    binds = spawner.volume_binds
+    assert list(binds) == [volume]
+    assert binds[volume]["bind"] == home
+
+
+def test_defaults_need_no_configuration():
+    spawner = make_spawner()
+    assert spawner.image == "devdock/desktop:latest"
+    assert spawner.remove is True
+    assert spawner.use_internal_ip is True
+    assert spawner.network_name == "devdock"
+    assert spawner.default_url == "/lab"
+
+
+def test_site_configuration_wins_over_defaults():
+    c = Config()
+    c.DevDockSpawner.image = "example.org/lab/desktop:2"
+    c.DevDockSpawner.volumes = {"/srv/data": {"bind": "/data", "mode": "ro"}}
+    spawner = make_spawner(config=c)
+    assert spawner.image == "example.org/lab/desktop:2"
+    assert spawner.volume_binds == {"/srv/data": {"bind": "/data", "mode": "ro"}}
+
+
+def test_labels_carry_owner_server_and_extra_labels():
+    c = Config()
+    c.DevDockSpawner.extra_labels = {"com.example.team": "vision"}
+    labels = make_spawner("alice", "gpu", config=c)._labels()
+    assert labels["io.devdock.owner"] == "alice"
+    assert labels["io.devdock.server"] == "gpu"
+    assert labels["com.example.team"] == "vision"
