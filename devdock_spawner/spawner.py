@@ -32,30 +32,37 @@ class DevDockSpawner(DockerSpawner):
 
     @default("image")
     def _default_image(self):
+        """``devdock/desktop:latest``, the image ``scripts/build-images.sh`` builds."""
         return "devdock/desktop:latest"
 
     @default("prefix")
     def _default_prefix(self):
+        """``devdock``: container names start with it."""
         return "devdock"
 
     @default("name_template")
     def _default_name_template(self):
+        """``{prefix}-{slug}`` or ``{prefix}-{slug}_{server_slug}`` (see devdock_spawner.naming)."""
         return "{devdock_object_name}"
 
     @default("remove")
     def _default_remove(self):
+        """True: containers are removed on stop; the home volume stays."""
         return True
 
     @default("default_url")
     def _default_default_url(self):
+        """``/lab``: users land in JupyterLab, whose launcher offers the desktop."""
         return "/lab"
 
     @default("start_timeout")
     def _default_start_timeout(self):
+        """120 s: a desktop image on a busy GPU box can take longer than JupyterHub's 60 s."""
         return 120
 
     @default("http_timeout")
     def _default_http_timeout(self):
+        """90 s, for the same reason."""
         return 90
 
     extra_labels = Dict(
@@ -82,10 +89,12 @@ class DevDockSpawner(DockerSpawner):
 
     @default("network_name")
     def _default_network_name(self):
+        """``devdock``: a bridge network of its own, created when missing (see ``create_network``)."""
         return "devdock"
 
     @default("use_internal_ip")
     def _default_use_internal_ip(self):
+        """True: the proxy reaches containers on the network; no host port per server."""
         return True
 
     create_network = Bool(
@@ -158,6 +167,7 @@ class DevDockSpawner(DockerSpawner):
 
     @default("volumes")
     def _default_volumes(self):
+        """``{"{home_volume}": "/home/{login}"}``: one persistent home per user and named server."""
         return {"{home_volume}": "/home/{login}"}
 
     def _labels(self) -> dict:

@@ -67,3 +67,15 @@ def test_labels_carry_owner_server_and_extra_labels():
     assert labels["io.devdock.owner"] == "alice"
     assert labels["io.devdock.server"] == "gpu"
     assert labels["com.example.team"] == "vision"
+
+
+def test_reference_docs_are_generated_from_current_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, str(root / "docs/generate_reference.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
