@@ -12,6 +12,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_PROXY_EXTERNAL    1: the proxy runs as its own service; the hub does not start it
   DEVDOCK_NETWORK           Docker network of user containers          (devdock)
   DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
+  DEVDOCK_PREFIX            prefix of container and volume names       (devdock)
   DEVDOCK_AUTHENTICATOR     dummy | oauth (GenericOAuthenticator)      (dummy)
   DEVDOCK_DUMMY_PASSWORD    shared password of the dummy authenticator (required with dummy)
   DEVDOCK_ADMIN_USERS       comma-separated admin usernames            (admin)
@@ -77,6 +78,7 @@ if env("DEVDOCK_PROXY_API_URL"):
 # --- the spawner ----------------------------------------------------------------------------------
 c.DevDockSpawner.image = env("DEVDOCK_IMAGE", "devdock/desktop:latest")
 c.DevDockSpawner.network_name = network
+c.DevDockSpawner.prefix = env("DEVDOCK_PREFIX", "devdock")
 labels = {}
 for pair in env_list("DEVDOCK_EXTRA_LABELS"):
     key, sep, value = pair.partition("=")

@@ -13,6 +13,6 @@ c.DockerSpawner.image = c.DevDockSpawner.image
 c.DockerSpawner.network_name = c.DevDockSpawner.network_name
 c.DockerSpawner.use_internal_ip = True
 c.DockerSpawner.remove = True
-c.DockerSpawner.prefix = "plain"
+c.DockerSpawner.prefix = c.DevDockSpawner.prefix + "-plain"
 # Labels, so that the benchmark's cleanup finds these containers too.
 c.DockerSpawner.extra_create_kwargs = {"labels": dict(c.DevDockSpawner.extra_labels)}

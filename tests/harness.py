@@ -26,6 +26,8 @@ ARTIFACTS = ROOT / "artifacts"
 IMAGE = os.environ.get("DEVDOCK_TEST_IMAGE", "devdock/desktop:latest")
 RUN_ID = secrets.token_hex(4)
 RUN_LABEL = "io.devdock.test-run"
+#: Container and volume names start with this, so that two test runs on one engine never collide.
+PREFIX = f"devdock-t{RUN_ID}"
 
 
 def free_port() -> int:
@@ -83,6 +85,7 @@ class Hub:
             "CONFIGPROXY_AUTH_TOKEN": self.proxy_token,
             "DEVDOCK_NETWORK": self.network,
             "DEVDOCK_IMAGE": IMAGE,
+            "DEVDOCK_PREFIX": PREFIX,
             "DEVDOCK_AUTHENTICATOR": "dummy",
             "DEVDOCK_DUMMY_PASSWORD": self.password,
             "DEVDOCK_ADMIN_USERS": "admin",

@@ -7,7 +7,7 @@ import re
 import pytest
 import requests
 
-from tests.harness import RUN_ID, run_in_terminal, ws_connect, ws_handshake_status
+from tests.harness import PREFIX, RUN_ID, run_in_terminal, ws_connect, ws_handshake_status
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ def test_user_processes_hold_no_capabilities(hub, alice):
 
 def test_container_and_volume_names_and_labels(hub, alice, docker_client):
     container = hub.container("alice")
-    assert container.name == "devdock-alice"
+    assert container.name == f"{PREFIX}-alice"
     labels = container.labels
     assert labels["io.devdock.owner"] == "alice"
     assert labels["io.devdock.server"] == ""
@@ -146,8 +146,8 @@ def test_container_and_volume_names_and_labels(hub, alice, docker_client):
     assert labels["io.devdock.version"]
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     home = mounts["/home/alice"]
-    assert home["Type"] == "volume" and home["Name"] == "devdock-home-alice"
-    volume = docker_client.volumes.get("devdock-home-alice")
+    assert home["Type"] == "volume" and home["Name"] == f"{PREFIX}-home-alice"
+    volume = docker_client.volumes.get(f"{PREFIX}-home-alice")
     assert volume.attrs["Labels"]["io.devdock.owner"] == "alice"
     assert volume.attrs["Labels"]["io.devdock.test-run"] == RUN_ID
 
@@ -167,7 +167,7 @@ def test_home_survives_stop_start_and_container_removal(hub, docker_client):
 
     hub.stop_server("carol")
     assert hub.container("carol") is None  # the container is removed on stop ...
-    assert docker_client.volumes.get("devdock-home-carol")  # ... the home volume is not
+    assert docker_client.volumes.get(f"{PREFIX}-home-carol")  # ... the home volume is not
 
     hub.spawn("carol")
     assert hub.container("carol").id != first
@@ -187,9 +187,9 @@ def test_admin_stop_removes_container_and_route(hub):
 def test_named_server_gets_its_own_container_and_home(hub, docker_client):
     hub.spawn("erin", server="gpu-work")
     container = hub.container("erin", "gpu-work")
-    assert container.name == "devdock-erin_gpu-work"
+    assert container.name == f"{PREFIX}-erin_gpu-work"
     assert container.labels["io.devdock.server"] == "gpu-work"
     destinations = {m["Destination"]: m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume"}
-    assert destinations["/home/erin"] == "devdock-home-erin_gpu-work"
+    assert destinations["/home/erin"] == f"{PREFIX}-home-erin_gpu-work"
     hub.stop_server("erin", "gpu-work")
     assert hub.container("erin", "gpu-work") is None
