@@ -251,9 +251,7 @@ class DevDockSpawner(DockerSpawner):
     def _mount(self, mount: dict):
         from docker.types import Mount
 
-        return Mount(
-            **{k: self.format_volume_name(v, self) if isinstance(v, str) else v for k, v in mount.items()}
-        )
+        return Mount(**{k: self.format_volume_name(v, self) if isinstance(v, str) else v for k, v in mount.items()})
 
     async def create_object(self):
         """Create the container from :func:`devdock_spawner.container.container_spec`."""

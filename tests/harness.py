@@ -59,9 +59,7 @@ def require_image(client: docker.DockerClient, image: str = IMAGE) -> None:
 class Hub:
     """One JupyterHub process (and the proxy it starts), restartable on the same database."""
 
-    def __init__(
-        self, client: docker.DockerClient, data_dir: Path, config: Path | None = None, **env_overrides: str
-    ):
+    def __init__(self, client: docker.DockerClient, data_dir: Path, config: Path | None = None, **env_overrides: str):
         self.client = client
         self.config = config or ROOT / "jupyterhub_config.py"
         self.data_dir = data_dir
@@ -222,9 +220,7 @@ class Hub:
     def container(self, name: str, server: str = ""):
         containers = self.client.containers.list(
             all=True,
-            filters={
-                "label": [f"{RUN_LABEL}={RUN_ID}", f"io.devdock.owner={name}", f"io.devdock.server={server}"]
-            },
+            filters={"label": [f"{RUN_LABEL}={RUN_ID}", f"io.devdock.owner={name}", f"io.devdock.server={server}"]},
         )
         assert len(containers) <= 1, containers
         return containers[0] if containers else None
@@ -263,9 +259,7 @@ def run_in_terminal(server_url: str, token: str, command: str, expect: str, time
         return output
     finally:
         ws.close()
-        requests.delete(
-            f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=10
-        )
+        requests.delete(f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=10)
 
 
 def cleanup(client: docker.DockerClient) -> None:

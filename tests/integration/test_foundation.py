@@ -32,9 +32,7 @@ def test_spawn_serves_jupyterlab_through_the_proxy(hub, alice):
 
 
 def test_desktop_page_served_through_the_proxy(alice):
-    r = requests.get(
-        alice["url"] + "desktop/", headers={"Authorization": f"token {alice['token']}"}, timeout=30
-    )
+    r = requests.get(alice["url"] + "desktop/", headers={"Authorization": f"token {alice['token']}"}, timeout=30)
     assert r.status_code == 200
     # jupyter-remote-desktop-proxy's noVNC page: a screen element and its viewer script.
     assert 'id="screen"' in r.text
