@@ -20,6 +20,10 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_SERVICE_TOKEN     API token of an admin service "devdock-ops", for automation (optional)
   DEVDOCK_EXTRA_LABELS      extra container/volume labels, "key=value,key=value" (optional)
   DEVDOCK_DATA_DIR          where the hub keeps its database and cookie secret (current directory)
+  DEVDOCK_SSH_PORTS         host port range for SSH, "42000-42999"
+  DEVDOCK_SSH_BIND          address SSH ports are published on         (0.0.0.0)
+  DEVDOCK_SSH_HOST          host name shown in ssh command lines       (this machine's FQDN)
+  DEVDOCK_ACTIVITY_INTERVAL seconds between activity reports of servers (JupyterHub's default: 300)
   DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
   DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
   DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
@@ -27,6 +31,8 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
 
 import os
 import sys
+
+from devdock_spawner import hub as devdock_hub
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 
@@ -86,6 +92,26 @@ for pair in env_list("DEVDOCK_EXTRA_LABELS"):
         sys.exit(f"devdock: DEVDOCK_EXTRA_LABELS entry {pair!r} is not key=value")
     labels[key.strip()] = value.strip()
 c.DevDockSpawner.extra_labels = labels
+
+# How often servers report activity (for idle culling), in seconds; SSH sessions count too.
+if env("DEVDOCK_ACTIVITY_INTERVAL"):
+    c.DevDockSpawner.environment = {
+        "JUPYTERHUB_ACTIVITY_INTERVAL": env("DEVDOCK_ACTIVITY_INTERVAL"),
+        "DEVDOCK_SSH_ACTIVITY_INTERVAL": str(max(1, int(env("DEVDOCK_ACTIVITY_INTERVAL")) // 2)),
+    }
+
+# SSH: keys live with the hub; ports come from a range the firewall opens.
+c.DevDockSpawner.ssh_keys_dir = os.path.join(data_dir, "ssh-keys")
+if env("DEVDOCK_SSH_PORTS"):
+    low, _, high = env("DEVDOCK_SSH_PORTS").partition("-")
+    c.DevDockSpawner.ssh_port_range = (int(low), int(high or low))
+if env("DEVDOCK_SSH_BIND"):
+    c.DevDockSpawner.ssh_bind_address = env("DEVDOCK_SSH_BIND")
+if env("DEVDOCK_SSH_HOST"):
+    c.DevDockSpawner.ssh_host = env("DEVDOCK_SSH_HOST")
+
+# devdock's hub pages: /hub/ssh (keys, ssh lines) and /hub/devdock/admin (servers, ports, GPUs).
+devdock_hub.configure(c)
 
 # --- who may log in -------------------------------------------------------------------------------
 admins = set(env_list("DEVDOCK_ADMIN_USERS", "admin"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -91,6 +92,9 @@ class Hub:
             "DEVDOCK_EXTRA_LABELS": f"{RUN_LABEL}={RUN_ID}",
             "DEVDOCK_DATA_DIR": str(data_dir),
             "DEVDOCK_CLEANUP_SERVERS": "0",
+            "DEVDOCK_SSH_BIND": "127.0.0.1",
+            "DEVDOCK_SSH_HOST": "127.0.0.1",
+            "DEVDOCK_ACTIVITY_INTERVAL": "4",
             **env_overrides,
         }
 
@@ -165,6 +169,28 @@ class Hub:
         assert r.status_code == 201, r.text
         return r.json()["token"]
 
+    def browser_session(self, name: str) -> requests.Session:
+        """A logged-in cookie session, like a browser's (hub pages accept no API tokens)."""
+        session = requests.Session()
+        login = session.get(f"{self.url}/hub/login", timeout=30)
+        r = session.post(
+            f"{self.url}/hub/login",
+            data={"username": name, "password": self.password, "_xsrf": xsrf_from(login.text)},
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert r.status_code == 302, f"login as {name} failed: {r.status_code}"
+        return session
+
+    def user_model(self, name: str) -> dict:
+        r = self.api("GET", f"/users/{name}?include_stopped_servers=1")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def server_state(self, name: str, server: str = "") -> dict:
+        """The spawner state the hub keeps for a server (admins see it too)."""
+        return self.user_model(name)["servers"].get(server, {}).get("state") or {}
+
     def server_url(self, name: str, server: str = "") -> str:
         return f"{self.url}/user/{name}/{server + '/' if server else ''}"
 
@@ -224,6 +250,12 @@ class Hub:
         )
         assert len(containers) <= 1, containers
         return containers[0] if containers else None
+
+
+def xsrf_from(html: str) -> str:
+    match = re.search(r'name="_xsrf" value="([^"]+)"', html)
+    assert match, "no _xsrf field in the page"
+    return match.group(1)
 
 
 def ws_connect(url: str, token: str | None = None, **kwargs) -> websocket.WebSocket:

@@ -1,0 +1,120 @@
+"""devdock's pages inside the Hub: SSH keys and access lines for users, an overview for admins.
+
+Enable them in ``jupyterhub_config.py``::
+
+    from devdock_spawner import hub as devdock_hub
+    devdock_hub.configure(c)
+
+which adds the handlers (``/hub/ssh``, ``/hub/devdock/admin``) and devdock's templates (a navigation
+link on every hub page) to the Hub. Both pages run inside the Hub, behind its login and its XSRF checks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jupyterhub.handlers import BaseHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from .ssh import InvalidKey, KeyStore, parse_keys
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+
+
+def _devdock_spawners(user):
+    """The user's spawners that are DevDockSpawners (the default server first)."""
+    from .spawner import DevDockSpawner
+
+    names = sorted(user.orm_spawners, key=lambda n: (n != "", n))
+    spawners = [user.spawners[name] for name in names]
+    return [s for s in spawners if isinstance(s, DevDockSpawner)]
+
+
+def _server_rows(user) -> list[dict]:
+    rows = []
+    for spawner in _devdock_spawners(user):
+        rows.append(
+            {
+                "user": user.name,
+                "server": spawner.name or "(default)",
+                "running": bool(spawner.active and spawner.ready),
+                "pending": spawner.pending or "",
+                "container": spawner.object_name,
+                "image": spawner.image,
+                "ssh_port": spawner.ssh_port or "",
+                "ssh_command": spawner.ssh_command if spawner.ssh_enabled and spawner.ssh_port else "",
+                "gpus": ", ".join(getattr(spawner, "gpu_ids", []) or []),
+            }
+        )
+    return rows
+
+
+class SSHPageHandler(BaseHandler):
+    """``/hub/ssh``: the user's SSH command lines and their public keys."""
+
+    def _store_and_slug(self, user):
+        spawner = user.spawners[""]
+        return KeyStore(spawner.ssh_keys_dir), spawner.user_slug
+
+    async def _render(self, user, keys_text: str, error: str = "", saved: bool = False):
+        html = await self.render_template(
+            "devdock_ssh.html",
+            keys_text=keys_text,
+            error=error,
+            saved=saved,
+            servers=_server_rows(user),
+        )
+        self.finish(html)
+
+    @web.authenticated
+    async def get(self):
+        user = self.current_user
+        store, slug = self._store_and_slug(user)
+        await self._render(user, "".join(k.line() + "\n" for k in store.load(slug)))
+
+    @web.authenticated
+    async def post(self):
+        user = self.current_user
+        text = self.get_body_argument("keys", "")
+        store, slug = self._store_and_slug(user)
+        try:
+            keys = parse_keys(text)
+        except InvalidKey as e:
+            # Nothing is saved: the stored keys stay as they were, the form keeps what was typed.
+            self.set_status(400)
+            return await self._render(user, text, error=str(e))
+        store.save(slug, keys)
+        for spawner in _devdock_spawners(user):
+            if spawner.active and spawner.ready:
+                await spawner.push_ssh_keys(keys)
+        await self._render(user, "".join(k.line() + "\n" for k in keys), saved=True)
+
+
+class AdminOverviewHandler(BaseHandler):
+    """``/hub/devdock/admin``: every server with its container, SSH port and GPUs (admins only)."""
+
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self):
+        rows = []
+        for orm_user in sorted(self.db.query(self.orm_user_class()), key=lambda u: u.name):
+            rows.extend(_server_rows(self.users[orm_user]))
+        html = await self.render_template("devdock_admin.html", rows=rows)
+        self.finish(html)
+
+    @staticmethod
+    def orm_user_class():
+        from jupyterhub import orm
+
+        return orm.User
+
+
+def handlers() -> list[tuple]:
+    return [(r"/ssh", SSHPageHandler), (r"/devdock/admin", AdminOverviewHandler)]
+
+
+def configure(c) -> None:
+    """Add devdock's pages and templates to a JupyterHub config object."""
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *handlers()]
+    c.JupyterHub.template_paths = [TEMPLATES, *c.JupyterHub.get("template_paths", [])]

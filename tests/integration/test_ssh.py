@@ -1,0 +1,221 @@
+"""SSH into your own container, with the real OpenSSH client against the real sshd in the image."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import subprocess
+import time
+from datetime import datetime
+
+import pytest
+import requests
+
+from tests.harness import xsrf_from
+
+pytestmark = pytest.mark.integration
+
+
+def keygen(directory, name: str, key_type: str = "ed25519", bits: int | None = None) -> tuple[str, str]:
+    path = directory / name
+    cmd = ["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", f"{name}@tests", "-f", str(path)]
+    if bits:
+        cmd += ["-b", str(bits)]
+    subprocess.run(cmd, check=True)
+    return str(path), (directory / f"{name}.pub").read_text().strip()
+
+
+def ssh(port: int, login: str, key: str | None, command: str = "whoami", *options: str, timeout: float = 30):
+    args = [
+        "ssh", "-p", str(port),
+        "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    if key:
+        args += ["-i", key, "-o", "IdentitiesOnly=yes"]
+    args += [*options, f"{login}@127.0.0.1", command]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def host_key(port: int) -> str:
+    out = subprocess.run(
+        ["ssh-keyscan", "-p", str(port), "-t", "ed25519", "127.0.0.1"], capture_output=True, text=True, timeout=30
+    ).stdout
+    return out.split()[-1] if out.strip() else ""
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    return {name: keygen(d, name) for name in ("sam", "bob", "sam2")}
+
+
+@pytest.fixture(scope="module")
+def sam(hub, keys):
+    """sam's server, started with his public key in the spawn options."""
+    hub.spawn("sam", options={"ssh_keys": keys["sam"][1]})
+    port = hub.server_state("sam")["ssh_port"]
+    return {"port": port, "key": keys["sam"][0]}
+
+
+def test_users_key_logs_in_as_the_user(sam):
+    result = ssh(sam["port"], "sam", sam["key"], "whoami; id -u; test -w $HOME && echo home-writable")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["sam", "1000", "home-writable"]
+
+
+def test_password_login_is_refused(sam):
+    result = ssh(
+        sam["port"], "sam", None, "whoami",
+        "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+    )  # fmt: skip
+    assert result.returncode == 255
+    # the server offers public keys and nothing else
+    assert "Permission denied (publickey)" in result.stderr, result.stderr
+
+
+def test_root_login_is_refused(sam):
+    result = ssh(sam["port"], "root", sam["key"])
+    assert result.returncode == 255
+    assert "Permission denied" in result.stderr
+
+
+def test_another_users_key_is_refused(sam, keys):
+    result = ssh(sam["port"], "sam", keys["bob"][0])
+    assert result.returncode == 255
+    assert "Permission denied" in result.stderr
+
+
+def test_authorized_keys_cannot_be_changed_by_the_user(hub, sam):
+    result = ssh(sam["port"], "sam", sam["key"], "echo x >> /etc/devdock/ssh/authorized_keys; echo rc=$?")
+    assert "rc=1" in result.stdout
+    listing = hub.container("sam").exec_run(["stat", "-c", "%U %a", "/etc/devdock/ssh/authorized_keys"]).output
+    assert listing.decode().split() == ["root", "644"]
+
+
+def test_port_and_host_key_survive_stop_start_and_hub_restart(hub, sam):
+    port, before = sam["port"], host_key(sam["port"])
+    assert before
+    hub.stop_server("sam")
+    assert hub.server_state("sam")["ssh_port"] == port  # kept while stopped
+    hub.spawn("sam")
+    assert hub.server_state("sam")["ssh_port"] == port
+    assert host_key(port) == before  # no "host key changed" warning for users
+
+    hub.restart()
+    hub.wait_ready("sam")
+    assert ssh(port, "sam", sam["key"]).stdout.strip() == "sam"
+    hub.stop_server("sam")
+    hub.spawn("sam")
+    assert hub.server_state("sam")["ssh_port"] == port
+    assert ssh(port, "sam", sam["key"]).stdout.strip() == "sam"
+
+
+def test_concurrent_spawns_get_different_ports(hub, keys):
+    users = ["conc1", "conc2", "conc3"]
+    with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
+        list(pool.map(lambda u: hub.spawn(u, options={"ssh_keys": keys["bob"][1]}), users))
+    ports = [hub.server_state(u)["ssh_port"] for u in users]
+    assert len(set(ports)) == len(users), ports
+    for user, port in zip(users, ports, strict=True):
+        assert ssh(port, user, keys["bob"][0]).stdout.strip() == user
+    for user in users:
+        hub.stop_server(user)
+
+
+def _save_keys(session, hub, text: str):
+    page = session.get(f"{hub.url}/hub/ssh", timeout=30)
+    return session.post(f"{hub.url}/hub/ssh", data={"keys": text, "_xsrf": xsrf_from(page.text)}, timeout=30)
+
+
+def _stored_keys(session, hub) -> str:
+    page = session.get(f"{hub.url}/hub/ssh", timeout=30).text
+    return re.search(r"<textarea[^>]*>(.*?)</textarea>", page, re.S).group(1).strip()
+
+
+def test_ssh_page_needs_a_login(hub):
+    r = requests.get(f"{hub.url}/hub/ssh", allow_redirects=False, timeout=30)
+    assert r.status_code == 302 and "/hub/login" in r.headers["Location"]
+
+
+def test_ssh_page_shows_the_command_and_saves_keys_at_once(hub, sam, keys):
+    session = hub.browser_session("sam")
+    page = session.get(f"{hub.url}/hub/ssh", timeout=30)
+    assert page.status_code == 200
+    assert f"ssh -p {sam['port']} sam@127.0.0.1" in page.text
+
+    # A new key replaces the old one in the running container, without a restart.
+    r = _save_keys(session, hub, keys["sam2"][1])
+    assert r.status_code == 200, r.text
+    assert 'id="ssh-saved"' in r.text
+    assert ssh(sam["port"], "sam", keys["sam2"][0]).stdout.strip() == "sam"
+    assert ssh(sam["port"], "sam", sam["key"]).returncode == 255
+
+
+JUNK = [
+    ("options-command", 'command="/bin/sh" {key}', "options"),
+    ("options-from", 'from="10.0.0.1" {key}', "options"),
+    ("dsa", "ssh-dss AAAAB3NzaC1kc3MAAACBAP", "DSA"),
+    ("garbage", "not a key at all", "unknown key type"),
+    ("damaged", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBad", "damaged"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), [j[1:] for j in JUNK], ids=[j[0] for j in JUNK])
+def test_junk_keys_are_refused_and_nothing_is_lost(hub, keys, line, message):
+    session = hub.browser_session("sam")
+    stored = _stored_keys(session, hub)
+    assert stored.startswith("ssh-ed25519 ")
+    r = _save_keys(session, hub, line.format(key=keys["sam"][1]))
+    assert r.status_code == 400
+    assert message in r.text
+    assert _stored_keys(session, hub) == stored
+
+
+def test_weak_rsa_key_refused_in_spawn_options_before_anything_is_created(hub, tmp_path):
+    _, weak = keygen(tmp_path, "weak", "rsa", 1024)
+    hub.create_user("weakling")
+    r = hub.api("POST", "/users/weakling/server", json={"ssh_keys": weak})
+    assert r.status_code == 400
+    assert "at least 2048 bits" in r.json()["message"]
+    assert hub.container("weakling") is None
+
+
+def _last_activity(hub, name: str) -> datetime:
+    value = hub.user_model(name)["servers"][""]["last_activity"]
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_an_ssh_session_counts_as_activity(hub, keys):
+    hub.spawn("idle", options={"ssh_keys": keys["bob"][1]})
+    port = hub.server_state("idle")["ssh_port"]
+    # Control: with nobody using the server, its activity stands still across two report intervals.
+    time.sleep(3)
+    quiet = _last_activity(hub, "idle")
+    time.sleep(9)
+    assert _last_activity(hub, "idle") == quiet
+    # An SSH session, and nothing else, moves it forward.
+    session = subprocess.Popen(
+        ["ssh", "-p", str(port), "-i", keys["bob"][0], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "idle@127.0.0.1", "sleep 12"],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _last_activity(hub, "idle") <= quiet:
+            time.sleep(1)
+        assert _last_activity(hub, "idle") > quiet
+    finally:
+        session.kill()
+        hub.stop_server("idle")
+
+
+def test_admins_see_every_users_port_and_others_do_not(hub, sam):
+    page = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/admin", timeout=30)
+    assert page.status_code == 200
+    row = re.search(r'<tr data-user="sam" data-server="\(default\)">(.*?)</tr>', page.text, re.S)
+    assert row, page.text[-2000:]
+    assert f'<td class="ssh-port">{sam["port"]}</td>' in row.group(1)
+    # The admin panel's REST model carries it too (state is visible to admins).
+    assert hub.server_state("sam")["ssh_port"] == sam["port"]
+    refused = hub.browser_session("bob").get(f"{hub.url}/hub/devdock/admin", timeout=30)
+    assert refused.status_code == 403
