@@ -7,8 +7,9 @@ the same port. Here:
 - every ``(user, server)`` key has a *home* port, the same on every hub (a hash of the key into the
   range), and keeps whatever port it got last (spawner state, and the ``io.devdock.ssh-port`` label on
   its container), so ``ssh -p`` lines in people's ``~/.ssh/config`` keep working;
-- ports in use are learned from one ``docker ps -a`` (the caller passes them in) plus the allocator's own
-  reservations, and host sockets from a local ``bind()`` test (no traffic);
+- ports in use are learned from one ``docker ps -a`` (:func:`held_ports`; other tools' stopped containers
+  are inspected once each, ever) plus the allocator's own reservations, and host sockets from a local
+  ``bind()`` test (no traffic);
 - allocation holds a lock, so concurrent spawns never get the same port;
 - a port Docker still refuses to bind (a race with something outside devdock) is marked bad and the
   next one is taken (:meth:`PortAllocator.mark_unusable`).
@@ -22,7 +23,7 @@ import errno
 import hashlib
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 
 class NoFreePort(RuntimeError):
@@ -61,6 +62,44 @@ def ports_from_containers(containers: Iterable[dict], label: str) -> dict[int, s
         for p in c.get("Ports") or []:
             if p.get("PublicPort"):
                 held.setdefault(int(p["PublicPort"]), key)
+    return held
+
+
+def bindings_from_inspect(info: dict) -> set[int]:
+    """Host ports a container reserves (``docker inspect``), whether or not it is running."""
+    ports = set()
+    for bindings in ((info.get("HostConfig") or {}).get("PortBindings") or {}).values():
+        for binding in bindings or []:
+            if str(binding.get("HostPort") or "").isdigit():
+                ports.add(int(binding["HostPort"]))
+    return ports
+
+
+async def held_ports(docker: Callable[..., Awaitable], label: str, cache: dict[str, set[int]]) -> dict[int, str | None]:
+    """Every host port reserved on the engine, in one API call in the steady state.
+
+    One ``docker ps -a`` gives devdock's own containers (by label, running or stopped) and the
+    published ports of running containers. Stopped containers of other tools reserve ports too, but
+    the listing omits them: those are inspected once each and remembered in ``cache`` (a container's
+    port bindings never change after it is created), so they cost one call per container, ever.
+    """
+    containers = await docker("containers", all=True)
+    held = ports_from_containers(containers, label)
+    seen = set()
+    for c in containers:
+        labels = c.get("Labels") or {}
+        if "io.devdock.owner" in labels or c.get("State") == "running":
+            continue
+        seen.add(c["Id"])
+        if c["Id"] not in cache:
+            try:
+                cache[c["Id"]] = bindings_from_inspect(await docker("inspect_container", c["Id"]))
+            except Exception:  # noqa: BLE001 - removed in the meantime: it holds nothing
+                cache[c["Id"]] = set()
+        for port in cache[c["Id"]]:
+            held.setdefault(port, None)
+    for gone in set(cache) - seen:
+        del cache[gone]
     return held
 
 

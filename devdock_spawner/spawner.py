@@ -15,7 +15,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Int, Tuple, Unicode, default,
 from . import naming
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec
-from .ports import NoFreePort, PortAllocator, host_port_free, port_key, ports_from_containers
+from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
 from .ssh import InvalidKey, KeyStore, parse_keys
 
 SSH_CONTAINER_PORT = 2222
@@ -236,6 +236,8 @@ class DevDockSpawner(DockerSpawner):
     ssh_port = Int(0)
 
     _allocators: dict = {}
+    #: host ports of other tools' stopped containers, by container id (see ports.held_ports)
+    _foreign_port_cache: dict = {}
 
     @property
     def port_allocator(self) -> PortAllocator:
@@ -270,9 +272,8 @@ class DevDockSpawner(DockerSpawner):
         return f"ssh -p {self.ssh_port} {self.login_name}@{self.ssh_host}"
 
     async def allocate_ssh_port(self) -> int:
-        """This server's SSH port, with one Docker API call (the list of all containers)."""
-        containers = await self.docker("containers", all=True)
-        held = ports_from_containers(containers, SSH_PORT_LABEL)
+        """This server's SSH port, with one Docker API call in the steady state (see ports.held_ports)."""
+        held = await held_ports(self.docker, SSH_PORT_LABEL, self._foreign_port_cache)
         try:
             port = self.port_allocator.allocate(self.ssh_key, held, preferred=self.ssh_port or None)
         except NoFreePort as e:

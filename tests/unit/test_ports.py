@@ -8,7 +8,14 @@ import socket
 
 import pytest
 
-from devdock_spawner.ports import NoFreePort, PortAllocator, host_port_free, port_key, ports_from_containers
+from devdock_spawner.ports import (
+    NoFreePort,
+    PortAllocator,
+    held_ports,
+    host_port_free,
+    port_key,
+    ports_from_containers,
+)
 
 
 def test_same_key_gets_the_same_port_again():
@@ -135,3 +142,28 @@ def test_host_port_probe_sees_a_listening_socket():
 def test_invalid_range_is_refused():
     with pytest.raises(ValueError):
         PortAllocator(2000, 1000)
+
+
+def test_held_ports_needs_one_call_once_foreign_stopped_containers_are_known():
+    calls = []
+    listing = [
+        {"Id": "ours", "State": "exited", "Labels": {"io.devdock.owner": "a", "io.devdock.ssh-port": "42001"}},
+        {"Id": "web", "State": "running", "Labels": {}, "Ports": [{"PublicPort": 8080}]},
+        {"Id": "old", "State": "exited", "Labels": {}, "Ports": []},
+    ]
+    inspect = {"old": {"HostConfig": {"PortBindings": {"2222/tcp": [{"HostIp": "", "HostPort": "1025"}]}}}}
+
+    async def docker(method, *args, **kwargs):
+        calls.append(method)
+        return listing if method == "containers" else inspect[args[0]]
+
+    cache: dict = {}
+    held = asyncio.run(held_ports(docker, "io.devdock.ssh-port", cache))
+    assert held == {42001: "a/", 8080: None, 1025: None}
+    assert calls == ["containers", "inspect_container"]
+    calls.clear()
+    assert asyncio.run(held_ports(docker, "io.devdock.ssh-port", cache)) == held
+    assert calls == ["containers"]  # the steady state: one call
+    listing.pop()
+    asyncio.run(held_ports(docker, "io.devdock.ssh-port", cache))
+    assert cache == {}  # removed containers are forgotten
