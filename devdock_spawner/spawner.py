@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import os
 import socket
+import time
 
 from docker.errors import APIError
 from dockerspawner import DockerSpawner
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Int, Tuple, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Tuple, Unicode, default, validate
 
-from . import naming
+from . import gpu as gpus
+from . import metrics, naming
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec
 from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
+from .profiles import OVERRIDABLE, InvalidOptions, Profile, load_profiles, validate_user_options, visible_profiles
 from .ssh import InvalidKey, KeyStore, parse_keys
 
 SSH_CONTAINER_PORT = 2222
@@ -309,6 +313,218 @@ class DevDockSpawner(DockerSpawner):
         store.save(self.user_slug, keys)
         return keys
 
+    # --- profiles and GPUs -------------------------------------------------------------------
+
+    profile_list = List(
+        Dict(),
+        config=True,
+        help="""
+        The choices on the spawn form, in the style of KubeSpawner's ``profile_list``. Each entry:
+        ``slug`` (what the form and the REST API send), ``display_name``, ``description``,
+        ``default``, ``gpus`` (0, N or ``"all"``), ``gpu_ids`` (pin to these devices),
+        ``allowed_groups`` (hub groups that see it) and ``overrides`` (``image``, ``mem_limit``,
+        ``cpu_limit``, ``shm_size``, ``pids_limit``, ``environment``). Example::
+
+            [{"slug": "cpu", "display_name": "Desktop", "default": True},
+             {"slug": "gpu", "display_name": "1 GPU", "gpus": 1, "overrides": {"mem_limit": "32G"}}]
+
+        Default: one GPU-less "Desktop" profile (then no form is shown).
+        """,
+    )
+
+    gpu_inventory = List(
+        Dict(),
+        config=True,
+        help="""
+        The host's GPUs, e.g. ``[{"index": 0, "uuid": "GPU-8f3c...", "name": "A100", "memory_mib": 81920}]``
+        (``nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv`` prints them). Optional
+        ``device`` is the device node for ``gpu_mode = "devices"`` (default ``/dev/nvidia<index>``).
+        When set it wins; when empty and ``gpu_discovery`` is on, devdock asks ``nvidia-smi`` in a
+        one-shot container once. Default: empty.
+        """,
+    )
+
+    gpu_discovery = Bool(
+        True,
+        config=True,
+        help="""
+        Find the GPUs with a one-shot ``nvidia-smi`` container (needs the NVIDIA container toolkit)
+        when ``gpu_inventory`` is empty. The result is kept for the hub's lifetime. Default: True.
+        """,
+    )
+
+    gpu_mode = CaselessStrEnum(
+        list(gpus.MODES),
+        "nvidia",
+        config=True,
+        help="""
+        How allotted GPUs reach the container: ``nvidia`` (a Docker ``DeviceRequest`` for the NVIDIA
+        runtime, the usual setup), ``cdi`` (CDI device names ``nvidia.com/gpu=<uuid>``) or ``devices``
+        (the device nodes plus a read-only mount of ``gpu_driver_dir``, for hosts without the toolkit).
+        """,
+    )
+
+    gpu_max_users_per_gpu = Int(
+        1,
+        config=True,
+        help="""
+        How many servers may hold the same GPU. 1 (the default) allots GPUs exclusively; 0 means no
+        limit (shared); N lets N servers share each GPU.
+        """,
+    )
+
+    gpu_common_devices = List(
+        Unicode(),
+        ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"],
+        config=True,
+        help="Device nodes every GPU container needs in ``devices`` mode, besides the GPUs' own.",
+    )
+
+    gpu_driver_dir = Unicode(
+        "/usr/local/nvidia",
+        config=True,
+        help="""
+        Host folder with the NVIDIA driver's user-space files (``bin/nvidia-smi``, ``lib64``), mounted
+        read-only in ``devices`` mode. Empty: mount nothing.
+        """,
+    )
+
+    #: UUIDs of the GPUs this server holds (state; empty when stopped).
+    gpu_ids = List(Unicode())
+
+    _gpu: dict = {"allocator": None, "lock": None}
+
+    async def gpu_allocator(self) -> gpus.GPUAllocator:
+        """The hub's GPU allocator: built once from the inventory, then from the running containers."""
+        state = self._gpu
+        if state["lock"] is None:
+            state["lock"] = asyncio.Lock()
+        async with state["lock"]:
+            if state["allocator"] is None:
+                state["allocator"] = await self._build_gpu_allocator()
+        return state["allocator"]
+
+    async def _build_gpu_allocator(self) -> gpus.GPUAllocator:
+        info = await self.docker("info")
+        support = gpus.engine_gpu_support(info)
+        self.log.info("devdock GPU support on this engine: %s", support["summary"])
+        if self.gpu_inventory:
+            inventory = [gpus.GPU.from_config(entry) for entry in self.gpu_inventory]
+        elif self.gpu_discovery and support["nvidia_runtime"]:
+            try:
+                inventory = await asyncio.wrap_future(
+                    self.executor.submit(gpus.probe_inventory, self.client, self.image)
+                )
+            except Exception as e:  # noqa: BLE001 - a failed probe means "no GPUs", said loudly
+                self.log.error("devdock: GPU discovery with nvidia-smi failed: %s", e)
+                inventory = []
+        else:
+            inventory = []
+        self.log.info(
+            "devdock GPU inventory: %s", ", ".join(f"{g.index}:{g.name}:{g.uuid}" for g in inventory) or "none"
+        )
+        allocator = gpus.GPUAllocator(inventory, self.gpu_max_users_per_gpu)
+        # A restarted hub finds who holds what on the containers themselves.
+        containers = await self.docker("containers", all=True, filters={"label": f"{naming.LABEL_PREFIX}.managed=true"})
+        for key, uuids in gpus.gpus_from_containers(containers).items():
+            allocator.adopt(key, uuids)
+        metrics.update_gpu_gauges(allocator)
+        return allocator
+
+    def _profiles(self) -> list[Profile]:
+        try:
+            return load_profiles(self.profile_list)
+        except ValueError as e:
+            raise web.HTTPError(500, f"devdock's profile_list is misconfigured: {e}") from e
+
+    def _groups(self) -> set[str]:
+        return {g.name for g in getattr(self.user, "groups", []) or []}
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    async def _render_options_form(self, spawner=None) -> str:
+        profiles = visible_profiles(self._profiles(), self._groups())
+        if len(profiles) <= 1:
+            return ""  # nothing to choose: the hub starts the server straight away
+        allocator = await self.gpu_allocator()
+        key = self.ssh_key
+        chosen = self.user_options.get("profile") if isinstance(self.user_options, dict) else None
+        rows = []
+        for p in profiles:
+            total = len(p.gpu_ids) if p.gpu_ids else allocator.total
+            available, reason = True, ""
+            if p.gpus:
+                available = allocator.can_satisfy(p.gpus, list(p.gpu_ids) or None, key)
+                if not available:
+                    reason = (
+                        "No GPUs on this server."
+                        if allocator.total == 0
+                        else f"Not enough free GPUs right now ({allocator.free(key)} free)."
+                    )
+            rows.append(
+                {
+                    "slug": p.slug,
+                    "display_name": p.display_name,
+                    "description": p.description,
+                    "gpus": p.gpus,
+                    "gpu_label": p.gpu_label,
+                    "free": allocator.free(key) if not p.gpu_ids else total,
+                    "total": total,
+                    "available": available,
+                    "reason": reason,
+                    "checked": False,
+                }
+            )
+        preferred = [r for r in rows if r["available"] and r["slug"] == chosen]
+        preferred = preferred or [r for r, p in zip(rows, profiles, strict=True) if r["available"] and p.default]
+        preferred = preferred or [r for r in rows if r["available"]]
+        if preferred:
+            preferred[0]["checked"] = True
+        return (
+            _templates()
+            .get_template("devdock_form.html")
+            .render(profiles=rows, gpu_total=allocator.total, gpu_free=allocator.free(key))
+        )
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        def options_from_form(formdata):
+            return {"profile": formdata.get("profile", [""])[0]}
+
+        return options_from_form
+
+    _configured: dict | None = None
+
+    def _apply_profile(self, profile: Profile) -> None:
+        """Start from the site's configuration, then apply the profile: nothing leaks between spawns."""
+        if self._configured is None:
+            self._configured = {name: copy.deepcopy(getattr(self, name)) for name in OVERRIDABLE}
+        for name, value in self._configured.items():
+            setattr(self, name, copy.deepcopy(value))
+        for name, value in profile.overrides.items():
+            if name == "environment":
+                value = {**self._configured["environment"], **value}
+            setattr(self, name, copy.deepcopy(value))
+
+    async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
+        allocator = await self.gpu_allocator()
+        try:
+            uuids = allocator.allocate(self.ssh_key, profile.gpus, list(profile.gpu_ids) or None)
+        except gpus.NotEnoughGPUs as e:
+            raise web.HTTPError(409, str(e)) from e
+        finally:
+            metrics.update_gpu_gauges(allocator)
+        self.gpu_ids = uuids
+        return [allocator.by_uuid[u] for u in uuids]
+
+    async def release_gpus(self) -> None:
+        if self._gpu["allocator"] is not None:
+            self._gpu["allocator"].release(self.ssh_key)
+            metrics.update_gpu_gauges(self._gpu["allocator"])
+        self.gpu_ids = []
+
     # --- naming helpers ----------------------------------------------------------------------
 
     @property
@@ -358,7 +574,11 @@ class DevDockSpawner(DockerSpawner):
         if self.ssh_enabled and self.ssh_port:
             # Lets a restarted hub (and every allocation) see which server holds which port.
             labels[SSH_PORT_LABEL] = str(self.ssh_port)
+        if self.gpu_ids:
+            labels[gpus.GPU_LABEL] = ",".join(self.gpu_ids)
         return labels
+
+    _allotted_gpus: list = []
 
     # --- environment -------------------------------------------------------------------------
 
@@ -419,16 +639,22 @@ class DevDockSpawner(DockerSpawner):
 
     async def container_settings(self) -> ContainerSettings:
         """The settings of this spawn's container, computed fresh from the traits each time."""
+        gpu_config = gpus.device_config(
+            self._allotted_gpus, self.gpu_mode, self.gpu_common_devices, self.gpu_driver_dir
+        )
+        environment = {**self.get_env(), **gpu_config["env"]}
         return ContainerSettings(
             image=self.image,
             name=self.object_name,
             hostname=naming.hostname(self.user_slug, self.server_slug),
             command=await self.get_command(),
-            environment=self.get_env(),
+            environment=environment,
             labels=self._container_labels(),
             network=self.network_name,
             port=self.port,
-            binds=self.volume_binds,
+            binds={**self.volume_binds, **gpu_config["binds"]},
+            device_requests=gpu_config["device_requests"],
+            devices=gpu_config["devices"],
             mounts=[self._mount(m) for m in self.mounts],
             mem_limit=self.mem_limit,
             cpu_limit=self.cpu_limit,
@@ -467,18 +693,49 @@ class DevDockSpawner(DockerSpawner):
 
     async def start(self):
         self._progress_events = []
-        self._emit(10, f"Preparing the desktop for {self.user.name}")
+        self._emit(5, f"Preparing the desktop for {self.user.name}")
         # Validate everything the user sent before creating anything.
+        try:
+            profile, options = validate_user_options(self.user_options, self._profiles(), self._groups())
+        except InvalidOptions as e:
+            raise web.HTTPError(400, str(e)) from e
+        self.user_options = options
+        self._apply_profile(profile)
         self._ssh_keys = self.ssh_keys_for_spawn() if self.ssh_enabled else []
-        await self.ensure_network()
-        await self.ensure_volumes()
-        if self.ssh_enabled:
-            await self.allocate_ssh_port()
-            self._emit(20, f"SSH: {self.ssh_command}")
-        self._emit(30, f"Starting container {self.object_name}")
-        ip_port = await super().start()
+        t0 = time.perf_counter()
+        self._allotted_gpus = await self.allocate_gpus(profile)
+        if self._allotted_gpus:
+            self._emit(10, f"GPUs: {', '.join(f'{g.index} ({g.name})' for g in self._allotted_gpus)}")
+        try:
+            await self.ensure_network()
+            await self.ensure_volumes()
+            if self.ssh_enabled:
+                await self.allocate_ssh_port()
+                self._emit(20, f"SSH: {self.ssh_command}")
+            metrics.SPAWN_PHASE.labels("prepare").observe(time.perf_counter() - t0)
+            self._emit(30, f"Starting container {self.object_name} ({profile.display_name})")
+            t1 = time.perf_counter()
+            ip_port = await super().start()
+            metrics.SPAWN_PHASE.labels("container").observe(time.perf_counter() - t1)
+        except BaseException:
+            # Nothing half-made stays behind: no container, no GPU held.
+            await self._clean_up_failed_start()
+            raise
         self._emit(60, "Container started, waiting for JupyterLab and the desktop to answer")
         return ip_port
+
+    async def _clean_up_failed_start(self):
+        try:
+            if self.object_id:
+                await self.remove_object()
+                self.object_id = ""
+        except Exception as e:  # noqa: BLE001 - the original error matters more
+            self.log.warning("Could not remove the container of a failed start of %s: %s", self._log_name, e)
+        await self.release_gpus()
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await self.release_gpus()
 
     async def start_object(self):
         """Start the container; if Docker cannot bind the SSH port after all, move to the next one."""
@@ -487,6 +744,13 @@ class DevDockSpawner(DockerSpawner):
                 return await super().start_object()
             except APIError as e:
                 message = str(e.explanation or e)
+                if "could not select device driver" in message or "nvidia-container-cli" in message:
+                    raise web.HTTPError(
+                        503,
+                        "This server cannot give containers GPUs right now: Docker has no working NVIDIA "
+                        "runtime (the NVIDIA container toolkit is missing or broken). Choose a profile "
+                        "without GPUs, or ask an admin to install the toolkit or change gpu_mode.",
+                    ) from e
                 bind_error = "port is already allocated" in message or "address already in use" in message
                 if not (self.ssh_enabled and self.ssh_port and bind_error) or attempt == 2:
                     raise
@@ -503,11 +767,15 @@ class DevDockSpawner(DockerSpawner):
         super().load_state(state)
         # ssh_port: the port this server had, so that it keeps it (also while stopped).
         self.ssh_port = int(state.get("ssh_port") or 0)
+        # gpu_ids: shown to admins; the allocator itself is rebuilt from the containers' labels.
+        self.gpu_ids = [str(u) for u in state.get("gpu_ids") or []]
 
     def get_state(self):
         state = super().get_state()
         if self.ssh_port:
             state["ssh_port"] = self.ssh_port
+        if self.gpu_ids:
+            state["gpu_ids"] = list(self.gpu_ids)
         return state
 
     def clear_state(self):
@@ -515,6 +783,7 @@ class DevDockSpawner(DockerSpawner):
         port = self.ssh_port
         super().clear_state()
         self.ssh_port = port
+        self.gpu_ids = []
 
     # --- progress ----------------------------------------------------------------------------
 
@@ -537,3 +806,19 @@ class DevDockSpawner(DockerSpawner):
             if self._spawn_future is not None and self._spawn_future.done():
                 return
             await asyncio.sleep(0.25)
+
+
+_jinja = None
+
+
+def _templates():
+    """devdock's jinja2 templates (autoescaped), loaded on first use."""
+    global _jinja
+    if _jinja is None:
+        import jinja2
+
+        _jinja = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
+            autoescape=True,
+        )
+    return _jinja

@@ -1,0 +1,19 @@
+"""Prometheus metrics devdock adds to the Hub's ``/hub/metrics`` (JupyterHub's default registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Gauge, Histogram
+
+GPUS_TOTAL = Gauge("devdock_gpus_total", "GPUs in devdock's inventory")
+GPUS_ALLOCATED = Gauge("devdock_gpus_allocated", "GPUs held by at least one running devdock server")
+SPAWN_PHASE = Histogram(
+    "devdock_spawn_phase_seconds",
+    "Time spent in each phase of a devdock spawn",
+    ["phase"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+
+
+def update_gpu_gauges(allocator) -> None:
+    GPUS_TOTAL.set(allocator.total)
+    GPUS_ALLOCATED.set(allocator.allocated())

@@ -1,0 +1,138 @@
+"""Profiles: the choices on the spawn form, and the validation of what users send (pure).
+
+A profile, in the style of KubeSpawner's ``profile_list``::
+
+    {
+        "slug": "gpu-2",                     # what the form and the REST API send
+        "display_name": "2 GPUs",
+        "description": "For multi-GPU training",
+        "default": False,
+        "gpus": 2,                           # 0, N or "all"
+        "gpu_ids": ["GPU-1234..."],          # optional: pin to these devices (uuids or indexes)
+        "allowed_groups": ["vision-lab"],    # optional: only members of these hub groups see it
+        "overrides": {"image": "devdock/desktop-cuda:latest", "mem_limit": "32G", "cpu_limit": 8},
+    }
+
+``user_options`` arrive from the form *and* from the REST API, which skips the form, so they are
+re-validated here: only known keys, only strings where strings belong, only profiles the user may use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+#: Spawner settings a profile may override (each spawn starts again from the site's configuration).
+OVERRIDABLE = ("image", "mem_limit", "cpu_limit", "shm_size", "pids_limit", "environment")
+#: Keys users may send in ``user_options``.
+USER_OPTION_KEYS = ("profile", "ssh_keys")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_PROFILE_KEYS = {"slug", "display_name", "description", "default", "gpus", "gpu_ids", "allowed_groups", "overrides"}
+
+
+class InvalidOptions(ValueError):
+    """``user_options`` that are refused; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    slug: str
+    display_name: str
+    description: str = ""
+    default: bool = False
+    gpus: int | str = 0
+    gpu_ids: tuple[str, ...] = ()
+    allowed_groups: tuple[str, ...] = ()
+    overrides: dict = field(default_factory=dict)
+
+    def allows(self, groups: set[str]) -> bool:
+        return not self.allowed_groups or bool(set(self.allowed_groups) & groups)
+
+    @property
+    def gpu_label(self) -> str:
+        if self.gpus == "all":
+            return "all GPUs"
+        return {0: "no GPU", 1: "1 GPU"}.get(self.gpus, f"{self.gpus} GPUs")
+
+
+DEFAULT_PROFILES = [{"slug": "desktop", "display_name": "Desktop", "description": "JupyterLab and a desktop, no GPU"}]
+
+
+def load_profiles(profile_list: list[dict]) -> list[Profile]:
+    """Check the site's ``profile_list`` once, with errors that name the profile and the problem."""
+    profiles = []
+    for number, entry in enumerate(profile_list or DEFAULT_PROFILES, 1):
+        where = f"profile_list entry {number}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a dict, not {type(entry).__name__}")
+        unknown = set(entry) - _PROFILE_KEYS
+        if unknown:
+            raise ValueError(f"{where} has unknown keys {sorted(unknown)}; known: {sorted(_PROFILE_KEYS)}")
+        slug = entry.get("slug", "")
+        if not isinstance(slug, str) or not _SLUG.match(slug):
+            raise ValueError(f"{where}: slug {slug!r} must match {_SLUG.pattern}")
+        gpus = entry.get("gpus", 0)
+        if gpus != "all" and not (isinstance(gpus, int) and not isinstance(gpus, bool) and 0 <= gpus <= 64):
+            raise ValueError(f"{where} ({slug}): gpus must be 0..64 or 'all', not {gpus!r}")
+        overrides = entry.get("overrides", {}) or {}
+        bad = set(overrides) - set(OVERRIDABLE)
+        if bad:
+            raise ValueError(f"{where} ({slug}): cannot override {sorted(bad)}; allowed: {list(OVERRIDABLE)}")
+        profiles.append(
+            Profile(
+                slug=slug,
+                display_name=str(entry.get("display_name", slug)),
+                description=str(entry.get("description", "")),
+                default=bool(entry.get("default", False)),
+                gpus=gpus,
+                gpu_ids=tuple(str(g) for g in entry.get("gpu_ids", ()) or ()),
+                allowed_groups=tuple(entry.get("allowed_groups", ()) or ()),
+                overrides=dict(overrides),
+            )
+        )
+    slugs = [p.slug for p in profiles]
+    duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"profile_list has duplicate slugs: {duplicates}")
+    return profiles
+
+
+def visible_profiles(profiles: list[Profile], groups: set[str]) -> list[Profile]:
+    return [p for p in profiles if p.allows(groups)]
+
+
+def default_profile(profiles: list[Profile]) -> Profile:
+    return next((p for p in profiles if p.default), profiles[0])
+
+
+def validate_user_options(options, profiles: list[Profile], groups: set[str]) -> tuple[Profile, dict]:
+    """``(profile, clean options)`` or :class:`InvalidOptions`. Never trusts the shape of ``options``."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidOptions("Spawn options must be a JSON object.")
+    unknown = sorted(str(k)[:40] for k in options if k not in USER_OPTION_KEYS)
+    if unknown:
+        raise InvalidOptions(f"Unknown spawn option(s) {unknown}; allowed: {list(USER_OPTION_KEYS)}.")
+    clean: dict = {}
+    visible = visible_profiles(profiles, groups)
+    if not visible:
+        raise InvalidOptions("No profile is available to you; ask an admin to add you to a group.")
+    slug = options.get("profile")
+    if slug is None or slug == "":
+        profile = default_profile(visible) if any(p.default for p in visible) else visible[0]
+    else:
+        if not isinstance(slug, str) or len(slug) > 64:
+            raise InvalidOptions("The profile must be given by its short name, e.g. 'desktop'.")
+        matches = [p for p in visible if p.slug == slug]
+        if not matches:
+            choices = ", ".join(p.slug for p in visible)
+            raise InvalidOptions(f"There is no profile {slug!r} you can use; choose one of: {choices}.")
+        profile = matches[0]
+    clean["profile"] = profile.slug
+    if "ssh_keys" in options:
+        keys = options["ssh_keys"]
+        if not isinstance(keys, str) or len(keys) > 64 * 1024:
+            raise InvalidOptions("ssh_keys must be text: public keys, one per line.")
+        clean["ssh_keys"] = keys
+    return profile, clean
