@@ -137,6 +137,16 @@ class DevDockSpawner(DockerSpawner):
         """,
     )
 
+    keep_failed_containers = Bool(
+        False,
+        config=True,
+        help="""
+        Keep the container of a start that failed (stopped), so that an admin can ``docker inspect``
+        and ``docker logs`` it. It is removed at the user's next start. Default: False (removed at
+        once, so nothing is left behind).
+        """,
+    )
+
     stop_grace_seconds = Int(
         5,
         config=True,
@@ -502,7 +512,9 @@ class DevDockSpawner(DockerSpawner):
         if self._configured is None:
             self._configured = {name: copy.deepcopy(getattr(self, name)) for name in OVERRIDABLE}
         for name, value in self._configured.items():
-            setattr(self, name, copy.deepcopy(value))
+            # The configured value was validated when it was set; restore it as it was (a trait
+            # assignment would re-validate, turning mem_limit=None into 0).
+            self._trait_values[name] = copy.deepcopy(value)
         for name, value in profile.overrides.items():
             if name == "environment":
                 value = {**self._configured["environment"], **value}
@@ -656,8 +668,8 @@ class DevDockSpawner(DockerSpawner):
             device_requests=gpu_config["device_requests"],
             devices=gpu_config["devices"],
             mounts=[self._mount(m) for m in self.mounts],
-            mem_limit=self.mem_limit,
-            cpu_limit=self.cpu_limit,
+            mem_limit=self.mem_limit or None,
+            cpu_limit=self.cpu_limit or None,
             shm_size=self.shm_size or None,
             pids_limit=self.pids_limit or None,
             stop_timeout=self.stop_grace_seconds,
@@ -726,7 +738,7 @@ class DevDockSpawner(DockerSpawner):
 
     async def _clean_up_failed_start(self):
         try:
-            if self.object_id:
+            if self.object_id and not self.keep_failed_containers:
                 await self.remove_object()
                 self.object_id = ""
         except Exception as e:  # noqa: BLE001 - the original error matters more

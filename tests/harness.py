@@ -60,11 +60,23 @@ def require_image(client: docker.DockerClient, image: str = IMAGE) -> None:
 class Hub:
     """One JupyterHub process (and the proxy it starts), restartable on the same database."""
 
-    def __init__(self, client: docker.DockerClient, data_dir: Path, config: Path | None = None, **env_overrides: str):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        data_dir: Path,
+        config: Path | None = None,
+        extra_config: str = "",
+        **env_overrides: str,
+    ):
         self.client = client
-        self.config = config or ROOT / "jupyterhub_config.py"
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config or ROOT / "jupyterhub_config.py"
+        if extra_config:
+            # The shipped config, then the test's additions (a real config file, loaded the real way).
+            extra = data_dir / "extra_config.py"
+            extra.write_text(f"c = get_config()\nload_subconfig({str(self.config)!r})\n{extra_config}\n")
+            self.config = extra
         self.port = free_port()
         self.proxy_api_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -253,7 +265,7 @@ class Hub:
 
 
 def xsrf_from(html: str) -> str:
-    match = re.search(r'name="_xsrf" value="([^"]+)"', html)
+    match = re.search(r'name="_xsrf" value="([^"]+)"', html) or re.search(r'xsrf_token: "([^"]+)"', html)
     assert match, "no _xsrf field in the page"
     return match.group(1)
 

@@ -79,3 +79,29 @@ def test_reference_docs_are_generated_from_current_help():
         [sys.executable, str(root / "docs/generate_reference.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_profile_overrides_never_leak_into_the_next_spawn():
+    from devdock_spawner.profiles import load_profiles
+
+    c = Config()
+    c.DevDockSpawner.environment = {"SITE": "1"}
+    spawner = make_spawner(config=c)
+    site_mem_limit = spawner.mem_limit
+    gpu, cpu = load_profiles(
+        [
+            {
+                "slug": "gpu",
+                "overrides": {"image": "devdock/desktop-cuda:1", "mem_limit": "8G", "environment": {"X": "1"}},
+            },
+            {"slug": "cpu"},
+        ]
+    )
+    spawner._apply_profile(gpu)
+    assert spawner.image == "devdock/desktop-cuda:1"
+    assert spawner.mem_limit == 8 * 1024**3
+    assert spawner.environment == {"SITE": "1", "X": "1"}
+    spawner._apply_profile(cpu)
+    assert spawner.image == "devdock/desktop:latest"
+    assert spawner.mem_limit == site_mem_limit
+    assert spawner.environment == {"SITE": "1"}

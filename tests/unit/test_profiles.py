@@ -1,0 +1,75 @@
+"""Profiles and hostile user_options (tables)."""
+
+from __future__ import annotations
+
+import pytest
+
+from devdock_spawner.profiles import InvalidOptions, load_profiles, validate_user_options
+
+PROFILES = load_profiles(
+    [
+        {"slug": "cpu", "display_name": "Desktop", "default": True},
+        {"slug": "gpu-1", "display_name": "1 GPU", "gpus": 1, "overrides": {"image": "devdock/desktop-cuda"}},
+        {"slug": "lab-only", "display_name": "Vision lab", "gpus": "all", "allowed_groups": ["vision"]},
+    ]
+)
+
+GOOD = [
+    ("empty-means-default", {}, set(), "cpu"),
+    ("none-means-default", None, set(), "cpu"),
+    ("explicit", {"profile": "gpu-1"}, set(), "gpu-1"),
+    ("group-profile", {"profile": "lab-only"}, {"vision"}, "lab-only"),
+    ("with-keys", {"profile": "cpu", "ssh_keys": "ssh-ed25519 AAAA"}, set(), "cpu"),
+]
+
+
+@pytest.mark.parametrize(("options", "groups", "slug"), [g[1:] for g in GOOD], ids=[g[0] for g in GOOD])
+def test_accepted_options(options, groups, slug):
+    profile, clean = validate_user_options(options, PROFILES, groups)
+    assert profile.slug == slug
+    assert clean["profile"] == slug
+    assert set(clean) <= {"profile", "ssh_keys"}
+
+
+BAD = [
+    ("image-injection-CVE-2023-48311", {"image": "evil/root:latest"}, set(), "Unknown spawn option"),
+    ("unknown-key", {"profile": "cpu", "privileged": True}, set(), "Unknown spawn option"),
+    ("not-a-dict", ["cpu"], set(), "JSON object"),
+    ("profile-number", {"profile": 3}, set(), "short name"),
+    ("profile-list", {"profile": ["cpu"]}, set(), "short name"),
+    ("profile-huge", {"profile": "x" * 10000}, set(), "short name"),
+    ("profile-unknown", {"profile": "gpu-99"}, set(), "no profile 'gpu-99'"),
+    ("profile-other-group", {"profile": "lab-only"}, {"physics"}, "no profile 'lab-only'"),
+    ("profile-path-trick", {"profile": "../cpu"}, set(), "no profile"),
+    ("keys-not-text", {"ssh_keys": {"a": 1}}, set(), "must be text"),
+    ("keys-huge", {"ssh_keys": "a" * 100_000}, set(), "must be text"),
+]
+
+
+@pytest.mark.parametrize(("options", "groups", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_refused_options(options, groups, message):
+    with pytest.raises(InvalidOptions, match=message):
+        validate_user_options(options, PROFILES, groups)
+
+
+CONFIG_ERRORS = [
+    ("unknown-key", [{"slug": "a", "gpu": 1}], "unknown keys"),
+    ("bad-slug", [{"slug": "A B"}], "slug"),
+    ("negative-gpus", [{"slug": "a", "gpus": -1}], "gpus must be"),
+    ("absurd-gpus", [{"slug": "a", "gpus": 10_000}], "gpus must be"),
+    ("bool-gpus", [{"slug": "a", "gpus": True}], "gpus must be"),
+    ("override-not-allowed", [{"slug": "a", "overrides": {"privileged": True}}], "cannot override"),
+    ("duplicate", [{"slug": "a"}, {"slug": "a"}], "duplicate"),
+    ("not-a-dict", ["a"], "must be a dict"),
+]
+
+
+@pytest.mark.parametrize(("profile_list", "message"), [c[1:] for c in CONFIG_ERRORS], ids=[c[0] for c in CONFIG_ERRORS])
+def test_profile_list_errors_name_the_problem(profile_list, message):
+    with pytest.raises(ValueError, match=message):
+        load_profiles(profile_list)
+
+
+def test_default_profile_list_is_one_cpu_desktop():
+    (profile,) = load_profiles([])
+    assert profile.gpus == 0 and profile.slug == "desktop"
