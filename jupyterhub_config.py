@@ -11,9 +11,25 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_PROXY_API_URL     configurable-http-proxy's API              (http://127.0.0.1:8001)
   DEVDOCK_PROXY_EXTERNAL    1: the proxy runs as its own service; the hub does not start it
   DEVDOCK_NETWORK           Docker network of user containers          (devdock)
+  DEVDOCK_ISOLATE           1: containers on it cannot reach each other (1; 0 when the hub is a container on it)
   DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
   DEVDOCK_PREFIX            prefix of container and volume names       (devdock)
   DEVDOCK_AUTHENTICATOR     dummy | oauth (GenericOAuthenticator)      (dummy)
+  With oauth, oauthenticator's own variables name the provider (all required): OAUTH2_AUTHORIZE_URL (what
+  browsers open), OAUTH2_TOKEN_URL and OAUTH2_USERDATA_URL (what the hub calls), OAUTH_CLIENT_ID,
+  OAUTH_CLIENT_SECRET; optional OAUTH_CALLBACK_URL, OAUTH2_BASIC_AUTH, OAUTH_TLS_VERIFY. And devdock's:
+  DEVDOCK_PUBLIC_URL        URL users open; the callback URL is derived from it (optional)
+  DEVDOCK_OAUTH_SCOPE       space-separated scopes                     (openid profile email)
+  DEVDOCK_OAUTH_USERNAME_CLAIM  claim that becomes the hub username   (preferred_username)
+  DEVDOCK_OAUTH_GROUPS_CLAIM    claim listing the user's groups; they become JupyterHub groups
+                            (groups when allowed/admin groups are set, else off)
+  DEVDOCK_OAUTH_ALLOWED_GROUPS  comma-separated groups whose members may log in
+  DEVDOCK_OAUTH_ADMIN_GROUPS    comma-separated groups whose members are admins
+  DEVDOCK_OAUTH_ALLOW_ALL   1: everyone the provider accepts may log in (0; then allowed users or groups
+                            are required)
+  DEVDOCK_OAUTH_LOGIN_SERVICE   name on the login button             (single sign-on)
+  DEVDOCK_OAUTH_AUTO_LOGIN  1: /hub/login goes straight to the provider (1)
+  DEVDOCK_OAUTH_DENIED_MESSAGE  page text for users who signed in but are not allowed
   DEVDOCK_DUMMY_PASSWORD    shared password of the dummy authenticator (required with dummy)
   DEVDOCK_ADMIN_USERS       comma-separated admin usernames            (admin)
   DEVDOCK_ALLOWED_USERS     comma-separated allowed usernames; empty means everyone who can log in
@@ -53,7 +69,9 @@ def network_gateway(network):
     try:
         info = client.api.inspect_network(network)
     except docker.errors.NotFound:
-        client.api.create_network(network, driver="bridge", labels={"io.devdock.managed": "true"})
+        from devdock_spawner.container import network_spec
+
+        client.api.create_network(**network_spec(network, isolated=env("DEVDOCK_ISOLATE", "1") == "1"))
         info = client.api.inspect_network(network)
     configs = info.get("IPAM", {}).get("Config") or []
     for config in configs:
@@ -84,6 +102,7 @@ if env("DEVDOCK_PROXY_API_URL"):
 # --- the spawner ----------------------------------------------------------------------------------
 c.DevDockSpawner.image = env("DEVDOCK_IMAGE", "devdock/desktop:latest")
 c.DevDockSpawner.network_name = network
+c.DevDockSpawner.isolate_containers = env("DEVDOCK_ISOLATE", "1") == "1"
 c.DevDockSpawner.prefix = env("DEVDOCK_PREFIX", "devdock")
 labels = {}
 for pair in env_list("DEVDOCK_EXTRA_LABELS"):
@@ -130,7 +149,41 @@ if authenticator == "dummy":
     c.JupyterHub.authenticator_class = "dummy"
     c.DummyAuthenticator.password = password
 elif authenticator == "oauth":
+    # GenericOAuthenticator: any OAuth 2 / OpenID Connect provider. Endpoints and the client come from
+    # oauthenticator's own variables; docs/deployment.md has the values for common providers.
+    endpoints = ("OAUTH2_AUTHORIZE_URL", "OAUTH2_TOKEN_URL", "OAUTH2_USERDATA_URL")
+    missing = [name for name in (*endpoints, "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET") if not env(name)]
+    if missing:
+        sys.exit(f"devdock: DEVDOCK_AUTHENTICATOR=oauth needs {', '.join(missing)} (see docs/deployment.md)")
     c.JupyterHub.authenticator_class = "generic-oauth"
+    oauth = c.GenericOAuthenticator
+    oauth.login_service = env("DEVDOCK_OAUTH_LOGIN_SERVICE", "single sign-on")
+    oauth.auto_login = env("DEVDOCK_OAUTH_AUTO_LOGIN", "1") == "1"
+    oauth.scope = env("DEVDOCK_OAUTH_SCOPE", "openid profile email").split()
+    oauth.username_claim = env("DEVDOCK_OAUTH_USERNAME_CLAIM", "preferred_username")
+    if env("DEVDOCK_PUBLIC_URL") and not env("OAUTH_CALLBACK_URL"):
+        oauth.oauth_callback_url = env("DEVDOCK_PUBLIC_URL").rstrip("/") + "/hub/oauth_callback"
+    # Groups from the identity provider's claim become JupyterHub groups (profiles' allowed_groups use them).
+    allowed_groups = set(env_list("DEVDOCK_OAUTH_ALLOWED_GROUPS"))
+    admin_groups = set(env_list("DEVDOCK_OAUTH_ADMIN_GROUPS"))
+    groups_claim = env("DEVDOCK_OAUTH_GROUPS_CLAIM", "groups" if allowed_groups or admin_groups else "")
+    if groups_claim:
+        oauth.manage_groups = True  # before the group settings, which require it
+        oauth.auth_state_groups_key = "oauth_user." + groups_claim
+        oauth.allowed_groups = allowed_groups
+        oauth.admin_groups = admin_groups
+    # Everyone the provider knows (for GitHub or Google: everyone) only when asked for in so many words.
+    allow_all = env("DEVDOCK_OAUTH_ALLOW_ALL", "0") == "1"
+    oauth.allow_all = allow_all  # also undoes the allow_all above: allowed users and groups restrict
+    if not (allow_all or allowed or allowed_groups):
+        sys.exit(
+            "devdock: with DEVDOCK_AUTHENTICATOR=oauth, say who may log in: DEVDOCK_ALLOWED_USERS, "
+            "DEVDOCK_OAUTH_ALLOWED_GROUPS, or DEVDOCK_OAUTH_ALLOW_ALL=1 for everyone the provider accepts"
+        )
+    oauth.custom_403_message = env(
+        "DEVDOCK_OAUTH_DENIED_MESSAGE",
+        "Your account is not allowed on this devdock server. Ask its administrators for access.",
+    )
 else:
     sys.exit(f"devdock: DEVDOCK_AUTHENTICATOR must be 'dummy' or 'oauth', not {authenticator!r}")
 

@@ -58,6 +58,22 @@ class ContainerSettings:
     extra_host: dict = field(default_factory=dict)
 
 
+def network_spec(name: str, isolated: bool = True, labels: dict | None = None) -> dict:
+    """``create_network`` arguments for the user network.
+
+    A bridge; ``isolated`` turns off inter-container traffic (``enable_icc=false``): user containers
+    cannot reach each other at all, while the host (a hub running there, at the gateway address) and
+    the host's routes still work. A hub that itself runs in a container on this network needs it on.
+    """
+    return {
+        "name": name,
+        "driver": "bridge",
+        "check_duplicate": True,
+        "options": {"com.docker.network.bridge.enable_icc": "false"} if isolated else {},
+        "labels": {"io.devdock.managed": "true", **(labels or {})},
+    }
+
+
 def deep_merge(base: dict, extra: dict) -> dict:
     """A new dict: ``extra`` merged over ``base``, recursing into dicts; inputs are not modified."""
     result = copy.deepcopy(base)

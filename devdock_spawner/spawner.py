@@ -9,15 +9,16 @@ import os
 import socket
 import time
 
-from docker.errors import APIError
+from docker.errors import APIError, DockerException
 from dockerspawner import DockerSpawner
+from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Tuple, Unicode, default, validate
 
 from . import gpu as gpus
 from . import metrics, naming
 from ._version import __version__
-from .container import ContainerSettings, UnsafeConfiguration, container_spec
+from .container import ContainerSettings, UnsafeConfiguration, container_spec, network_spec
 from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
 from .profiles import OVERRIDABLE, InvalidOptions, Profile, load_profiles, validate_user_options, visible_profiles
 from .ssh import InvalidKey, KeyStore, parse_keys
@@ -107,6 +108,18 @@ class DevDockSpawner(DockerSpawner):
     def _default_use_internal_ip(self):
         """True: the proxy reaches containers on the network; no host port per server."""
         return True
+
+    isolate_containers = Bool(
+        True,
+        config=True,
+        help="""
+        When devdock creates ``network_name``, turn off traffic between containers on it
+        (``enable_icc=false``): one user's container cannot reach another's JupyterLab, desktop or
+        sshd. The hub, on the host, still reaches every container, and containers reach the hub API.
+        Set False when the hub itself runs in a container on that network (compose does its own
+        networks). Default: True.
+        """,
+    )
 
     create_network = Bool(
         True,
@@ -627,13 +640,9 @@ class DevDockSpawner(DockerSpawner):
             except APIError as e:
                 if e.status_code != 404:
                     raise
-            self.log.info("Creating Docker network %s", self.network_name)
+            self.log.info("Creating Docker network %s (isolated: %s)", self.network_name, self.isolate_containers)
             await self.docker(
-                "create_network",
-                self.network_name,
-                driver="bridge",
-                check_duplicate=True,
-                labels={f"{naming.LABEL_PREFIX}.managed": "true", **self.extra_labels},
+                "create_network", **network_spec(self.network_name, self.isolate_containers, self.extra_labels)
             )
 
     async def ensure_volumes(self):
@@ -719,6 +728,7 @@ class DevDockSpawner(DockerSpawner):
         if self._allotted_gpus:
             self._emit(10, f"GPUs: {', '.join(f'{g.index} ({g.name})' for g in self._allotted_gpus)}")
         try:
+            await self.check_image()
             await self.ensure_network()
             await self.ensure_volumes()
             if self.ssh_enabled:
@@ -735,6 +745,37 @@ class DevDockSpawner(DockerSpawner):
             raise
         self._emit(60, "Container started, waiting for JupyterLab and the desktop to answer")
         return ip_port
+
+    async def check_image(self):
+        """The image must be there (or pullable) before anything else is created for the spawn."""
+        try:
+            await self.pull_image(self.image)
+        except (APIError, DockerException) as e:
+            detail = getattr(e, "explanation", None) or str(e)
+            raise web.HTTPError(
+                503,
+                f"The image {self.image} is not available on this server ({detail}). "
+                "An admin can build it (scripts/build-images.sh) or pull it.",
+            ) from e
+
+    async def poll(self):
+        """DockerSpawner's poll, but an unreachable engine is not a dead server.
+
+        If Docker does not answer (daemon restarting, socket gone), saying "stopped" would make the hub
+        forget a server that is most likely still running; say "running" and log it loudly instead.
+        The next poll after the engine is back tells the truth.
+        """
+        try:
+            return await super().poll()
+        except (RequestsConnectionError, DockerException) as e:
+            if isinstance(e, APIError):
+                raise
+            self.log.error(
+                "devdock: the Docker engine does not answer (%s); keeping %s as running until it does",
+                e,
+                self._log_name,
+            )
+            return None
 
     async def _clean_up_failed_start(self):
         try:

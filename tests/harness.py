@@ -22,6 +22,8 @@ import docker
 import requests
 import websocket
 
+from devdock_spawner.container import network_spec
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 IMAGE = os.environ.get("DEVDOCK_TEST_IMAGE", "devdock/desktop:latest")
@@ -114,9 +116,8 @@ class Hub:
         try:
             net = self.client.networks.get(self.network)
         except docker.errors.NotFound:
-            net = self.client.networks.create(
-                self.network, driver="bridge", labels={RUN_LABEL: RUN_ID, "io.devdock.managed": "true"}
-            )
+            spec = network_spec(self.network, isolated=True, labels={RUN_LABEL: RUN_ID})
+            net = self.client.networks.get(self.client.api.create_network(**spec)["Id"])
         net.reload()
         self.gateway = net.attrs["IPAM"]["Config"][0]["Gateway"]
 
