@@ -544,7 +544,7 @@ class DevDockSpawner(DockerSpawner):
         self.gpu_ids = uuids
         return [allocator.by_uuid[u] for u in uuids]
 
-    async def release_gpus(self) -> None:
+    def release_gpus(self) -> None:
         if self._gpu["allocator"] is not None:
             self._gpu["allocator"].release(self.ssh_key)
             metrics.update_gpu_gauges(self._gpu["allocator"])
@@ -739,6 +739,9 @@ class DevDockSpawner(DockerSpawner):
             t1 = time.perf_counter()
             ip_port = await super().start()
             metrics.SPAWN_PHASE.labels("container").observe(time.perf_counter() - t1)
+            t2 = time.perf_counter()
+            await self._wait_for_server(*ip_port)
+            metrics.SPAWN_PHASE.labels("server").observe(time.perf_counter() - t2)
         except BaseException:
             # Nothing half-made stays behind: no container, no GPU held.
             await self._clean_up_failed_start()
@@ -777,6 +780,32 @@ class DevDockSpawner(DockerSpawner):
             )
             return None
 
+    async def _wait_for_server(self, ip: str, port: int) -> None:
+        """Wait until the server accepts connections, or fail at once, with its output, if it exited.
+
+        JupyterHub would otherwise wait the whole ``http_timeout`` for a container that died at start.
+        """
+        deadline = time.monotonic() + self.http_timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
+                writer.close()
+                return
+            except (OSError, asyncio.TimeoutError):
+                pass
+            state = (await self.docker("inspect_container", self.container_id))["State"]
+            if not state["Running"]:
+                logs = await self.docker("logs", self.container_id, tail=8)
+                output = logs.decode(errors="replace").strip().replace("\n", " | ")[-600:]
+                raise web.HTTPError(
+                    500,
+                    f"The server stopped right after starting (exit code {state['ExitCode']}). "
+                    f"Its last output: {output or '(none)'}",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
     async def _clean_up_failed_start(self):
         try:
             if self.object_id and not self.keep_failed_containers:
@@ -784,11 +813,7 @@ class DevDockSpawner(DockerSpawner):
                 self.object_id = ""
         except Exception as e:  # noqa: BLE001 - the original error matters more
             self.log.warning("Could not remove the container of a failed start of %s: %s", self._log_name, e)
-        await self.release_gpus()
-
-    async def stop(self, now=False):
-        await super().stop(now=now)
-        await self.release_gpus()
+        self.release_gpus()
 
     async def start_object(self):
         """Start the container; if Docker cannot bind the SSH port after all, move to the next one."""
@@ -833,10 +858,12 @@ class DevDockSpawner(DockerSpawner):
 
     def clear_state(self):
         # Keep ssh_port: a stopped server keeps its port for the next start.
+        # GPUs are freed here: JupyterHub calls clear_state after every stop, also when the container
+        # died or vanished on its own (then it does not call stop()).
         port = self.ssh_port
         super().clear_state()
         self.ssh_port = port
-        self.gpu_ids = []
+        self.release_gpus()
 
     # --- progress ----------------------------------------------------------------------------
 

@@ -23,6 +23,12 @@ def hub(docker_client, tmp_path_factory):
     h.stop()
 
 
+@pytest.fixture(scope="session")
+def device_nodes(tmp_path_factory):
+    """Two stand-in GPU device nodes, for GPU tests on an engine without GPUs."""
+    return harness.make_device_nodes(tmp_path_factory.mktemp("dev"), 2)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield

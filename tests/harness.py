@@ -331,3 +331,25 @@ def dump_diagnostics(client: docker.DockerClient, hub: Hub | None, name: str) ->
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.txt").write_text(text)
     return text
+
+
+def make_device_nodes(folder: Path, count: int) -> list[str]:
+    """Stand-in GPU device nodes (character devices 1:5, like /dev/zero) for a GPU-less engine."""
+    nodes = [str(folder / f"nvidia{i}") for i in range(count)]
+    for node in nodes:
+        subprocess.run(["mknod", node, "c", "1", "5"], check=True)
+    return nodes
+
+
+def devices_mode_config(nodes: list[str], uuids: list[str]) -> str:
+    """Config lines: an inventory of stand-in GPUs, handed out as device nodes (``gpu_mode = "devices"``)."""
+    entries = [
+        {"index": i, "uuid": uuid, "name": "Test GPU", "memory_mib": 1024, "device": node}
+        for i, (uuid, node) in enumerate(zip(uuids, nodes, strict=True))
+    ]
+    return (
+        f"c.DevDockSpawner.gpu_inventory = {entries!r}\n"
+        'c.DevDockSpawner.gpu_mode = "devices"\n'
+        "c.DevDockSpawner.gpu_common_devices = []\n"
+        'c.DevDockSpawner.gpu_driver_dir = ""\n'
+    )

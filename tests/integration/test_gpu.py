@@ -13,12 +13,11 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
-import subprocess
 
 import pytest
 import requests
 
-from tests.harness import Hub, xsrf_from
+from tests.harness import Hub, devices_mode_config, xsrf_from
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +31,8 @@ c.DevDockSpawner.profile_list = [
 """
 
 
-def inventory(devices: list[str] | None = None) -> str:
-    entries = [
-        {
-            "index": i,
-            "uuid": uuid,
-            "name": "Test GPU",
-            "memory_mib": 1024,
-            **({"device": devices[i]} if devices else {}),
-        }
-        for i, uuid in enumerate(UUIDS)
-    ]
+def inventory() -> str:
+    entries = [{"index": i, "uuid": uuid, "name": "Test GPU", "memory_mib": 1024} for i, uuid in enumerate(UUIDS)]
     return f"c.DevDockSpawner.gpu_inventory = {entries!r}\n"
 
 
@@ -60,24 +50,8 @@ def nvidia_hub(docker_client, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def device_nodes(tmp_path_factory):
-    """Two stand-in GPU device nodes (character devices 1:5, like /dev/zero)."""
-    folder = tmp_path_factory.mktemp("dev")
-    nodes = [str(folder / f"nvidia{i}") for i in range(2)]
-    for node in nodes:
-        subprocess.run(["mknod", node, "c", "1", "5"], check=True)
-    return nodes
-
-
-@pytest.fixture(scope="module")
 def devices_hub(docker_client, tmp_path_factory, device_nodes):
-    extra = (
-        PROFILES
-        + inventory(device_nodes)
-        + 'c.DevDockSpawner.gpu_mode = "devices"\n'
-        + "c.DevDockSpawner.gpu_common_devices = []\n"
-        + 'c.DevDockSpawner.gpu_driver_dir = ""\n'
-    )
+    extra = PROFILES + devices_mode_config(device_nodes, UUIDS)
     hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-devices"), extra_config=extra)
     hub.start()
     yield hub

@@ -1,0 +1,155 @@
+"""Failure: restarts, bursts, an unreachable engine, containers removed behind the hub's back, bad images."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import time
+
+import pytest
+import requests
+
+from tests.harness import PREFIX, Hub, devices_mode_config
+
+pytestmark = pytest.mark.integration
+
+UUIDS = ["GPU-33333333-aaaa-bbbb-cccc-000000000000", "GPU-44444444-aaaa-bbbb-cccc-000000000000"]
+EXTRA = """
+c.DevDockSpawner.profile_list = [
+    {"slug": "cpu", "display_name": "Desktop", "default": True},
+    {"slug": "gpu-1", "display_name": "One GPU", "gpus": 1},
+    {"slug": "no-image", "display_name": "Broken", "overrides": {"image": "devdock/does-not-exist:0"}},
+    {"slug": "exits", "display_name": "Exits at once", "overrides": {"image": "debian:bookworm-slim"}},
+]
+c.Spawner.poll_interval = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def fhub(docker_client, tmp_path_factory, device_nodes):
+    hub = Hub(
+        docker_client, tmp_path_factory.mktemp("failure"), extra_config=EXTRA + devices_mode_config(device_nodes, UUIDS)
+    )
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def _gpus_allocated(hub) -> float:
+    text = requests.get(
+        f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.service_token}"}, timeout=30
+    ).text
+    return float(re.search(r"^devdock_gpus_allocated ([0-9.]+)$", text, re.M).group(1))
+
+
+def _wait_gone(hub, name: str, timeout: float = 30) -> None:
+    """Until the hub lists no running or pending default server for ``name``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server = hub.user_model(name)["servers"].get("") or {}
+        if not server.get("ready") and not server.get("pending"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the hub still lists {name}'s server after {timeout}s")
+
+
+@pytest.mark.parametrize("how", ["removed", "stopped"])
+def test_container_lost_behind_the_hubs_back_frees_its_gpu_and_the_user_can_start_again(fhub, how):
+    user = f"lost-{how}"
+    fhub.spawn(user, options={"profile": "gpu-1"})
+    assert _gpus_allocated(fhub) == 1
+    container = fhub.container(user)
+    if how == "removed":
+        container.remove(force=True)
+    else:
+        container.stop(timeout=1)
+    _wait_gone(fhub, user)  # poll() noticed, the hub stopped the server
+    assert _gpus_allocated(fhub) == 0
+    assert "/user/" + user not in fhub.proxy_routes()
+    fhub.spawn(user, options={"profile": "gpu-1"})
+    assert _gpus_allocated(fhub) == 1
+    fhub.stop_server(user)
+
+
+def test_missing_image_gives_a_clear_message_and_leaves_nothing_behind(fhub, docker_client):
+    fhub.create_user("noimage")
+    r = fhub.api("POST", "/users/noimage/server", json={"profile": "no-image"})
+    assert r.status_code == 503
+    assert "devdock/does-not-exist:0 is not available on this server" in r.json()["message"]
+    assert fhub.container("noimage") is None
+    assert not docker_client.volumes.list(filters={"name": f"{PREFIX}-home-noimage"})
+
+
+def test_image_that_exits_at_once_fails_fast_with_its_output_and_leaves_no_container(fhub):
+    fhub.create_user("exits")
+    t0 = time.monotonic()
+    r = fhub.api("POST", "/users/exits/server", json={"profile": "exits"})
+    assert r.status_code == 500, r.text
+    message = r.json()["message"]
+    assert "stopped right after starting" in message and "exit code" in message
+    # debian's image runs bash, which finds no input and exits 0 without a word: the message says so.
+    assert "exit code 0" in message and "Its last output: (none)" in message
+    assert time.monotonic() - t0 < 30  # not JupyterHub's 90 s http_timeout
+    _wait_gone(fhub, "exits")
+    assert fhub.container("exits") is None
+
+
+def test_twenty_concurrent_spawns_then_a_hub_restart_lose_nothing(fhub):
+    users = [f"burst{i:02d}" for i in range(20)]
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(lambda u: _try_spawn(fhub, u), users))
+    print(f"\n20 concurrent spawns: {time.monotonic() - t0:.1f}s")
+    failures = [(u, o) for u, o in zip(users, outcomes, strict=True) if o is not True]
+    assert not failures, failures
+    ports = [fhub.server_state(u)["ssh_port"] for u in users]
+    assert len(set(ports)) == 20
+    routes = fhub.proxy_routes()
+    assert all(f"/user/{u}" in routes for u in users)
+
+    fhub.restart()
+    t1 = time.monotonic()
+    for user in users:
+        fhub.wait_ready(user, timeout=60)
+    routes = fhub.proxy_routes()
+    print(f"hub restart with 20 servers: all ready and routed {time.monotonic() - t1:.1f}s after the hub answered")
+    assert all(f"/user/{u}" in routes for u in users)
+    assert [fhub.server_state(u)["ssh_port"] for u in users] == ports
+    token = fhub.token(users[0])
+    r = requests.get(fhub.server_url(users[0]) + "api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        list(pool.map(fhub.stop_server, users))
+    assert not [u for u in users if fhub.container(u) is not None]
+    routes = fhub.proxy_routes()
+    assert not [u for u in users if f"/user/{u}" in routes]
+
+
+def _try_spawn(hub, user):
+    try:
+        hub.spawn(user, options={"profile": "cpu"}, timeout=240)
+        return True
+    except AssertionError as e:
+        return str(e)[:300]
+
+
+def test_engine_unreachable_at_hub_start_forgets_no_server(fhub):
+    fhub.spawn("steady")
+    fhub.stop()
+    good_env = fhub.env
+    fhub.env = {**good_env, "DOCKER_HOST": "unix:///tmp/devdock-no-engine-here.sock"}
+    try:
+        fhub.start()
+        server = fhub.user_model("steady")["servers"].get("")
+        assert server and server["ready"], server  # not forgotten
+        assert "the Docker engine does not answer" in fhub.log_tail(200)
+    finally:
+        fhub.stop()
+        fhub.env = good_env
+    fhub.start()
+    fhub.wait_ready("steady")
+    token = fhub.token("steady")
+    r = requests.get(fhub.server_url("steady") + "api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200
+    fhub.stop_server("steady")
