@@ -26,7 +26,12 @@ def render() -> str:
         "default devdock changes are listed at the end.",
         "",
     ]
-    own = DevDockSpawner.class_own_traits(config=True)
+    # devdock's own settings: those defined by DevDockSpawner and its mixins (SSH, GPUs).
+    own = {
+        name: trait
+        for name, trait in DevDockSpawner.class_traits(config=True).items()
+        if trait.this_class.__module__.startswith("devdock_spawner")
+    }
     for name in sorted(own):
         trait = own[name]
         default = trait.default_value_repr()

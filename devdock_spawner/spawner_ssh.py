@@ -1,0 +1,208 @@
+"""The SSH part of DevDockSpawner: settings, port allocation and keys (a mixin).
+
+Kept apart from spawner.py so that each module stays readable; the pure logic lives in ports.py
+(allocation) and ssh.py (key validation, key store).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+
+from tornado import web
+from traitlets import Bool, CaselessStrEnum, Int, Tuple, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
+from . import naming
+from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
+from .ssh import InvalidKey, KeyStore, parse_keys
+
+SSH_CONTAINER_PORT = 2222
+SSH_PORT_LABEL = f"{naming.LABEL_PREFIX}.ssh-port"
+
+
+class SSHMixin(LoggingConfigurable):
+    """SSH into each server: sshd in the container, a stable host port, hub-managed keys.
+
+    Mixed into :class:`~devdock_spawner.spawner.DevDockSpawner`; uses its ``docker()`` seam and names.
+    """
+
+    # --- SSH ---------------------------------------------------------------------------------
+
+    ssh_enabled = Bool(
+        True,
+        config=True,
+        help="""
+        Give every server an SSH port: sshd runs in the container as the user (key-only, no root,
+        no passwords) and container port 2222 is published on a host port from ``ssh_port_range``.
+        Default: True.
+        """,
+    )
+
+    ssh_port_range = Tuple(
+        Int(),
+        Int(),
+        default_value=(42000, 42999),
+        config=True,
+        help="""
+        Host ports for SSH, inclusive. Each user and named server keeps its port across stops, starts
+        and hub restarts. Open this range in the host firewall. Example: ``(2200, 2299)``.
+        Default: ``(42000, 42999)``.
+        """,
+    )
+
+    ssh_bind_address = Unicode(
+        "0.0.0.0",
+        config=True,
+        help="""
+        Host address the SSH ports are published on. ``0.0.0.0`` (the default) for a real host;
+        ``127.0.0.1`` to reach them only from the host itself (tests, or SSH through a bastion).
+        """,
+    )
+
+    ssh_host = Unicode(
+        config=True,
+        help="""
+        Host name users should connect to, shown in ``ssh -p PORT login@HOST`` lines.
+        Default: this machine's fully qualified name. Example: ``"gpu01.example.org"``.
+        """,
+    )
+
+    @default("ssh_host")
+    def _default_ssh_host(self):
+        return socket.getfqdn()
+
+    ssh_keys_dir = Unicode(
+        config=True,
+        help="""
+        Folder where the hub keeps each user's SSH public keys (one file per user, written by the
+        ``/hub/ssh`` page or the ``ssh_keys`` spawn option). Default: ``ssh-keys`` in the hub's
+        working directory.
+        """,
+    )
+
+    @default("ssh_keys_dir")
+    def _default_ssh_keys_dir(self):
+        return os.path.abspath("ssh-keys")
+
+    ssh_probe_host_ports = Bool(
+        True,
+        config=True,
+        help="""
+        Before handing out an SSH port, check with a local ``bind()`` that no host program listens
+        on it. Meaningful when the hub runs on the host; with the hub in a container the check sees
+        only the container, so set False there (Docker's own bind error still moves on to the next
+        port). Default: True.
+        """,
+    )
+
+    ssh_tcp_forwarding = CaselessStrEnum(
+        ["no", "local", "remote", "yes"],
+        "local",
+        config=True,
+        help="""
+        sshd ``AllowTcpForwarding``. ``local`` (the default) is what VS Code Remote-SSH and
+        ``ssh -L`` need; ``no`` forbids forwarding; ``remote``/``yes`` also allow ``ssh -R``.
+        """,
+    )
+
+    ssh_x11_forwarding = Bool(False, config=True, help="Allow ``ssh -X``. Default: False.")
+
+    ssh_agent_forwarding = Bool(False, config=True, help="Allow ``ssh -A``. Default: False.")
+
+    @validate("ssh_port_range")
+    def _validate_ssh_port_range(self, proposal):
+        start, end = proposal.value
+        if not 1024 <= start <= end <= 65535:
+            raise ValueError(f"ssh_port_range must be two ports 1024 <= start <= end <= 65535, not {proposal.value}")
+        return proposal.value
+
+    #: The host SSH port of this server (kept in state across stops; 0: none yet).
+    ssh_port = Int(0)
+
+    _allocators: dict = {}
+    #: host ports of other tools' stopped containers, by container id (see ports.held_ports)
+    _foreign_port_cache: dict = {}
+
+    @property
+    def port_allocator(self) -> PortAllocator:
+        """One allocator per port range for the whole hub, so every spawner shares its lock."""
+        start, end = self.ssh_port_range
+        allocator = self._allocators.get((start, end))
+        if allocator is None:
+            probe = (lambda port: host_port_free(self.ssh_bind_address, port)) if self.ssh_probe_host_ports else None
+            allocator = self._allocators[(start, end)] = PortAllocator(start, end, probe)
+            self._seed_ports_from_hub(allocator)
+        return allocator
+
+    def _seed_ports_from_hub(self, allocator: PortAllocator):
+        """Ports of servers that are stopped now live only in the hub database: claim them first."""
+        db = getattr(self.user, "db", None)
+        if db is None:
+            return
+        from jupyterhub import orm
+
+        for orm_spawner in db.query(orm.Spawner):
+            port = (orm_spawner.state or {}).get("ssh_port")
+            if port and orm_spawner.user is not None:
+                allocator.remember(port_key(orm_spawner.user.name, orm_spawner.name or ""), int(port))
+
+    @property
+    def ssh_key(self) -> str:
+        return port_key(self.user.name, self.name or "")
+
+    @property
+    def ssh_command(self) -> str:
+        """The line users paste into a terminal."""
+        return f"ssh -p {self.ssh_port} {self.login_name}@{self.ssh_host}"
+
+    async def allocate_ssh_port(self) -> int:
+        """This server's SSH port, with one Docker API call in the steady state (see ports.held_ports)."""
+        held = await held_ports(self.docker, SSH_PORT_LABEL, self._foreign_port_cache)
+        try:
+            port = self.port_allocator.allocate(self.ssh_key, held, preferred=self.ssh_port or None)
+        except NoFreePort as e:
+            raise web.HTTPError(503, str(e)) from e
+        if port != self.ssh_port and self.ssh_port:
+            self.log.warning("SSH port of %s moved from %s to %s", self._log_name, self.ssh_port, port)
+        self.ssh_port = port
+        return port
+
+    async def push_ssh_keys(self, keys: list) -> None:
+        """Replace the keys in the running container at once (root-owned file, read by sshd)."""
+        data = "".join(key.line() + "\n" for key in keys).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            info = tarfile.TarInfo("authorized_keys")
+            info.size, info.mode, info.uid, info.gid = len(data), 0o644, 0, 0
+            tar.addfile(info, io.BytesIO(data))
+        await self.docker("put_archive", self.container_id, "/etc/devdock/ssh", buf.getvalue())
+
+    def ssh_keys_for_spawn(self) -> list:
+        """Keys from ``user_options["ssh_keys"]`` (validated and remembered), else the stored ones."""
+        store = KeyStore(self.ssh_keys_dir)
+        submitted = self.user_options.get("ssh_keys")
+        if submitted is None:
+            return store.load(self.user_slug)
+        try:
+            keys = parse_keys(submitted)
+        except InvalidKey as e:
+            raise web.HTTPError(400, str(e)) from e
+        store.save(self.user_slug, keys)
+        return keys
+
+    def ssh_environment(self) -> dict:
+        """What the image's entrypoint needs to set up sshd for this spawn."""
+        if not self.ssh_enabled:
+            return {"DEVDOCK_SSH": "0"}
+        return {
+            "DEVDOCK_SSH": "1",
+            "DEVDOCK_SSH_AUTHORIZED_KEYS": "\n".join(key.line() for key in self._ssh_keys),
+            "DEVDOCK_SSH_TCP_FORWARDING": self.ssh_tcp_forwarding,
+            "DEVDOCK_SSH_X11_FORWARDING": "yes" if self.ssh_x11_forwarding else "no",
+            "DEVDOCK_SSH_AGENT_FORWARDING": "yes" if self.ssh_agent_forwarding else "no",
+        }
+
+    _ssh_keys: list = []
