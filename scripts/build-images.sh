@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build devdock's images from images/, reusing cached layers.
 #
-# Usage: scripts/build-images.sh [desktop|desktop-cuda|hub ...]   (default: desktop)
+# Usage: scripts/build-images.sh [desktop|desktop-cuda|hub|proxy|oidc ...]   (default: desktop)
 # Environment (all optional, forwarded as build args):
-#   BASE_IMAGE, APT_MIRROR, PIP_INDEX_URL, TZ
+#   BASE_IMAGE, APT_MIRROR, PIP_INDEX_URL, NPM_REGISTRY, TZ
 #   DEVDOCK_DESKTOP_IMAGE   tag for the desktop image (default devdock/desktop:latest)
+#   DEVDOCK_HUB_IMAGE, DEVDOCK_PROXY_IMAGE, DEVDOCK_OIDC_IMAGE   tags of the compose stack's service images
 #   DEVDOCK_HOST_CA_DIR     folder of extra CA certificates to trust (default /usr/local/share/ca-certificates)
 set -euo pipefail
 
@@ -33,6 +34,22 @@ build() {
     log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
+# The compose stack's services (docker-compose.yml builds the same Dockerfiles and shares these layers).
+# The hub installs this repository's package, so its build context is the repository root.
+build_service() {
+    local name=$1 context=$2 tag_var="DEVDOCK_${1^^}_IMAGE"
+    local tag=${!tag_var:-devdock/$name:latest}
+    local args=(--build-arg "BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}")
+    for var in APT_MIRROR PIP_INDEX_URL NPM_REGISTRY TZ; do
+        [ -n "${!var:-}" ] && args+=(--build-arg "$var=${!var}")
+    done
+    "$root/scripts/base-image.sh" "${BASE_IMAGE:-debian:bookworm-slim}"
+    log "building $tag"
+    DOCKER_BUILDKIT=0 docker build -q "${args[@]}" -f "$root/images/$name/Dockerfile" -t "$tag" "$context" \
+        >/dev/null
+    log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
 main() {
     collect_ca_certs
     local targets=("$@")
@@ -48,7 +65,9 @@ main() {
                 build "${DEVDOCK_DESKTOP_CUDA_IMAGE:-devdock/desktop-cuda:latest}" \
                     "${CUDA_BASE_IMAGE:-nvidia/cuda:12.4.1-runtime-ubuntu22.04}"
                 ;;
-            *) log "unknown image '$target' (known: desktop, desktop-cuda)"; exit 2 ;;
+            hub) build_service hub "$root" ;;
+            proxy | oidc) build_service "$target" "$root/images" ;;
+            *) log "unknown image '$target' (known: desktop, desktop-cuda, hub, proxy, oidc)"; exit 2 ;;
         esac
     done
 }

@@ -21,6 +21,8 @@ need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# The compose tier drives docker-compose.yml with Debian's docker-compose (or an installed Compose v2).
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     apt-get update -qq
@@ -35,7 +37,7 @@ log "Docker engine"
 scripts/engine.sh
 
 log "images"
-time scripts/build-images.sh desktop
+time scripts/build-images.sh desktop hub proxy oidc
 
 log "python environment"
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -1,0 +1,60 @@
+"""Fixtures of the compose tier: the real compose stack, and Debian's Chromium signing in through the real IdP."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.compose.stack import Person, Stack
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+
+@pytest.fixture(scope="session")
+def stack(docker_client, tmp_path_factory):
+    s = Stack(tmp_path_factory.mktemp("compose"))
+    try:
+        s.up()
+        yield s
+    finally:
+        s.teardown(docker_client)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    import os
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"Chromium not found at {CHROMIUM}: scripts/test.sh installs Debian's package")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def person(browser, stack):
+    """A function that opens a fresh browser profile; all are closed after the test."""
+    opened = []
+
+    def open_person() -> Person:
+        p = Person(browser, stack)
+        opened.append(p)
+        return p
+
+    yield open_person
+    for p in opened:
+        p.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and call.when == "call" and "stack" in item.fixturenames:
+        stack = item.funcargs.get("stack")
+        client = item.funcargs.get("docker_client")
+        if stack is not None and client is not None:
+            text = stack.save_diagnostics(client, item.name)
+            report.sections.append(("compose stack", text[-20000:]))
+    return report

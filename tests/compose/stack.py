@@ -1,0 +1,235 @@
+"""The real compose stack (docker-compose.yml) brought up by the tests, and what they need to drive it.
+
+One compose project per test run (``devdock-ci-<run id>``), on free loopback ports, with its own users network,
+container-name prefix and SSH port window, so that runs on one engine never meet. Users' containers and homes
+carry the harness's ``io.devdock.test-run`` label (through DEVDOCK_EXTRA_LABELS) and are removed at the end, as
+are the project's containers and volumes (``down -v``) and the users network the hub created.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+from tests.harness import ARTIFACTS, ROOT, RUN_ID, RUN_LABEL, free_port
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+SHOTS = ARTIFACTS / "screenshots" / "compose"
+#: Variables a developer's shell may hold that must not leak into the stack under test.
+_FOREIGN = re.compile(r"^(DEVDOCK_|OAUTH|CONFIGPROXY_|JUPYTERHUB_|COMPOSE_)")
+
+
+def compose_command() -> list[str]:
+    """Debian's docker-compose (v1), else the Compose v2 plugin; a loud failure when neither is there."""
+    if os.environ.get("DEVDOCK_COMPOSE"):
+        return os.environ["DEVDOCK_COMPOSE"].split()
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    raise RuntimeError("Neither docker-compose nor `docker compose` is installed: scripts/test.sh installs one")
+
+
+class Stack:
+    def __init__(self, workdir: Path):
+        self.project = f"devdock-ci-{RUN_ID}"
+        self.network = f"{self.project}-users"
+        self.prefix = f"devdock-ci{RUN_ID}"
+        self.http_port, self.oidc_port = free_port(), free_port()
+        self.hub_port, self.proxy_api_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.issuer = f"http://127.0.0.1:{self.oidc_port}"
+        self.service_token = secrets.token_hex(16)
+        ssh_low = random.randrange(43000, 47900, 100)
+        self.command = compose_command()
+        env_file = workdir / "empty.env"  # never the developer's .env
+        env_file.write_text("")
+        self.base_args = [*self.command, "-p", self.project, "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
+        self.env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}
+        self.env.update(
+            DOCKER_BUILDKIT="0",  # the classic builder: no buildx on every engine
+            DEVDOCK_NETWORK=self.network,
+            DEVDOCK_PREFIX=self.prefix,
+            DEVDOCK_EXTRA_LABELS=f"{RUN_LABEL}={RUN_ID}",
+            DEVDOCK_PUBLIC_URL=self.url,
+            DEVDOCK_HTTP_PORT=str(self.http_port),
+            DEVDOCK_HUB_PORT=str(self.hub_port),
+            DEVDOCK_PROXY_API_PORT=str(self.proxy_api_port),
+            DEVDOCK_OIDC_ISSUER=self.issuer,
+            DEVDOCK_OIDC_PORT=str(self.oidc_port),
+            DEVDOCK_SSH_PORTS=f"{ssh_low}-{ssh_low + 99}",
+            DEVDOCK_SERVICE_TOKEN=self.service_token,
+        )
+        self.passwords: dict[str, str] = {}
+
+    # --- compose -------------------------------------------------------------------------------------------------
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [*self.base_args, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"compose {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def up(self) -> None:
+        # Builds are layer-cache hits after scripts/build-images.sh; this checks the file's build sections too.
+        self.compose("build")
+        self.compose("up", "-d")
+        self.wait_ready()
+        self.passwords = self.credentials()
+
+    def down(self) -> None:
+        """``down`` without -v, as an administrator would; users' servers keep running."""
+        self.compose("down", timeout=300)
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        """Until the hub answers through the proxy and the identity provider answers browsers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                hub = requests.get(f"{self.url}/hub/api/", timeout=3)
+                idp = requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=3)
+                if hub.status_code == 200 and idp.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the compose stack did not answer within {timeout}s:\n{self.logs()}")
+
+    def credentials(self) -> dict[str, str]:
+        """The demo users' generated passwords, as the README tells administrators to show them."""
+        out = self.compose("exec", "-T", "oidc", "devdock-oidc", "credentials").stdout
+        passwords = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and "groups:" in line:
+                passwords[fields[0]] = fields[1]
+        assert {"admin", "alice", "bob", "visitor"} <= set(passwords), out
+        return passwords
+
+    def logs(self, tail: int = 200) -> str:
+        return self.compose("logs", "--no-color", f"--tail={tail}", check=False).stdout
+
+    def teardown(self, client) -> None:
+        """Users' containers, the project with its volumes, then the users network the hub created."""
+        for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
+            if container.name.startswith(self.prefix + "-"):
+                container.remove(force=True, v=True)
+        self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+        for network in client.networks.list(names=[self.network]):
+            if network.name == self.network:  # the filter matches prefixes too
+                network.remove()
+
+    # --- the hub's REST API (an admin service, DEVDOCK_SERVICE_TOKEN) --------------------------------------------
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.service_token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kwargs)
+
+    def token(self, user: str) -> str:
+        assert self.api("POST", f"/users/{user}").status_code in (201, 409)
+        r = self.api("POST", f"/users/{user}/tokens", json={"note": "devdock compose tests", "expires_in": 3600})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    def spawn(self, user: str, options: dict, timeout: float = 180) -> dict:
+        assert self.api("POST", f"/users/{user}").status_code in (201, 409)
+        r = self.api("POST", f"/users/{user}/server", json=options)
+        assert r.status_code in (201, 202), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.api("GET", f"/users/{user}").json()["servers"].get("", {})
+            if server.get("ready"):
+                return server
+            time.sleep(0.5)
+        raise AssertionError(f"{user}'s server not ready after {timeout}s:\n{self.logs()}")
+
+    def stop(self, user: str, timeout: float = 60) -> None:
+        """Stop the user's default server, if it runs."""
+        r = self.api("DELETE", f"/users/{user}/server")
+        assert r.status_code in (202, 204, 400, 404), r.text  # 400: not running
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"/users/{user}").json().get("servers"):
+            assert time.monotonic() < deadline, f"{user}'s server did not stop within {timeout}s"
+            time.sleep(0.5)
+
+    def user_container(self, client, user: str):
+        containers = client.containers.list(
+            all=True, filters={"label": [f"{RUN_LABEL}={RUN_ID}", f"io.devdock.owner={user}"]}
+        )
+        containers = [c for c in containers if c.name.startswith(self.prefix + "-")]
+        assert len(containers) <= 1, containers
+        return containers[0] if containers else None
+
+    def save_diagnostics(self, client, name: str) -> str:
+        parts = [f"=== compose logs\n{self.logs()}"]
+        for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
+            if c.name.startswith(self.prefix + "-"):
+                parts.append(f"=== docker logs {c.name}\n{c.logs(tail=80).decode(errors='replace')}")
+        text = "\n".join(parts)
+        out = ARTIFACTS / "failures"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"compose-{name}.txt").write_text(text)
+        return text
+
+
+class Person:
+    """One browser profile (its own cookies), whose requests never leave this machine."""
+
+    def __init__(self, browser, stack: Stack):
+        self.stack = stack
+        self.context = browser.new_context(viewport={"width": 1440, "height": 900})
+        #: Requests to anything but loopback: aborted (the network rule), and kept for assertions.
+        self.off_site: list[str] = []
+        #: Every URL the main frame navigated to.
+        self.visited: list[str] = []
+        self.context.route("**/*", self._guard)
+        self.page = self.context.new_page()
+        self.page.on("framenavigated", lambda frame: frame.parent_frame is None and self.visited.append(frame.url))
+
+    def _guard(self, route):
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            self.off_site.append(route.request.url)
+            route.abort()
+
+    def sign_in_at_idp(self, user: str, password: str | None = None) -> None:
+        """Fill the identity provider's login form this browser was sent to."""
+        page = self.page
+        page.wait_for_url(f"{self.stack.issuer}/interaction/**")
+        page.fill("#username", user)
+        page.fill("#password", self.stack.passwords[user] if password is None else password)
+        page.click("#sign-in")
+
+    def sign_in(self, user: str) -> None:
+        """Open the hub, get sent to the IdP, sign in and come back to the hub."""
+        self.page.goto(self.stack.url + "/hub/")
+        self.sign_in_at_idp(user)
+        self.page.wait_for_url(self.stack.url + "/**")
+
+    def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=SHOTS / f"{name}.png")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def ssh_banner(port: int, timeout: float = 10) -> bytes:
+    """The first line sshd sends on a published port of this host."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        return s.recv(64)

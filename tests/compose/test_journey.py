@@ -1,0 +1,109 @@
+"""The newcomer's journey on the compose stack, in Debian's Chromium, looking at the screen like a person.
+
+hub -> identity provider -> sign in -> spawn form -> profile -> progress page -> JupyterLab -> desktop (drawn) ->
+terminal (a command runs) -> another user is refused alice's lab and desktop -> an admin stops alice's server in
+the admin panel -> her container is gone, her home stays. Screenshots: artifacts/screenshots/compose/.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.test_desktop_journey import desktop_drawn, frame_stats, wait_for_desktop_frame
+
+pytestmark = pytest.mark.e2e
+
+GB = 1024**3
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
+    alice = person()
+    page = alice.page
+
+    # 1. The hub sends a newcomer to the identity provider; alice signs in there.
+    page.goto(stack.url + "/")
+    alice.sign_in_at_idp("alice")
+
+    # 2. The spawn form: alice is in the "gpu" group, so she sees the GPU profile (unavailable: no GPU here).
+    page.wait_for_url(f"{stack.url}/hub/spawn**")
+    assert page.locator("#profile-desktop").is_visible()
+    assert page.locator("#profile-gpu").is_disabled()
+    page.check("#profile-desktop")
+    alice.shot("journey-spawn-form")
+
+    # 3. Start: the progress page, then JupyterLab.
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/hub/spawn-pending/alice**", timeout=30_000)
+    alice.shot("journey-progress")
+    page.wait_for_url("**/user/alice/lab**", timeout=180_000)
+    page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
+    assert page.locator(".jp-LauncherCard", has_text="Desktop").count() >= 1
+    alice.shot("journey-lab")
+    assert any("/hub/spawn-pending/alice" in url for url in alice.visited)
+
+    # The profile reached the container: the "desktop" profile's limits.
+    container = stack.user_container(docker_client, "alice")
+    assert container is not None and container.status == "running"
+    host = container.attrs["HostConfig"]
+    assert (host["CpuQuota"], host["CpuPeriod"], host["Memory"]) == (200_000, 100_000, 4 * GB)
+
+    # 4. The desktop: noVNC connects and the canvas shows a drawn XFCE desktop, not a black screen.
+    page.goto(f"{stack.url}/user/alice/desktop/")
+    page.wait_for_function("document.getElementById('status').textContent === 'Connected'", timeout=60_000)
+    png = wait_for_desktop_frame(page.locator("#screen canvas"))
+    assert desktop_drawn(png), frame_stats(png)
+    alice.shot("journey-desktop")
+
+    # 5. A terminal from the launcher; what alice types runs as alice in her container.
+    page.goto(f"{stack.url}/user/alice/lab")
+    page.locator(".jp-LauncherCard", has_text="Terminal").first.click()
+    page.wait_for_selector(".jp-Terminal .xterm", timeout=60_000)
+    page.locator(".jp-Terminal .xterm").last.click()
+    page.keyboard.type('echo "$(whoami) in $(hostname) made $((6 * 7))" | tee ~/journey.txt\n', delay=20)
+
+    def proof():
+        result = container.exec_run(["cat", "/home/alice/journey.txt"])
+        return result.exit_code == 0 and result.output.decode().strip()
+
+    assert wait_for(proof, 30, "the terminal command's output file").startswith("alice in ")
+    assert proof().endswith(" made 42")
+    time.sleep(1)  # let xterm draw the echoed line for the screenshot
+    alice.shot("journey-terminal")
+
+    # 6. bob, signed in too, cannot open alice's lab or desktop.
+    bob = person()
+    bob.sign_in("bob")
+    for path in ("lab", "desktop/"):
+        response = bob.page.goto(f"{stack.url}/user/alice/{path}")
+        assert response.status == 403, (path, response.status, bob.page.url)
+        assert bob.page.locator("#screen canvas").count() == 0
+        assert bob.page.locator(".jp-LauncherCard").count() == 0
+    bob.shot("journey-other-user-refused")
+
+    # 7. admin (an admin through the IdP's devdock-admins group) stops alice's server in the admin panel.
+    admin = person()
+    admin.sign_in("admin")
+    admin.page.goto(f"{stack.url}/hub/admin")
+    row = admin.page.locator('[data-testid="user-row-alice"]')
+    row.locator(".stop-button").click()
+    row.locator(".start-button").wait_for(timeout=60_000)
+    admin.shot("journey-admin-stopped")
+
+    wait_for(lambda: stack.user_container(docker_client, "alice") is None, 60, "alice's container removed")
+    assert stack.api("GET", "/users/alice").json()["servers"] == {}
+    # Her home stays for next time.
+    homes = docker_client.volumes.list(filters={"label": ["io.devdock.owner=alice"]})
+    assert [v.name for v in homes if v.name.startswith(stack.prefix + "-")], homes
+    assert not (alice.off_site or bob.off_site or admin.off_site), (alice.off_site, bob.off_site, admin.off_site)
