@@ -20,7 +20,9 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   OAUTH_CLIENT_SECRET; optional OAUTH_CALLBACK_URL, OAUTH2_BASIC_AUTH, OAUTH_TLS_VERIFY. And devdock's:
   DEVDOCK_PUBLIC_URL        URL users open; the callback URL is derived from it (optional)
   DEVDOCK_OAUTH_SCOPE       space-separated scopes                     (openid profile email)
-  DEVDOCK_OAUTH_USERNAME_CLAIM  claim that becomes the hub username   (preferred_username)
+  DEVDOCK_OAUTH_USERDATA_FROM_ID_TOKEN  1: claims from the ID token; OAUTH2_USERDATA_URL not needed (0)
+  DEVDOCK_OAUTH_USERNAME_CLAIM  claim that becomes the hub username   (preferred_username; email
+                            is used only when the provider marks it email_verified)
   DEVDOCK_OAUTH_GROUPS_CLAIM    claim listing the user's groups; they become JupyterHub groups
                             (groups when allowed/admin groups are set, else off)
   DEVDOCK_OAUTH_ALLOWED_GROUPS  comma-separated groups whose members may log in
@@ -151,16 +153,29 @@ if authenticator == "dummy":
 elif authenticator == "oauth":
     # GenericOAuthenticator: any OAuth 2 / OpenID Connect provider. Endpoints and the client come from
     # oauthenticator's own variables; docs/deployment.md has the values for common providers.
-    endpoints = ("OAUTH2_AUTHORIZE_URL", "OAUTH2_TOKEN_URL", "OAUTH2_USERDATA_URL")
+    # The user's claims come from the userinfo endpoint, or from the ID token the token endpoint returned
+    # (providers whose userinfo lacks the username or groups, such as Microsoft Entra ID).
+    from_id_token = env("DEVDOCK_OAUTH_USERDATA_FROM_ID_TOKEN", "0") == "1"
+    endpoints = ("OAUTH2_AUTHORIZE_URL", "OAUTH2_TOKEN_URL") + (() if from_id_token else ("OAUTH2_USERDATA_URL",))
     missing = [name for name in (*endpoints, "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET") if not env(name)]
     if missing:
         sys.exit(f"devdock: DEVDOCK_AUTHENTICATOR=oauth needs {', '.join(missing)} (see docs/deployment.md)")
     c.JupyterHub.authenticator_class = "generic-oauth"
     oauth = c.GenericOAuthenticator
+    oauth.userdata_from_id_token = from_id_token
     oauth.login_service = env("DEVDOCK_OAUTH_LOGIN_SERVICE", "single sign-on")
     oauth.auto_login = env("DEVDOCK_OAUTH_AUTO_LOGIN", "1") == "1"
     oauth.scope = env("DEVDOCK_OAUTH_SCOPE", "openid profile email").split()
-    oauth.username_claim = env("DEVDOCK_OAUTH_USERNAME_CLAIM", "preferred_username")
+    username_claim = env("DEVDOCK_OAUTH_USERNAME_CLAIM", "preferred_username")
+    if username_claim == "email":
+        # An address becomes a username only when the provider vouches for it (cf. CVE-2026-33175): an
+        # unverified one could name somebody else's account. Sign-in then fails with "No ... found".
+        def verified_email(userdata):
+            return userdata.get("email") if userdata.get("email_verified") is True else None
+
+        oauth.username_claim = verified_email
+    else:
+        oauth.username_claim = username_claim
     if env("DEVDOCK_PUBLIC_URL") and not env("OAUTH_CALLBACK_URL"):
         oauth.oauth_callback_url = env("DEVDOCK_PUBLIC_URL").rstrip("/") + "/hub/oauth_callback"
     # Groups from the identity provider's claim become JupyterHub groups (profiles' allowed_groups use them).

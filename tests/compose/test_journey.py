@@ -7,9 +7,12 @@ the admin panel -> her container is gone, her home stays. Screenshots: artifacts
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.e2e.test_desktop_journey import desktop_drawn, frame_stats, wait_for_desktop_frame
 
@@ -46,7 +49,9 @@ def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
     # 3. Start: the progress page, then JupyterLab.
     page.get_by_role("button", name="Start").click()
     page.wait_for_url("**/hub/spawn-pending/alice**", timeout=30_000)
-    alice.shot("journey-progress")
+    with contextlib.suppress(PlaywrightError):  # the picture only: the server may be up before it is taken
+        page.locator("#progress-message").filter(has_text=re.compile(r"\w")).wait_for(timeout=5_000)
+        alice.shot("journey-progress")
     page.wait_for_url("**/user/alice/lab**", timeout=180_000)
     page.wait_for_selector(".jp-LauncherCard", timeout=120_000)
     assert page.locator(".jp-LauncherCard", has_text="Desktop").count() >= 1
