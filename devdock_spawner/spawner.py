@@ -124,6 +124,29 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         """,
     )
 
+    docker_workers = Int(
+        8,
+        config=True,
+        help="""
+        Threads for Docker API calls, shared by all servers. DockerSpawner uses one, so twenty users
+        logging in at once wait for each other's every Docker call; devdock defaults to 8. Example: 16
+        on a large host. Minimum 1.
+        """,
+    )
+
+    _executors: dict = {}
+
+    @property
+    def executor(self):
+        """One thread pool of ``docker_workers`` threads for the whole hub (DockerSpawner has one thread)."""
+        workers = max(1, self.docker_workers)
+        pool = self._executors.get(workers)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = self._executors[workers] = ThreadPoolExecutor(workers, thread_name_prefix="devdock-docker")
+        return pool
+
     # --- resources ---------------------------------------------------------------------------
 
     shm_size = Unicode(
