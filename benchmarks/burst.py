@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import tempfile
 import time
-from pathlib import Path
 
-from common import ROOT, harness, machine, median, table
+from common import compare, harness, interleaved, side_by_side
 
 
 def spawn_and_wait(hub: harness.Hub, user: str, timeout: float = 300) -> tuple[bool, float, str]:
@@ -50,7 +48,9 @@ def burst(hub: harness.Hub, n: int, tag: str) -> dict:
             hub.stop_server(u, timeout=120)
         except AssertionError:
             pass
-    return {"failures": len(failures), "why": failures[:3], "makespan": makespan, "wall": time.perf_counter() - t0}
+    if failures:
+        print(f"    failures, e.g. {failures[:3]}")
+    return {"failures": len(failures), "makespan": makespan, "wall": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -58,47 +58,17 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
-
-    client = harness.docker_client()
-    harness.require_image(client)
-    tmp = Path(tempfile.mkdtemp(prefix="devdock-burst-"))
-    hubs = {
-        "plain DockerSpawner": harness.Hub(client, tmp / "plain", ROOT / "benchmarks/plain_dockerspawner_config.py"),
-        "devdock": harness.Hub(client, tmp / "devdock"),
-    }
-    results: dict[str, list[dict]] = {name: [] for name in hubs}
-    try:
-        for hub in hubs.values():
-            hub.start()
-        order = list(hubs)
-        for r in range(args.rounds):
-            for name in order if r % 2 == 0 else reversed(order):
-                res = burst(hubs[name], args.n, f"b{r}{'p' if name.startswith('plain') else 'd'}")
-                results[name].append(res)
-                print(f"round {r + 1} {name:19s} failures {res['failures']}/{args.n} makespan {res['makespan']:.1f}s")
-                if res["why"]:
-                    print(f"    e.g. {res['why']}")
-    finally:
-        for hub in hubs.values():
-            hub.stop()
-        harness.cleanup(client)
-
-    rows = []
-    base, ours = results["plain DockerSpawner"], results["devdock"]
-    bm, om = median([r["makespan"] for r in base]), median([r["makespan"] for r in ours])
-    rows.append(
-        (
-            "failures",
-            f"{median([r['failures'] for r in base]):.0f}/{args.n}",
-            f"{median([r['failures'] for r in ours]):.0f}/{args.n}",
-            "",
+    with side_by_side("burst") as hubs:
+        results = interleaved(
+            args.rounds,
+            hubs,
+            lambda hub, r: burst(hub, args.n, f"b{r}{hub.data_dir.name[0]}"),
         )
+    compare(
+        results,
+        [("failures", f"failures (of {args.n})", ""), ("makespan", "makespan (servers that started)", "s")],
+        f"{args.n} concurrent REST spawns, {args.rounds} round(s) each; medians",
     )
-    rows.append(("makespan (servers that started)", f"{bm:.1f} s", f"{om:.1f} s", f"{om / bm:.2f}x"))
-    print()
-    print(f"machine: {machine()}")
-    print(f"{args.n} concurrent REST spawns, {args.rounds} round(s) each; medians")
-    print(table(rows, ("metric", "plain DockerSpawner", "devdock", "devdock / plain")))
 
 
 if __name__ == "__main__":

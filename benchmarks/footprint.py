@@ -10,11 +10,9 @@ XFCE start), wait again and read it once more ("desktop session"). Medians and t
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
-from common import ROOT, harness, machine, median, table
+from common import compare, harness, interleaved, side_by_side
 
 
 def memory_mib(container) -> float:
@@ -47,36 +45,13 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=3)
     parser.add_argument("--settle", type=float, default=15)
     args = parser.parse_args()
-    client = harness.docker_client()
-    harness.require_image(client)
-    tmp = Path(tempfile.mkdtemp(prefix="devdock-footprint-"))
-    hubs = {
-        "plain DockerSpawner": harness.Hub(client, tmp / "plain", ROOT / "benchmarks/plain_dockerspawner_config.py"),
-        "devdock": harness.Hub(client, tmp / "devdock"),
-    }
-    results: dict[str, list[dict]] = {name: [] for name in hubs}
-    try:
-        for hub in hubs.values():
-            hub.start()
-        order = list(hubs)
-        for i in range(args.n):
-            for name in order if i % 2 == 0 else reversed(order):
-                r = one(hubs[name], f"mem{i}", args.settle)
-                results[name].append(r)
-                print(f"round {i + 1} {name:19s} lab {r['lab']:.0f} MiB, desktop session {r['desktop']:.0f} MiB")
-    finally:
-        for hub in hubs.values():
-            hub.stop()
-        harness.cleanup(client)
-    rows = []
-    for key, label in (("lab", "idle, JupyterLab only"), ("desktop", "idle desktop session")):
-        b = median([r[key] for r in results["plain DockerSpawner"]])
-        o = median([r[key] for r in results["devdock"]])
-        rows.append((label, f"{b:.0f} MiB", f"{o:.0f} MiB", f"{o / b:.2f}x"))
-    print()
-    print(f"machine: {machine()}")
-    print(f"{args.n} rounds, interleaved; medians")
-    print(table(rows, ("memory", "plain DockerSpawner", "devdock", "devdock / plain")))
+    with side_by_side("footprint") as hubs:
+        results = interleaved(args.n, hubs, lambda hub, i: one(hub, f"mem{i}", args.settle))
+    compare(
+        results,
+        [("lab", "idle, JupyterLab only", "MiB"), ("desktop", "idle desktop session", "MiB")],
+        f"{args.n} rounds, interleaved; medians",
+    )
 
 
 if __name__ == "__main__":

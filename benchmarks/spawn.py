@@ -11,11 +11,9 @@ answers through the proxy (RFB banner), then REST stop until the hub no longer l
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
-from common import ROOT, harness, machine, median, table
+from common import compare, harness, interleaved, side_by_side
 
 
 def one_round(hub: harness.Hub, user: str) -> dict:
@@ -38,46 +36,15 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=5, help="rounds per spawner (default 5)")
     args = parser.parse_args()
 
-    client = harness.docker_client()
-    harness.require_image(client)
-    tmp = Path(tempfile.mkdtemp(prefix="devdock-bench-"))
-    hubs = {
-        "devdock": harness.Hub(client, tmp / "devdock"),
-        "plain DockerSpawner": harness.Hub(client, tmp / "plain", ROOT / "benchmarks/plain_dockerspawner_config.py"),
-    }
-    results: dict[str, list[dict]] = {name: [] for name in hubs}
-    try:
-        for hub in hubs.values():
-            hub.start()
-        # one unmeasured warm-up each (page cache, image layers)
-        for hub in hubs.values():
+    with side_by_side("spawn") as hubs:
+        for hub in hubs.values():  # one unmeasured warm-up each (page cache, image layers)
             one_round(hub, "warmup")
-        order = list(hubs)
-        for i in range(args.n):
-            for name in order if i % 2 == 0 else reversed(order):
-                r = one_round(hubs[name], f"bench{i}")
-                results[name].append(r)
-                timings = ", ".join(f"{k} {v:.2f}s" for k, v in r.items())
-                print(f"round {i + 1} {name:19s} {timings}")
-    finally:
-        for hub in hubs.values():
-            hub.stop()
-        harness.cleanup(client)
-
-    base = results["plain DockerSpawner"]
-    ours = results["devdock"]
-    rows = []
-    for key, label in (
-        ("ready", "spawn -> ready"),
-        ("desktop", "spawn -> desktop answers"),
-        ("stop", "stop"),
-    ):
-        b, o = median([r[key] for r in base]), median([r[key] for r in ours])
-        rows.append((label, f"{b:.2f} s", f"{o:.2f} s", f"{o / b:.2f}x"))
-    print()
-    print(f"machine: {machine()}")
-    print(f"rounds: {args.n} per spawner, interleaved; medians")
-    print(table(rows, ("metric", "plain DockerSpawner", "devdock", "devdock / plain")))
+        results = interleaved(args.n, hubs, lambda hub, i: one_round(hub, f"bench{i}"))
+    compare(
+        results,
+        [("ready", "spawn -> ready", "s"), ("desktop", "spawn -> desktop answers", "s"), ("stop", "stop", "s")],
+        f"rounds: {args.n} per spawner, interleaved; medians",
+    )
 
 
 if __name__ == "__main__":
