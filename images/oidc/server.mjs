@@ -332,6 +332,7 @@ function main(command) {
         '',
         credentialsTable(new Map([...users].filter(([u]) => generated.includes(u))), credentials),
         '',
+        '  Show them again with:',
       );
     } else {
       banner.push('  Demo accounts were printed on first start; show them again with:');
