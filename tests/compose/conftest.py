@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.compose.stack import Person, Stack
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import browser  # noqa: F401  (Debian's Chromium, as the e2e tier starts it)
 
 
 @pytest.fixture(scope="session")
@@ -18,23 +18,8 @@ def stack(docker_client, tmp_path_factory):
         s.teardown(docker_client)
 
 
-@pytest.fixture(scope="session")
-def browser():
-    import os
-    import shutil
-
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        raise RuntimeError(f"Chromium not found at {CHROMIUM}: scripts/test.sh installs Debian's package")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def person(browser, stack):
+def person(browser, stack):  # noqa: F811
     """A function that opens a fresh browser profile; all are closed after the test."""
     opened = []
 
