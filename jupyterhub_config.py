@@ -14,6 +14,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_ISOLATE           1: containers on it cannot reach each other (1; 0 when the hub is a container on it)
   DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
   DEVDOCK_PREFIX            prefix of container and volume names       (devdock)
+  DEVDOCK_HUB_ID            this hub's name on its containers; hubs sharing an engine need different ones (devdock)
   DEVDOCK_AUTHENTICATOR     dummy | oauth (GenericOAuthenticator)      (dummy)
   With oauth, oauthenticator's own variables name the provider (all required): OAUTH2_AUTHORIZE_URL (what
   browsers open), OAUTH2_TOKEN_URL and OAUTH2_USERDATA_URL (what the hub calls), OAUTH_CLIENT_ID,
@@ -106,6 +107,7 @@ c.DevDockSpawner.image = env("DEVDOCK_IMAGE", "devdock/desktop:latest")
 c.DevDockSpawner.network_name = network
 c.DevDockSpawner.isolate_containers = env("DEVDOCK_ISOLATE", "1") == "1"
 c.DevDockSpawner.prefix = env("DEVDOCK_PREFIX", "devdock")
+c.DevDockSpawner.hub_id = env("DEVDOCK_HUB_ID", "devdock")
 labels = {}
 for pair in env_list("DEVDOCK_EXTRA_LABELS"):
     key, sep, value = pair.partition("=")

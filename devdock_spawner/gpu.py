@@ -176,6 +176,14 @@ def _index_in(value: str, inventory: list[GPU]) -> bool:
     return any(str(g.index) == str(value) for g in inventory)
 
 
+def container_key(container: dict) -> str:
+    """``user/server`` of a devdock container, from its labels (a ``docker ps`` entry)."""
+    from .ports import port_key
+
+    labels = container.get("Labels") or {}
+    return port_key(labels.get("io.devdock.owner", ""), labels.get("io.devdock.server", ""))
+
+
 def gpus_from_containers(containers: list[dict]) -> dict[str, list[str]]:
     """``{server key: [uuids]}`` from a ``docker ps -a`` listing of devdock containers (their labels)."""
     from .ports import port_key

@@ -100,7 +100,9 @@ def hostname(user_slug: str, server_slug: str = "") -> str:
 LABEL_PREFIX = "io.devdock"
 
 
-def labels(*, username: str, server: str, login: str, version: str, extra: dict | None = None) -> dict:
+def labels(
+    *, username: str, server: str, login: str, version: str, hub: str = "devdock", extra: dict | None = None
+) -> dict:
     """Labels set on every container and volume devdock creates.
 
     They let an admin (and devdock itself after a hub restart) see what belongs to whom without
@@ -112,6 +114,7 @@ def labels(*, username: str, server: str, login: str, version: str, extra: dict 
         f"{LABEL_PREFIX}.server": server,
         f"{LABEL_PREFIX}.login": login,
         f"{LABEL_PREFIX}.version": version,
+        f"{LABEL_PREFIX}.hub": hub,
     }
     for key, value in (extra or {}).items():
         result[str(key)] = str(value)

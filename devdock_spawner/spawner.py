@@ -71,6 +71,16 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         """90 s, for the same reason."""
         return 90
 
+    hub_id = Unicode(
+        "devdock",
+        config=True,
+        help="""
+        Name of this hub, written on its containers and volumes (label ``io.devdock.hub``). A hub only
+        reconciles containers with its own name, so that hubs sharing one Docker engine leave each
+        other alone. Default: ``devdock``.
+        """,
+    )
+
     extra_labels = Dict(
         config=True,
         help="""
@@ -227,6 +237,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             server=self.name or "",
             login=self.login_name,
             version=__version__,
+            hub=self.hub_id,
             extra=self.extra_labels,
         )
 

@@ -136,12 +136,39 @@ class GPUMixin(LoggingConfigurable):
             "devdock GPU inventory: %s", ", ".join(f"{g.index}:{g.name}:{g.uuid}" for g in inventory) or "none"
         )
         allocator = gpus.GPUAllocator(inventory, self.gpu_max_users_per_gpu)
-        # A restarted hub finds who holds what on the containers themselves.
-        containers = await self.docker("containers", all=True, filters={"label": f"{naming.LABEL_PREFIX}.managed=true"})
-        for key, uuids in gpus.gpus_from_containers(containers).items():
+        # A restarted hub finds who holds what on the containers themselves; containers it has no
+        # running server for were orphaned by a crash (a spawn cut short): they are removed, which frees
+        # their GPUs and ports, and their users can start again.
+        containers = await self.docker(
+            "containers", all=True, filters={"label": f"{naming.LABEL_PREFIX}.hub={self.hub_id}"}
+        )
+        running = self._running_server_keys()
+        orphans = [c for c in containers if running is not None and gpus.container_key(c) not in running]
+        for c in orphans:
+            self.log.warning(
+                "devdock: removing orphaned container %s (no running server of %s)", c["Names"], self.hub_id
+            )
+            await self.docker("remove_container", c["Id"], force=True)
+        kept = [c for c in containers if c not in orphans]
+        for key, uuids in gpus.gpus_from_containers(kept).items():
             allocator.adopt(key, uuids)
         metrics.update_gpu_gauges(allocator)
         return allocator
+
+    def _running_server_keys(self) -> set[str] | None:
+        """``user/server`` of every server the hub database says is running (None: no database here)."""
+        db = getattr(self.user, "db", None)
+        if db is None:
+            return None
+        from jupyterhub import orm
+
+        from .ports import port_key
+
+        return {
+            port_key(s.user.name, s.name or "")
+            for s in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None))
+            if s.user is not None
+        }
 
     def _profiles(self) -> list[Profile]:
         try:

@@ -99,6 +99,7 @@ class Hub:
             "DEVDOCK_NETWORK": self.network,
             "DEVDOCK_IMAGE": IMAGE,
             "DEVDOCK_PREFIX": PREFIX,
+            "DEVDOCK_HUB_ID": f"{RUN_ID}-{data_dir.name}",
             "DEVDOCK_AUTHENTICATOR": "dummy",
             "DEVDOCK_DUMMY_PASSWORD": self.password,
             "DEVDOCK_ADMIN_USERS": "admin",

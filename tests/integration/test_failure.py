@@ -6,9 +6,11 @@ import concurrent.futures
 import re
 import time
 
+import docker
 import pytest
 import requests
 
+from tests import harness
 from tests.harness import PREFIX, Hub, devices_mode_config
 
 pytestmark = pytest.mark.integration
@@ -153,3 +155,38 @@ def test_engine_unreachable_at_hub_start_forgets_no_server(fhub):
     r = requests.get(fhub.server_url("steady") + "api/status", headers={"Authorization": f"token {token}"}, timeout=30)
     assert r.status_code == 200
     fhub.stop_server("steady")
+
+
+def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_client, tmp_path_factory, device_nodes):
+    extra = (
+        EXTRA
+        + devices_mode_config(device_nodes, UUIDS)
+        + ('c.DevDockSpawner.profile_list = [{"slug": "both", "display_name": "Both GPUs", "gpus": 2}]\n')
+    )
+    hub = Hub(docker_client, tmp_path_factory.mktemp("orphans"), extra_config=extra)
+    # What a hub that crashed in the middle of a spawn leaves behind: a running, labelled container
+    # holding a GPU, that no hub database knows as running.
+    ghost = docker_client.containers.run(
+        "debian:bookworm-slim",
+        ["sleep", "infinity"],
+        name=f"{PREFIX}-ghost",
+        detach=True,
+        labels={
+            "io.devdock.managed": "true",
+            "io.devdock.owner": "ghost",
+            "io.devdock.server": "",
+            "io.devdock.hub": hub.env["DEVDOCK_HUB_ID"],
+            "io.devdock.gpus": UUIDS[0],
+            harness.RUN_LABEL: harness.RUN_ID,
+        },
+    )
+    hub.start()
+    try:
+        hub.spawn("survivor", options={"profile": "both"})  # needs the ghost's GPU too
+        assert sorted(hub.server_state("survivor")["gpu_ids"]) == sorted(UUIDS)
+        with pytest.raises(docker.errors.NotFound):
+            ghost.reload()
+        assert "removing orphaned container" in hub.log_tail(300)
+        hub.stop_server("survivor")
+    finally:
+        hub.stop()

@@ -219,3 +219,30 @@ def test_admins_see_every_users_port_and_others_do_not(hub, sam):
     assert hub.server_state("sam")["ssh_port"] == sam["port"]
     refused = hub.browser_session("bob").get(f"{hub.url}/hub/devdock/admin", timeout=30)
     assert refused.status_code == 403
+
+
+def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_factory, keys):
+    """A port that looks free to devdock but that Docker cannot bind (a host program took it)."""
+    import socket
+
+    from devdock_spawner.ports import PortAllocator, port_key
+    from tests.harness import Hub
+
+    low, high = 43110, 43111
+    home = PortAllocator(low, high).home_port(port_key("binder"))
+    extra = f"c.DevDockSpawner.ssh_port_range = ({low}, {high})\nc.DevDockSpawner.ssh_probe_host_ports = False\n"
+    hub = Hub(docker_client, tmp_path_factory.mktemp("bind"), extra_config=extra)
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", home))
+        squatter.listen()
+        hub.start()
+        try:
+            hub.spawn("binder", options={"ssh_keys": keys["bob"][1]})
+            port = hub.server_state("binder")["ssh_port"]
+            assert port == (high if home == low else low)
+            assert "is taken outside devdock" in hub.log_tail(200)
+            assert ssh(port, "binder", keys["bob"][0]).stdout.strip() == "binder"
+            hub.stop_server("binder")
+        finally:
+            hub.stop()

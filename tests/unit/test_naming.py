@@ -118,6 +118,7 @@ def test_labels_identify_owner_server_and_version():
         "io.devdock.server": "gpu",
         "io.devdock.login": "zoe--x",
         "io.devdock.version": "1.2.3",
+        "io.devdock.hub": "devdock",
         "k": "5",
     }
 
