@@ -10,6 +10,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_HUB_PORT          port of the hub API                        (8081)
   DEVDOCK_PROXY_API_URL     configurable-http-proxy's API              (http://127.0.0.1:8001)
   DEVDOCK_PROXY_EXTERNAL    1: the proxy runs as its own service; the hub does not start it
+  DEVDOCK_SUBDOMAIN_HOST    e.g. https://hub.example.org: one origin per user (alice.hub.example.org); optional
   DEVDOCK_NETWORK           Docker network of user containers          (devdock)
   DEVDOCK_ISOLATE           1: containers on it cannot reach each other (1; 0 when the hub is a container on it)
   DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
@@ -93,6 +94,9 @@ hub_ip = env("DEVDOCK_HUB_IP") or network_gateway(network)
 c.JupyterHub.hub_ip = hub_ip
 c.JupyterHub.hub_connect_ip = env("DEVDOCK_HUB_CONNECT_IP", hub_ip)
 c.JupyterHub.hub_port = int(env("DEVDOCK_HUB_PORT", "8081"))
+if env("DEVDOCK_SUBDOMAIN_HOST"):
+    # Each user's server on its own origin (alice.hub.example.org): needs wildcard DNS and certificate.
+    c.JupyterHub.subdomain_host = env("DEVDOCK_SUBDOMAIN_HOST")
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(data_dir, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(data_dir, "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = env("DEVDOCK_CLEANUP_SERVERS", "0") == "1"

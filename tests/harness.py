@@ -68,6 +68,7 @@ class Hub:
         data_dir: Path,
         config: Path | None = None,
         extra_config: str = "",
+        subdomains: bool = False,
         **env_overrides: str,
     ):
         self.client = client
@@ -110,6 +111,8 @@ class Hub:
             "DEVDOCK_SSH_BIND": "127.0.0.1",
             "DEVDOCK_SSH_HOST": "127.0.0.1",
             "DEVDOCK_ACTIVITY_INTERVAL": "4",
+            # *.localhost names resolve to loopback; tests send the Host header to 127.0.0.1.
+            **({"DEVDOCK_SUBDOMAIN_HOST": f"http://devdock.localhost:{self.port}"} if subdomains else {}),
             **env_overrides,
         }
 

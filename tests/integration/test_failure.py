@@ -22,6 +22,11 @@ c.DevDockSpawner.profile_list = [
     {"slug": "gpu-1", "display_name": "One GPU", "gpus": 1},
     {"slug": "no-image", "display_name": "Broken", "overrides": {"image": "devdock/does-not-exist:0"}},
     {"slug": "exits", "display_name": "Exits at once", "overrides": {"image": "debian:bookworm-slim"}},
+    {
+        "slug": "small",
+        "display_name": "Small",
+        "overrides": {"mem_limit": "1G", "cpu_limit": 0.5, "shm_size": "128m", "pids_limit": 256},
+    },
 ]
 c.Spawner.poll_interval = 2
 """
@@ -71,6 +76,21 @@ def test_container_lost_behind_the_hubs_back_frees_its_gpu_and_the_user_can_star
     fhub.spawn(user, options={"profile": "gpu-1"})
     assert _gpus_allocated(fhub) == 1
     fhub.stop_server(user)
+
+
+def test_profile_limits_reach_the_container_and_do_not_leak_into_the_next_spawn(fhub):
+    fhub.spawn("limited", options={"profile": "small"})
+    host = fhub.container("limited").attrs["HostConfig"]
+    assert host["Memory"] == 1024**3
+    assert (host["CpuQuota"], host["CpuPeriod"]) == (50_000, 100_000)
+    assert host["ShmSize"] == 128 * 1024**2
+    assert host["PidsLimit"] == 256
+    fhub.stop_server("limited")
+    fhub.spawn("limited", options={"profile": "cpu"})
+    host = fhub.container("limited").attrs["HostConfig"]
+    assert (host["Memory"], host["CpuQuota"], host["PidsLimit"]) == (0, 0, 4096)
+    assert host["ShmSize"] == 512 * 1024**2
+    fhub.stop_server("limited")
 
 
 def test_missing_image_gives_a_clear_message_and_leaves_nothing_behind(fhub, docker_client):

@@ -103,7 +103,7 @@ def _listening_tcp_ports(container) -> set[int]:
     return ports
 
 
-def test_no_vnc_port_listens_on_tcp(hub, alice):
+def test_ghsa_vrq4_9hc3_cgp7_no_vnc_port_listens_on_tcp(hub, alice):
     # Bring the desktop up first, so that the VNC server is running while we look.
     ws = ws_connect(alice["url"] + "desktop-websockify/", alice["token"])
     ws.recv()
