@@ -12,6 +12,7 @@ link on every hub page) to the Hub. Both pages run inside the Hub, behind its lo
 from __future__ import annotations
 
 import os
+import sys
 
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
@@ -114,7 +115,25 @@ def handlers() -> list[tuple]:
     return [(r"/ssh", SSHPageHandler), (r"/devdock/admin", AdminOverviewHandler)]
 
 
-def configure(c) -> None:
-    """Add devdock's pages and templates to a JupyterHub config object."""
+def configure(c, report_gpu_support: bool = True) -> None:
+    """Add devdock's pages and templates to a JupyterHub config object.
+
+    Also says in the hub's log, at start-up, whether the Docker engine can hand out GPUs at all
+    (the hub's logger is not set up yet while config loads, so this goes to stderr, which the hub's
+    log shows).
+    """
     c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *handlers()]
     c.JupyterHub.template_paths = [TEMPLATES, *c.JupyterHub.get("template_paths", [])]
+    if report_gpu_support:
+        print(f"[devdock] GPU support on this Docker engine: {_gpu_support_summary()}", file=sys.stderr)
+
+
+def _gpu_support_summary() -> str:
+    try:
+        import docker
+
+        from .gpu import engine_gpu_support
+
+        return engine_gpu_support(docker.from_env(timeout=10).info())["summary"]
+    except Exception as e:  # noqa: BLE001 - the hub must start even when the engine does not answer
+        return f"unknown: the Docker engine does not answer ({e})"

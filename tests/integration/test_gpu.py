@@ -66,6 +66,8 @@ def test_gpu_profile_creates_exact_device_request_and_fails_clearly_without_a_gp
     message = r.json()["message"]
     assert "cannot give containers GPUs" in message and "NVIDIA container toolkit" in message
     assert "could not select device driver" not in message
+    # and the hub said at start-up what this engine can do
+    assert "[devdock] GPU support on this Docker engine: no NVIDIA runtime and no CDI" in hub.log_tail(400)
 
     container = hub.container("gina")  # kept for inspection by keep_failed_containers
     requests_ = container.attrs["HostConfig"]["DeviceRequests"]
