@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 from tests.compose.stack import Person, Stack
-from tests.e2e.conftest import browser  # noqa: F401  (Debian's Chromium, as the e2e tier starts it)
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
+
+# Package scope: the stack and the browser go when this tier ends. A Playwright (sync API) browser left open
+# keeps its event loop registered as running, which breaks later tiers' asyncio.run() and browsers.
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(docker_client, tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("compose"))
     try:
@@ -18,8 +24,21 @@ def stack(docker_client, tmp_path_factory):
         s.teardown(docker_client)
 
 
+@pytest.fixture(scope="package")
+def browser():
+    """Debian's Chromium, with the flags the e2e tier uses."""
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"Chromium not found at {CHROMIUM}: scripts/test.sh installs Debian's package")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
 @pytest.fixture
-def person(browser, stack):  # noqa: F811
+def person(browser, stack):
     """A function that opens a fresh browser profile; all are closed after the test."""
     opened = []
 

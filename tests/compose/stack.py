@@ -60,6 +60,7 @@ class Stack:
             DOCKER_BUILDKIT="0",  # the classic builder: no buildx on every engine
             DEVDOCK_NETWORK=self.network,
             DEVDOCK_PREFIX=self.prefix,
+            DEVDOCK_HUB_ID=self.project,  # hubs sharing an engine tell their containers apart by it
             DEVDOCK_EXTRA_LABELS=f"{RUN_LABEL}={RUN_ID}",
             DEVDOCK_PUBLIC_URL=self.url,
             DEVDOCK_HTTP_PORT=str(self.http_port),
