@@ -120,8 +120,8 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         When devdock creates ``network_name``, turn off traffic between containers on it
         (``enable_icc=false``): one user's container cannot reach another's JupyterLab, desktop or
         sshd. The hub, on the host, still reaches every container, and containers reach the hub API.
-        Set False when the hub itself runs in a container on that network (compose does its own
-        networks). Default: True.
+        docker-compose.yml keeps it on too: its hub and proxy use the host's network. Set False only
+        when the hub runs in a container attached to this network. Default: True.
         """,
     )
 

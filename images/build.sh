@@ -39,11 +39,17 @@ use_apt_mirror() {
     log "apt mirror: $APT_MIRROR"
 }
 
-# A debootstrapped base has only a bare sources.list; make sure security updates are on too.
+# A debootstrapped base lists only "<suite> main": make sure there are sources at all, and on Debian
+# that security and point-release updates are among them.
 ensure_apt_sources() {
+    . /etc/os-release
     if [ ! -s /etc/apt/sources.list ] && ! ls /etc/apt/sources.list.d/* >/dev/null 2>&1; then
-        . /etc/os-release
         echo "deb http://deb.debian.org/debian $VERSION_CODENAME main" > /etc/apt/sources.list
+    fi
+    [ "${ID:-}" = debian ] || return 0
+    if ! grep -rqs -- "-security" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "deb http://deb.debian.org/debian-security $VERSION_CODENAME-security main" >> /etc/apt/sources.list
+        echo "deb http://deb.debian.org/debian $VERSION_CODENAME-updates main" >> /etc/apt/sources.list
     fi
 }
 
@@ -113,6 +119,8 @@ step_devdock() {
     mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
     cp "$DEVDOCK/etc/jupyter/jupyter_server_config.d/devdock.json" "$VENV/etc/jupyter/jupyter_server_config.d/"
     "$VENV/bin/python" -m compileall -q "$DEVDOCK/lib" >/dev/null
+    # No "news" prompt in JupyterLab: it would fetch announcements from the internet for every user.
+    "$VENV/bin/jupyter" labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null
 }
 
 # Drop build-only material.

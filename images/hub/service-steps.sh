@@ -8,20 +8,9 @@
 # Settings arrive as build args, as for build.sh: APT_MIRROR, PIP_INDEX_URL, NPM_REGISTRY, TZ, EXTRA_CA_DIR.
 set -eu
 
-# A debootstrapped base lists only "<suite> main": add security and point-release updates (Debian only).
-ensure_debian_updates() {
-    . /etc/os-release
-    [ "${ID:-}" = debian ] || return 0
-    if ! grep -rqs -- "-security" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        echo "deb http://deb.debian.org/debian-security $VERSION_CODENAME-security main" >> /etc/apt/sources.list
-        echo "deb http://deb.debian.org/debian $VERSION_CODENAME-updates main" >> /etc/apt/sources.list
-    fi
-}
-
 # OS packages of a service image, with the site's CAs trusted first. Usage: base <package>...
 step_base() {
     ensure_apt_sources
-    ensure_debian_updates
     use_apt_mirror
     apt_install ca-certificates
     install_ca_certs

@@ -21,7 +21,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Package scope: a live sync Playwright keeps its event loop marked as running, which would break every
+# later asyncio.run() in the same session (other tiers); closing it with this tier avoids that.
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 
