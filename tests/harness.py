@@ -7,10 +7,12 @@ is removed at the end, whatever happened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -357,3 +359,36 @@ def devices_mode_config(nodes: list[str], uuids: list[str]) -> str:
         "c.DevDockSpawner.gpu_common_devices = []\n"
         'c.DevDockSpawner.gpu_driver_dir = ""\n'
     )
+
+
+CHROMIUM = os.environ.get("DEVDOCK_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags Chromium floods a closed network with connection attempts.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium driven by Playwright (never a downloaded browser), closed on exit.
+
+    Use it from a package-scoped fixture: a live sync Playwright keeps its event loop marked as running,
+    which would break every later asyncio.run() in the same session (other tiers).
+    """
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"Chromium not found at {CHROMIUM}: scripts/test.sh installs Debian's package")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

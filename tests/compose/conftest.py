@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
+from tests import harness
 from tests.compose.stack import Person, Stack
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 
 # Package scope: the stack and the browser go when this tier ends. A Playwright (sync API) browser left open
 # keeps its event loop registered as running, which breaks later tiers' asyncio.run() and browsers.
@@ -26,15 +23,9 @@ def stack(docker_client, tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def browser():
-    """Debian's Chromium, with the flags the e2e tier uses."""
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        raise RuntimeError(f"Chromium not found at {CHROMIUM}: scripts/test.sh installs Debian's package")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    """Debian's Chromium, as the e2e tier uses it."""
+    with harness.chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture
