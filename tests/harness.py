@@ -332,6 +332,11 @@ def dump_diagnostics(client: docker.DockerClient, hub: Hub | None, name: str) ->
         parts.append(f"=== docker inspect {c.name}\n{json.dumps(c.attrs, indent=1)[:6000]}")
     if hub is not None:
         parts.append(f"=== hub log\n{hub.log_tail(120)}")
+    return save_failure_report(name, parts)
+
+
+def save_failure_report(name: str, parts: list[str]) -> str:
+    """Join a failed test's diagnostics, keep them in artifacts/failures/<name>.txt, and return them."""
     text = "\n".join(parts)
     out = ARTIFACTS / "failures"
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from tests.harness import ARTIFACTS, ROOT, RUN_ID, RUN_LABEL, free_port
+from tests.harness import ARTIFACTS, ROOT, RUN_ID, RUN_LABEL, free_port, save_failure_report
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SHOTS = ARTIFACTS / "screenshots" / "compose"
@@ -180,11 +180,7 @@ class Stack:
         for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
             if c.name.startswith(self.prefix + "-"):
                 parts.append(f"=== docker logs {c.name}\n{c.logs(tail=80).decode(errors='replace')}")
-        text = "\n".join(parts)
-        out = ARTIFACTS / "failures"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"compose-{name}.txt").write_text(text)
-        return text
+        return save_failure_report(f"compose-{name}", parts)
 
 
 class Person:
