@@ -45,8 +45,8 @@ log "python environment"
 .venv/bin/python -c "import devdock_spawner" # fails loudly if the install did not work
 
 log "lint"
-.venv/bin/ruff check devdock_spawner tests benchmarks docs jupyterhub_config.py
-.venv/bin/ruff format --check devdock_spawner tests benchmarks docs jupyterhub_config.py
+.venv/bin/ruff check devdock_spawner tests benchmarks docs examples jupyterhub_config.py
+.venv/bin/ruff format --check devdock_spawner tests benchmarks docs examples jupyterhub_config.py
 
 log "pytest"
 mkdir -p artifacts
