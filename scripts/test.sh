@@ -8,7 +8,8 @@
 #    images, built with layer reuse (scripts/build-images.sh)
 # 3. configurable-http-proxy (npm), Debian's Chromium and an OpenSSH client
 # 4. a virtualenv (.venv) with devdock and its test extra
-# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v over unit, integration and e2e tiers.
+# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v over the unit, integration, e2e and
+#    compose tiers.
 # Nothing is skipped: a missing engine, image or browser fails the run.
 set -euo pipefail
 
