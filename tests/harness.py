@@ -251,6 +251,15 @@ class Hub:
             time.sleep(0.3)
         raise AssertionError(f"server {name}/{server} still listed {timeout}s after stop")
 
+    def metric(self, name: str) -> float:
+        """One sample of the hub's Prometheus metrics, e.g. ``devdock_gpus_allocated`` or
+        ``devdock_spawn_phase_seconds_count{phase="server"}`` (fails if it is not there)."""
+        headers = {"Authorization": f"token {self.service_token}"}
+        text = requests.get(f"{self.url}/hub/metrics", headers=headers, timeout=30).text
+        match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        assert match, f"{name} not in /hub/metrics"
+        return float(match.group(1))
+
     def proxy_routes(self) -> dict:
         r = requests.get(
             f"http://127.0.0.1:{self.proxy_api_port}/api/routes",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import time
 
 import docker
@@ -42,13 +41,6 @@ def fhub(docker_client, tmp_path_factory, device_nodes):
     hub.stop()
 
 
-def _gpus_allocated(hub) -> float:
-    text = requests.get(
-        f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.service_token}"}, timeout=30
-    ).text
-    return float(re.search(r"^devdock_gpus_allocated ([0-9.]+)$", text, re.M).group(1))
-
-
 def _wait_gone(hub, name: str, timeout: float = 30) -> None:
     """Until the hub lists no running or pending default server for ``name``."""
     deadline = time.monotonic() + timeout
@@ -64,17 +56,17 @@ def _wait_gone(hub, name: str, timeout: float = 30) -> None:
 def test_container_lost_behind_the_hubs_back_frees_its_gpu_and_the_user_can_start_again(fhub, how):
     user = f"lost-{how}"
     fhub.spawn(user, options={"profile": "gpu-1"})
-    assert _gpus_allocated(fhub) == 1
+    assert fhub.metric("devdock_gpus_allocated") == 1
     container = fhub.container(user)
     if how == "removed":
         container.remove(force=True)
     else:
         container.stop(timeout=1)
     _wait_gone(fhub, user)  # poll() noticed, the hub stopped the server
-    assert _gpus_allocated(fhub) == 0
+    assert fhub.metric("devdock_gpus_allocated") == 0
     assert "/user/" + user not in fhub.proxy_routes()
     fhub.spawn(user, options={"profile": "gpu-1"})
-    assert _gpus_allocated(fhub) == 1
+    assert fhub.metric("devdock_gpus_allocated") == 1
     fhub.stop_server(user)
 
 

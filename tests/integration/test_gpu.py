@@ -15,7 +15,6 @@ import os
 import re
 
 import pytest
-import requests
 
 from tests.harness import Hub, devices_mode_config, xsrf_from
 
@@ -84,8 +83,8 @@ def test_gpu_profile_creates_exact_device_request_and_fails_clearly_without_a_gp
     assert env["NVIDIA_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"] == UUIDS[0]
     assert container.labels["io.devdock.gpus"] == UUIDS[0]
     # The failed start gave the GPU back: both are free for the next request.
-    assert _metric(hub, "devdock_gpus_allocated") == 0
-    assert _metric(hub, "devdock_gpus_total") == 2
+    assert hub.metric("devdock_gpus_allocated") == 0
+    assert hub.metric("devdock_gpus_total") == 2
 
 
 def test_cpu_profile_still_starts_on_a_host_without_gpu_runtime(nvidia_hub):
@@ -95,14 +94,6 @@ def test_cpu_profile_still_starts_on_a_host_without_gpu_runtime(nvidia_hub):
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
     nvidia_hub.stop_server("gina")
-
-
-def _metric(hub, name: str) -> float:
-    headers = {"Authorization": f"token {hub.service_token}"}
-    text = requests.get(f"{hub.url}/hub/metrics", headers=headers, timeout=30).text
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
-    assert match, f"{name} not in /hub/metrics"
-    return float(match.group(1))
 
 
 def _devices_in(container, nodes: list[str]) -> set[str]:
@@ -124,7 +115,7 @@ def test_two_concurrent_spawns_get_disjoint_gpus_and_a_third_is_refused(devices_
         assert _devices_in(container, device_nodes) == {f"nvidia{index}"}
         env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
         assert env["CUDA_VISIBLE_DEVICES"] == held[0]
-    assert _metric(hub, "devdock_gpus_allocated") == 2
+    assert hub.metric("devdock_gpus_allocated") == 2
 
     hub.create_user("gpu-c")
     r = hub.api("POST", "/users/gpu-c/server", json={"profile": "gpu-1"})
@@ -170,4 +161,4 @@ def test_admins_see_who_holds_which_gpu(devices_hub):
     assert hub.server_state("gpu-b")["gpu_ids"][0] in row
     for user in ("gpu-b", "gpu-c"):
         hub.stop_server(user)
-    assert _metric(hub, "devdock_gpus_allocated") == 0
+    assert hub.metric("devdock_gpus_allocated") == 0
