@@ -28,8 +28,7 @@ build() {
         [ -n "${!var:-}" ] && args+=(--build-arg "$var=${!var}")
     done
     log "building $tag from $base"
-    # The classic builder works everywhere (BuildKit needs buildx, absent on some engines).
-    DOCKER_BUILDKIT=0 docker build -q "${args[@]}" -f "$root/images/desktop/Dockerfile" -t "$tag" \
+    DOCKER_BUILDKIT=1 docker build -q "${args[@]}" -f "$root/images/desktop/Dockerfile" -t "$tag" \
         "$root/images" >/dev/null
     log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
@@ -46,7 +45,7 @@ build_service() {
     done
     "$root/scripts/base-image.sh" "${BASE_IMAGE:-debian:bookworm-slim}"
     log "building $tag"
-    DOCKER_BUILDKIT=0 docker build -q "${args[@]}" -f "$root/images/$name/Dockerfile" -t "$tag" "$context" \
+    DOCKER_BUILDKIT=1 docker build -q "${args[@]}" -f "$root/images/$name/Dockerfile" -t "$tag" "$context" \
         >/dev/null
     log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
