@@ -18,7 +18,7 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from .ssh import InvalidKey, KeyStore, parse_keys
+from .ssh import InvalidKey, parse_keys
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
@@ -55,9 +55,8 @@ def _server_rows(user) -> list[dict]:
 class SSHPageHandler(BaseHandler):
     """``/hub/ssh``: the user's SSH command lines and their public keys."""
 
-    def _store_and_slug(self, user):
-        spawner = user.spawners[""]
-        return KeyStore(spawner.ssh_keys_dir), spawner.user_slug
+    def _store(self, user):
+        return user.spawners[""].key_store()
 
     async def _render(self, user, keys_text: str, error: str = "", saved: bool = False, restart_needed=()):
         html = await self.render_template(
@@ -73,21 +72,19 @@ class SSHPageHandler(BaseHandler):
     @web.authenticated
     async def get(self):
         user = self.current_user
-        store, slug = self._store_and_slug(user)
-        await self._render(user, "".join(k.line() + "\n" for k in store.load(slug)))
+        await self._render(user, "".join(k.line() + "\n" for k in self._store(user).load(user.name)))
 
     @web.authenticated
     async def post(self):
         user = self.current_user
         text = self.get_body_argument("keys", "")
-        store, slug = self._store_and_slug(user)
         try:
             keys = parse_keys(text)
         except InvalidKey as e:
             # Nothing is saved: the stored keys stay as they were, the form keeps what was typed.
             self.set_status(400)
             return await self._render(user, text, error=str(e))
-        store.save(slug, keys)
+        self._store(user).save(user.name, keys)
         not_yet = []
         for spawner in _devdock_spawners(user):
             if spawner.active and spawner.ready and await spawner.push_ssh_keys(keys) is False:

@@ -5,9 +5,14 @@ of characters. Docker object names and Linux login names accept much less. The r
 
 - a name that is already safe is used as it is, so ``alice`` stays ``alice``;
 - any other name is folded to ASCII, lower-cased, squeezed to ``[a-z0-9-]`` and truncated, then gets
-  ``--`` and 8 hex digits of the SHA-256 of the *original* name. Safe names never contain ``--``,
-  so an altered name can never equal an unaltered one, and two altered names collide only if their
-  hashes do (32 bits).
+  ``--`` and hex digits of the SHA-256 of the *original* name: 32 (128 bits) in slugs, 20 (80 bits) in
+  login names, which useradd limits to 32 characters. Safe names never contain ``--``, and the folded
+  part never does either (runs of other characters become one ``-``), so an altered name can never
+  equal an unaltered one, and two altered names are equal only if their hashes are. Finding a second
+  username with the same hash as a victim's is a second-preimage search of 2**128 (slugs) or 2**80
+  (logins) SHA-256 evaluations: hopeless, unlike the 32-bit hashes of devdock before 0.4, which
+  :func:`legacy_slug` still computes so that homes made then are found again (by their owner label,
+  never by their name alone: see ``DevDockSpawner.resolve_home_volume``).
 
 Docker names join the user and server parts with ``_``, which no slug contains, so ``(user, server)``
 pairs map to distinct names too.
@@ -24,9 +29,14 @@ _SAFE_SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 #: Login names: a letter first, then words joined by single ``-`` or ``_``; useradd's own limit is 32.
 _SAFE_LOGIN = re.compile(r"^[a-z][a-z0-9]*([-_][a-z0-9]+)*$")
 
-SLUG_MAX = 40
+SLUG_MAX = 63
 LOGIN_MAX = 32
-HASH_LEN = 8
+#: hex digits of the hash in slugs (128 bits) and in login names (80 bits, to fit useradd's 32 characters)
+HASH_LEN = 32
+LOGIN_HASH_LEN = 20
+#: how devdock named things before 0.4: 8 hex digits (32 bits) in slugs of at most 40 characters
+LEGACY_HASH_LEN = 8
+LEGACY_SLUG_MAX = 40
 
 #: Accounts that exist in Debian/Ubuntu base images or mean something special; a hub user with one of
 #: these names gets a hashed login instead (the user "root" must never become root).
@@ -39,8 +49,8 @@ RESERVED_LOGINS = frozenset(
 )
 
 
-def _hash(name: str) -> str:
-    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:HASH_LEN]
+def _hash(name: str, length: int = HASH_LEN) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:length]
 
 
 def _fold(name: str) -> str:
@@ -55,14 +65,23 @@ def safe_slug(name: str, max_length: int = SLUG_MAX) -> str:
     >>> safe_slug("alice")
     'alice'
     >>> safe_slug("Alice")
-    'alice--3bc51062'
+    'alice--3bc51062cd3a0a8bd0a6a1a3bd4d8f31'
     """
-    if max_length < HASH_LEN + 3:
-        raise ValueError(f"max_length must be at least {HASH_LEN + 3}")
+    return _slug(name, max_length, HASH_LEN)
+
+
+def legacy_slug(name: str) -> str:
+    """The slug devdock gave ``name`` before 0.4 (32-bit hash): only to find homes made back then."""
+    return _slug(name, LEGACY_SLUG_MAX, LEGACY_HASH_LEN)
+
+
+def _slug(name: str, max_length: int, hash_len: int) -> str:
+    if max_length < hash_len + 3:
+        raise ValueError(f"max_length must be at least {hash_len + 3}")
     if _SAFE_SLUG.match(name) and len(name) <= max_length:
         return name
-    base = _fold(name)[: max_length - HASH_LEN - 2].rstrip("-") or "x"
-    return f"{base}--{_hash(name)}"
+    base = _fold(name)[: max_length - hash_len - 2].rstrip("-") or "x"
+    return f"{base}--{_hash(name, hash_len)}"
 
 
 def login_name(username: str) -> str:
@@ -71,14 +90,21 @@ def login_name(username: str) -> str:
     >>> login_name("alice")
     'alice'
     >>> login_name("root")
-    'root--4813494d'
+    'root--4813494d137e1631bba3'
     """
     if _SAFE_LOGIN.match(username) and len(username) <= LOGIN_MAX and username not in RESERVED_LOGINS:
         return username
-    base = _fold(username)[: LOGIN_MAX - HASH_LEN - 2].rstrip("-")
+    room = LOGIN_MAX - LOGIN_HASH_LEN - 2
+    base = _fold(username)[:room].rstrip("-")
     if not base or not base[0].isalpha():
-        base = ("u" + base)[: LOGIN_MAX - HASH_LEN - 2].rstrip("-")
-    return f"{base}--{_hash(username)}"
+        base = ("u" + base)[:room].rstrip("-")
+    return f"{base}--{_hash(username, LOGIN_HASH_LEN)}"
+
+
+def checked_login(login: str) -> str:
+    """``login`` if it is a valid, non-reserved login name (as read back from a label), else ``""``."""
+    ok = _SAFE_LOGIN.match(login) or re.fullmatch(r"[a-z][a-z0-9-]*--[0-9a-f]{8,20}", login)
+    return login if ok and len(login) <= LOGIN_MAX and login not in RESERVED_LOGINS else ""
 
 
 def object_name(prefix: str, user_slug: str, server_slug: str = "") -> str:
@@ -98,6 +124,9 @@ def hostname(user_slug: str, server_slug: str = "") -> str:
 
 
 LABEL_PREFIX = "io.devdock"
+OWNER_LABEL = f"{LABEL_PREFIX}.owner"
+SERVER_LABEL = f"{LABEL_PREFIX}.server"
+LOGIN_LABEL = f"{LABEL_PREFIX}.login"
 
 
 def labels(

@@ -27,8 +27,9 @@ from .swarm import check_constraint
 
 #: Spawner settings a profile may override (each spawn starts again from the site's configuration).
 OVERRIDABLE = ("image", "mem_limit", "cpu_limit", "shm_size", "pids_limit", "environment")
-#: Keys users may send in ``user_options``.
-USER_OPTION_KEYS = ("profile", "ssh_keys")
+#: Keys users may send in ``user_options``. SSH keys are not among them: they change only on the owner's
+#: ``/hub/ssh`` page (a token that may start a server must not be able to add a key to it).
+USER_OPTION_KEYS = ("profile",)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _PROFILE_KEYS = {
     "slug",
@@ -134,6 +135,10 @@ def validate_user_options(options, profiles: list[Profile], groups: set[str]) ->
         options = {}
     if not isinstance(options, dict):
         raise InvalidOptions("Spawn options must be a JSON object.")
+    if "ssh_keys" in options:
+        raise InvalidOptions(
+            "SSH keys cannot be sent with a spawn request; add them on the hub's SSH keys page (/hub/ssh)."
+        )
     unknown = sorted(str(k)[:40] for k in options if k not in USER_OPTION_KEYS)
     if unknown:
         raise InvalidOptions(f"Unknown spawn option(s) {unknown}; allowed: {list(USER_OPTION_KEYS)}.")
@@ -153,9 +158,4 @@ def validate_user_options(options, profiles: list[Profile], groups: set[str]) ->
             raise InvalidOptions(f"There is no profile {slug!r} you can use; choose one of: {choices}.")
         profile = matches[0]
     clean["profile"] = profile.slug
-    if "ssh_keys" in options:
-        keys = options["ssh_keys"]
-        if not isinstance(keys, str) or len(keys) > 64 * 1024:
-            raise InvalidOptions("ssh_keys must be text: public keys, one per line.")
-        clean["ssh_keys"] = keys
     return profile, clean

@@ -234,7 +234,11 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
 
     @property
     def login_name(self) -> str:
-        return naming.login_name(self.user.name)
+        return self._legacy_login or naming.login_name(self.user.name)
+
+    #: The login name of a home made before devdock 0.4 (its ``io.devdock.login`` label), kept so that paths
+    #: inside it (virtualenvs, scripts) stay valid; empty for everyone else.
+    _legacy_login = ""
 
     def template_namespace(self):
         """DockerSpawner's template fields, plus devdock's safe names.
@@ -248,9 +252,47 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             server_slug=self.server_slug,
             login=self.login_name,
             devdock_object_name=naming.object_name(self.prefix, self.user_slug, self.server_slug),
-            home_volume=naming.home_volume_name(self.prefix, self.user_slug, self.server_slug),
+            home_volume=self.home_volume,
         )
         return ns
+
+    #: The home volume found for this spawn by ``resolve_home_volume`` (empty: not looked up yet).
+    _home_volume = ""
+
+    @property
+    def home_volume(self) -> str:
+        """Name of this server's home volume: ``<prefix>-home-<user>[_<server>]``, or the one found for it."""
+        return self._home_volume or naming.home_volume_name(self.prefix, self.user_slug, self.server_slug)
+
+    async def resolve_home_volume(self) -> str:
+        """This spawn's home volume: the one named for this server, else one devdock made under its old naming.
+
+        A home made before devdock 0.4 is named after a slug with a 32-bit hash; it is used again only if its
+        ``io.devdock.owner`` and ``io.devdock.server`` labels name this very user and server, so that nobody
+        can reach another user's old home by choosing a username whose old slug matches.
+        """
+        current = naming.home_volume_name(self.prefix, self.user_slug, self.server_slug)
+        server = self.name or ""
+        legacy = naming.home_volume_name(
+            self.prefix, naming.legacy_slug(self.user.name), naming.legacy_slug(server) if server else ""
+        )
+        self._home_volume = self._legacy_login = ""
+        if legacy != current and await self._inspect_volume(current) is None:
+            info = await self._inspect_volume(legacy)
+            labels = (info or {}).get("Labels") or {}
+            if labels.get(naming.OWNER_LABEL) == self.user.name and labels.get(naming.SERVER_LABEL) == server:
+                self.log.info("Using %s's home %s, named before devdock 0.4", self._log_name, legacy)
+                self._home_volume = legacy
+                self._legacy_login = naming.checked_login(labels.get(naming.LOGIN_LABEL, ""))
+        return self.home_volume
+
+    async def _inspect_volume(self, name: str) -> dict | None:
+        try:
+            return await self.docker("inspect_volume", name)
+        except APIError as e:
+            if e.status_code == 404:
+                return None
+            raise
 
     @default("volumes")
     def _default_volumes(self):
@@ -316,12 +358,38 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
                 "create_network", **network_spec(self.network_name, self.isolate_containers, self.extra_labels)
             )
 
+    def _own_volumes(self) -> list[str]:
+        """Named volumes of this server alone: those whose name in ``volumes`` is a template ({home_volume},
+        {username}, ...). A volume named literally (a shared dataset) belongs to nobody in particular."""
+        own = []
+        for template in self.volumes:
+            source = self.format_volume_name(template, self)
+            if "{" in template and "/" not in source:
+                own.append(source)
+        return own
+
     async def ensure_volumes(self):
-        """Create named home volumes up front, so that they carry devdock's labels."""
-        for source in self.volume_binds:
-            if "/" in source:
-                continue  # a host path, not a named volume
-            await self.docker("create_volume", name=source, labels=self._labels())
+        """Create this server's own volumes up front with devdock's labels; refuse one another user owns."""
+        for source in self._own_volumes():
+            info = await self._inspect_volume(source)
+            if info is None:
+                await self.docker("create_volume", name=source, labels=self._labels())
+                continue
+            labels = info.get("Labels") or {}
+            owner = labels.get(naming.OWNER_LABEL)
+            if owner is not None and (
+                owner != self.user.name or labels.get(naming.SERVER_LABEL, "") != (self.name or "")
+            ):
+                self.log.error(
+                    "Refusing to mount volume %s for %s: its %s label says it belongs to %r (server %r)",
+                    source, self._log_name, naming.OWNER_LABEL, owner, labels.get(naming.SERVER_LABEL, ""),
+                )  # fmt: skip
+                raise web.HTTPError(
+                    409,
+                    f"The volume {source} belongs to another user or server, so devdock will not mount it for "
+                    f"{self.user.name}. Nothing was changed. An admin can see whose it is with "
+                    f"'docker volume inspect {source}'.",
+                )
 
     async def _resolve_extra(self, value):
         value = self._eval_if_callable(value)
@@ -396,7 +464,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self._emit(5, f"Preparing the desktop for {self.user.name}")
         # Validate everything the user sent before creating anything.
         try:
-            profile, options = validate_user_options(self.user_options, self._profiles(), self._groups())
+            profile, options = validate_user_options(self._sent_options(), self._profiles(), self._groups())
         except InvalidOptions as e:
             raise web.HTTPError(400, str(e)) from e
         self.user_options = options
@@ -409,6 +477,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         try:
             await self.check_image()
             await self.ensure_network()
+            await self.resolve_home_volume()
             await self.ensure_volumes()
             if self.ssh_enabled:
                 await self.allocate_ssh_port()
@@ -427,6 +496,22 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             raise
         self._emit(60, "Container started, waiting for JupyterLab and the desktop to answer")
         return ip_port
+
+    def _sent_options(self):
+        """``user_options`` of this start, less the ``ssh_keys`` that devdock before 0.4 accepted there.
+
+        JupyterHub re-uses the options of the previous start when a start sends none; such stored keys are
+        dropped (keys now come only from ``/hub/ssh``), while a request that sends keys itself is refused.
+        """
+        options = self.user_options
+        stored = getattr(self.orm_spawner, "user_options", None)
+        if isinstance(options, dict) and "ssh_keys" in options and options == stored:
+            self.log.info(
+                "Ignoring ssh_keys stored in the spawn options of %s (keys come from /hub/ssh)", self._log_name
+            )
+            options = {k: v for k, v in options.items() if k != "ssh_keys"}
+            self.orm_spawner.user_options = options
+        return options
 
     async def get_command(self):
         """DockerSpawner's command (``cmd``, else the image's CMD), with a sentence for an image without CMD."""

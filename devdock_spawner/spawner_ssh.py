@@ -17,7 +17,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import naming
 from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
-from .ssh import InvalidKey, KeyStore, parse_keys
+from .ssh import KeyStore
 
 SSH_CONTAINER_PORT = 2222
 SSH_PORT_LABEL = f"{naming.LABEL_PREFIX}.ssh-port"
@@ -77,9 +77,8 @@ class SSHMixin(LoggingConfigurable):
     ssh_keys_dir = Unicode(
         config=True,
         help="""
-        Folder where the hub keeps each user's SSH public keys (one file per user, written by the
-        ``/hub/ssh`` page or the ``ssh_keys`` spawn option). Default: ``ssh-keys`` in the hub's
-        working directory.
+        Folder where the hub keeps each user's SSH public keys (one file per user, written only by the
+        user's own ``/hub/ssh`` page). Default: ``ssh-keys`` in the hub's working directory.
         """,
     )
 
@@ -192,18 +191,25 @@ class SSHMixin(LoggingConfigurable):
             tar.addfile(info, io.BytesIO(data))
         await self.docker("put_archive", container_id, "/etc/devdock/ssh", buf.getvalue())
 
+    def key_store(self) -> KeyStore:
+        """The hub's SSH key files; keys change only through their owner's ``/hub/ssh`` page."""
+        return KeyStore(self.ssh_keys_dir, legacy_shared=self._legacy_slug_shared)
+
+    def _legacy_slug_shared(self, username: str) -> bool:
+        """Whether another hub user had ``username``'s pre-0.4 slug (then its old key file is nobody's)."""
+        db = getattr(self.user, "db", None)
+        if db is None:
+            return False
+        from jupyterhub import orm
+
+        legacy = naming.legacy_slug(username)
+        return any(u.name != username and naming.legacy_slug(u.name) == legacy for u in db.query(orm.User))
+
     def ssh_keys_for_spawn(self) -> list:
-        """Keys from ``user_options["ssh_keys"]`` (validated and remembered), else the stored ones."""
-        store = KeyStore(self.ssh_keys_dir)
-        submitted = self.user_options.get("ssh_keys")
-        if submitted is None:
-            return store.load(self.user_slug)
-        try:
-            keys = parse_keys(submitted)
-        except InvalidKey as e:
-            raise web.HTTPError(400, str(e)) from e
-        store.save(self.user_slug, keys)
-        return keys
+        """The keys the user keeps on the hub. Never from ``user_options``: whoever may only start a server
+        (a course tool, a culler) must not be able to add a key to it, and a key its owner removed must stay
+        removed when JupyterHub re-uses the options of an earlier start."""
+        return self.key_store().load(self.user.name)
 
     def ssh_environment(self) -> dict:
         """What the image's entrypoint needs to set up sshd for this spawn."""

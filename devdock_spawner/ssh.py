@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
 import struct
 import tempfile
 from dataclasses import dataclass
+
+from . import naming
+
+log = logging.getLogger("JupyterHub")  # the hub's own log
 
 #: Key types accepted, with the minimum size where size matters. DSA is gone from OpenSSH; RSA below
 #: 2048 bits is breakable.
@@ -130,28 +135,88 @@ def parse_keys(text: str) -> list[PublicKey]:
 
 
 class KeyStore:
-    """One file of validated keys per hub user, written atomically (``<dir>/<slug>.pub``)."""
+    """One file of validated keys per hub user, written atomically (``<dir>/<slug>.pub``).
 
-    def __init__(self, directory: str):
+    The file's first line names its owner (``# devdock keys of <username>``), and a file that names
+    somebody else is never used: two users can only meet in one file if their slugs collide, which
+    devdock's naming makes infeasible, and this check makes it harmless too. Files written before
+    devdock 0.4 (named after the old 32-bit slug, no owner line) move to the new name on first use,
+    unless the hub knows another user with the same old slug (``legacy_shared``).
+    """
+
+    HEADER = "# devdock keys of "
+
+    def __init__(self, directory: str, legacy_shared=None):
         self.directory = directory
+        #: ``legacy_shared(username)``: True when another hub user had the same pre-0.4 slug
+        self.legacy_shared = legacy_shared or (lambda username: False)
 
     def _path(self, slug: str) -> str:
         return os.path.join(self.directory, f"{slug}.pub")
 
-    def load(self, slug: str) -> list[PublicKey]:
-        try:
-            with open(self._path(slug), encoding="utf-8") as f:
-                return parse_keys(f.read())
-        except FileNotFoundError:
-            return []
+    def path(self, username: str) -> str:
+        return self._path(naming.safe_slug(username))
 
-    def save(self, slug: str, keys: list[PublicKey]) -> None:
+    def _read(self, path: str) -> str | None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _owner(self, text: str) -> str | None:
+        first = text.split("\n", 1)[0]
+        return first[len(self.HEADER) :] if first.startswith(self.HEADER) else None
+
+    def load(self, username: str) -> list[PublicKey]:
+        text = self._read(self.path(username))
+        if text is None:
+            return self._adopt_legacy(username)
+        owner = self._owner(text)
+        if owner is not None and owner != username:
+            log.error("devdock: key file %s belongs to %r, not %r: ignored", self.path(username), owner, username)
+            return []
+        return parse_keys(text)
+
+    def _adopt_legacy(self, username: str) -> list[PublicKey]:
+        legacy = self._path(naming.legacy_slug(username))
+        if legacy == self.path(username):
+            return []
+        text = self._read(legacy)
+        if text is None or self._owner(text) not in (None, username) or self.legacy_shared(username):
+            return []
+        keys = parse_keys(text)
+        self.save(username, keys)
+        os.unlink(legacy)
+        log.info("devdock: moved the SSH keys of %r from %s to %s", username, legacy, self.path(username))
+        return keys
+
+    def save(self, username: str, keys: list[PublicKey]) -> None:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.HEADER + _one_line(username) + "\n")
                 f.write("".join(key.line() + "\n" for key in keys))
-            os.replace(tmp, self._path(slug))
+            os.replace(tmp, self.path(username))
         except BaseException:
             os.unlink(tmp)
             raise
+
+    def delete(self, username: str) -> list[str]:
+        """Remove ``username``'s key file (and a pre-0.4 one that is theirs); returns the paths removed."""
+        removed = []
+        for path in (self.path(username), self._path(naming.legacy_slug(username))):
+            text = self._read(path)
+            if text is None or path in removed:
+                continue
+            owner = self._owner(text)
+            if owner == username or (owner is None and not self.legacy_shared(username)):
+                os.unlink(path)
+                removed.append(path)
+        return removed
+
+
+def _one_line(text: str) -> str:
+    """A username as it can be written on one comment line."""
+    return text.replace("\n", "\\n").replace("\r", "\\r")

@@ -207,6 +207,14 @@ class Hub:
         assert r.status_code == 302, f"login as {name} failed: {r.status_code}"
         return session
 
+    def save_ssh_keys(self, name: str, keys: str) -> requests.Response:
+        """Save ``keys`` as ``name``'s SSH keys the only way there is: their own ``/hub/ssh`` page."""
+        session = self.browser_session(name)
+        page = session.get(f"{self.url}/hub/ssh", timeout=30)
+        r = session.post(f"{self.url}/hub/ssh", data={"keys": keys, "_xsrf": xsrf_from(page.text)}, timeout=30)
+        assert r.status_code == 200, f"saving {name}'s keys: {r.status_code} {r.text[-500:]}"
+        return r
+
     def user_model(self, name: str) -> dict:
         r = self.api("GET", f"/users/{name}?include_stopped_servers=1")
         assert r.status_code == 200, r.text

@@ -31,8 +31,9 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sam(hub, keys):
-    """sam's server, started with his public key in the spawn options."""
-    hub.spawn("sam", options={"ssh_keys": keys["sam"][1]})
+    """sam's server, started with the public key he saved on /hub/ssh."""
+    hub.save_ssh_keys("sam", keys["sam"][1])
+    hub.spawn("sam")
     port = hub.server_state("sam")["ssh_port"]
     return {"port": port, "key": keys["sam"][0]}
 
@@ -92,8 +93,10 @@ def test_port_and_host_key_survive_stop_start_and_hub_restart(hub, sam):
 
 def test_concurrent_spawns_get_different_ports(hub, keys):
     users = ["conc1", "conc2", "conc3"]
+    for user in users:
+        hub.save_ssh_keys(user, keys["bob"][1])
     with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
-        list(pool.map(lambda u: hub.spawn(u, options={"ssh_keys": keys["bob"][1]}), users))
+        list(pool.map(hub.spawn, users))
     ports = [hub.server_state(u)["ssh_port"] for u in users]
     assert len(set(ports)) == len(users), ports
     for user, port in zip(users, ports, strict=True):
@@ -151,13 +154,13 @@ def test_junk_keys_are_refused_and_nothing_is_lost(hub, keys, line, message):
     assert _stored_keys(session, hub) == stored
 
 
-def test_weak_rsa_key_refused_in_spawn_options_before_anything_is_created(hub, tmp_path):
+def test_weak_rsa_key_is_refused_on_the_ssh_page(hub, tmp_path):
     _, weak = keygen(tmp_path, "weak", "rsa", 1024)
-    hub.create_user("weakling")
-    r = hub.api("POST", "/users/weakling/server", json={"ssh_keys": weak})
+    session = hub.browser_session("weakling")
+    r = _save_keys(session, hub, weak)
     assert r.status_code == 400
-    assert "at least 2048 bits" in r.json()["message"]
-    assert hub.container("weakling") is None
+    assert "at least 2048 bits" in r.text
+    assert _stored_keys(session, hub) == ""
 
 
 def _last_activity(hub, name: str) -> datetime:
@@ -166,7 +169,8 @@ def _last_activity(hub, name: str) -> datetime:
 
 
 def test_an_ssh_session_counts_as_activity(hub, keys):
-    hub.spawn("idle", options={"ssh_keys": keys["bob"][1]})
+    hub.save_ssh_keys("idle", keys["bob"][1])
+    hub.spawn("idle")
     port = hub.server_state("idle")["ssh_port"]
     # Control: with nobody using the server, its activity stands still across two report intervals.
     time.sleep(3)
@@ -217,7 +221,8 @@ def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_fac
         squatter.listen()
         hub.start()
         try:
-            hub.spawn("binder", options={"ssh_keys": keys["bob"][1]})
+            hub.save_ssh_keys("binder", keys["bob"][1])
+            hub.spawn("binder")
             port = hub.server_state("binder")["ssh_port"]
             assert port == (high if home == low else low)
             assert "is taken outside devdock" in hub.log_tail(200)

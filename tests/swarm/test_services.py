@@ -14,7 +14,8 @@ pytestmark = pytest.mark.swarm
 
 @pytest.fixture(scope="module")
 def ana(swarm_hub, keys):
-    swarm_hub.spawn("ana", options={"ssh_keys": keys["sw1"][1]})
+    swarm_hub.save_ssh_keys("ana", keys["sw1"][1])
+    swarm_hub.spawn("ana")
     return {"token": swarm_hub.token("ana"), "url": swarm_hub.server_url("ana")}
 
 

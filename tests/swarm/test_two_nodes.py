@@ -33,7 +33,8 @@ def task_of(docker_client, name: str) -> dict:
 
 
 def test_profile_pinned_to_a_node_runs_there_and_is_reachable(docker_client, swarm_hub, node2, keys):
-    swarm_hub.spawn("ema", options={"profile": "node2", "ssh_keys": keys["sw2"][1]})
+    swarm_hub.save_ssh_keys("ema", keys["sw2"][1])
+    swarm_hub.spawn("ema", options={"profile": "node2"})
     task = task_of(docker_client, "ema")
     assert task["NodeID"] == node2.node2
     url, token = swarm_hub.server_url("ema"), swarm_hub.token("ema")

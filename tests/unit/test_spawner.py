@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 from traitlets.config import Config
 
-from devdock_spawner import DevDockSpawner, naming
+from devdock_spawner import DevDockSpawner
 
 
 def make_spawner(username="alice", server="", config=None) -> DevDockSpawner:
@@ -23,11 +23,12 @@ def test_registered_as_devdock_entry_point():
     assert ep.load() is DevDockSpawner
 
 
-BOB = "bob-smith--" + naming._hash("Bob.Smith")
+BOB = "bob-smith--274c9d19d98772457ec3e83af4fc9309"  # 128 bits of SHA-256("Bob.Smith")
+BOB_LOGIN = "bob-smith--274c9d19d98772457ec3"  # 80 bits: login names have at most 32 characters
 NAMES = [
     ("default-server", "alice", "", "devdock-alice", "devdock-home-alice", "/home/alice"),
     ("named-server", "alice", "gpu", "devdock-alice_gpu", "devdock-home-alice_gpu", "/home/alice"),
-    ("escaped-user", "Bob.Smith", "", f"devdock-{BOB}", f"devdock-home-{BOB}", f"/home/{BOB}"),
+    ("escaped-user", "Bob.Smith", "", f"devdock-{BOB}", f"devdock-home-{BOB}", f"/home/{BOB_LOGIN}"),
 ]
 
 

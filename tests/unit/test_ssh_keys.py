@@ -95,3 +95,40 @@ def test_key_store_round_trip_and_atomic_replace(tmp_path):
     store.save("alice", [])
     assert store.load("alice") == []
     assert [p.name for p in (tmp_path / "keys").iterdir()] == ["alice.pub"]
+
+
+def test_key_store_never_serves_a_file_that_names_another_owner(tmp_path):
+    store = KeyStore(str(tmp_path / "keys"))
+    store.save("alice", parse_keys(f"ssh-ed25519 {ED} a"))
+    # Someone else's file under alice's name (a collision, or a file copied by hand): never used.
+    path = store.path("alice")
+    text = open(path).read().replace("of alice", "of mallory")
+    open(path, "w").write(text)
+    assert store.load("alice") == []
+    assert store.delete("alice") == []  # and not removed on alice's behalf either
+    assert open(path).read() == text
+
+
+def test_key_store_moves_a_pre_0_4_file_once_and_only_for_its_user(tmp_path):
+    import hashlib
+
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    # Before 0.4, "Zoë" had the slug "zoe--" + 8 hex digits of the name's SHA-256, and no owner line.
+    old = folder / f"zoe--{hashlib.sha256('Zoë'.encode()).hexdigest()[:8]}.pub"
+    old.write_text(f"ssh-ed25519 {ED} zoe\n")
+    assert KeyStore(str(folder), legacy_shared=lambda u: True).load("Zoë") == []  # two users had that slug
+    assert old.exists()
+    store = KeyStore(str(folder))
+    assert [k.comment for k in store.load("Zoë")] == ["zoe"]
+    assert not old.exists()
+    assert open(store.path("Zoë")).readline() == "# devdock keys of Zoë\n"
+    assert [k.comment for k in store.load("Zoë")] == ["zoe"]
+
+
+def test_key_store_delete_removes_the_users_files(tmp_path):
+    store = KeyStore(str(tmp_path / "keys"))
+    store.save("bob", parse_keys(f"ssh-ed25519 {ED} b"))
+    assert store.delete("bob") == [store.path("bob")]
+    assert store.load("bob") == []
+    assert store.delete("bob") == []
