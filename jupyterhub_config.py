@@ -20,7 +20,8 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   With oauth, oauthenticator's own variables name the provider (all required): OAUTH2_AUTHORIZE_URL (what
   browsers open), OAUTH2_TOKEN_URL and OAUTH2_USERDATA_URL (what the hub calls), OAUTH_CLIENT_ID,
   OAUTH_CLIENT_SECRET; optional OAUTH_CALLBACK_URL, OAUTH2_BASIC_AUTH, OAUTH_TLS_VERIFY. And devdock's:
-  DEVDOCK_PUBLIC_URL        URL users open; the callback URL is derived from it (optional)
+  DEVDOCK_PUBLIC_URL        URL users open (JupyterHub.public_url); with https:// every cookie is Secure; the
+                            OAuth callback URL is derived from it (optional)
   DEVDOCK_OAUTH_SCOPE       space-separated scopes                     (openid profile email)
   DEVDOCK_OAUTH_USERDATA_FROM_ID_TOKEN  1: claims from the ID token; OAUTH2_USERDATA_URL not needed (0)
   DEVDOCK_OAUTH_USERNAME_CLAIM  claim that becomes the hub username   (preferred_username; email
@@ -35,7 +36,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_OAUTH_AUTO_LOGIN  1: /hub/login goes straight to the provider (1)
   DEVDOCK_OAUTH_DENIED_MESSAGE  page text for users who signed in but are not allowed
   DEVDOCK_DUMMY_PASSWORD    shared password of the dummy authenticator (required with dummy)
-  DEVDOCK_ADMIN_USERS       comma-separated admin usernames            (admin)
+  DEVDOCK_ADMIN_USERS       comma-separated admin usernames            (admin with dummy; none with oauth)
   DEVDOCK_ALLOWED_USERS     comma-separated allowed usernames; empty means everyone who can log in
   DEVDOCK_SERVICE_TOKEN     API token of an admin service "devdock-ops", for automation (optional)
   DEVDOCK_EXTRA_LABELS      extra container/volume labels, "key=value,key=value" (optional)
@@ -116,6 +117,15 @@ c.JupyterHub.hub_port = int(env("DEVDOCK_HUB_PORT", "8081"))
 if env("DEVDOCK_SUBDOMAIN_HOST"):
     # Each user's server on its own origin (alice.hub.example.org): needs wildcard DNS and certificate.
     c.JupyterHub.subdomain_host = env("DEVDOCK_SUBDOMAIN_HOST")
+if env("DEVDOCK_PUBLIC_URL"):
+    # The URL users open decides the scheme, not a guess from the request: behind a TLS front end (Caddy, a
+    # load balancer) configurable-http-proxy appends its own hop to X-Forwarded-Proto ("https,http"), and
+    # tornado reads the last entry, so the hub would think it is served over http.
+    c.JupyterHub.public_url = env("DEVDOCK_PUBLIC_URL")
+    if env("DEVDOCK_PUBLIC_URL").startswith("https://"):
+        # Every cookie Secure: the hub's own, its _xsrf cookie and the single-user servers' (JupyterHub hands
+        # cookie_options on to them), so none is ever sent over plain http.
+        c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(data_dir, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(data_dir, "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = env("DEVDOCK_CLEANUP_SERVERS", "0") == "1"
@@ -168,7 +178,11 @@ if swarm:
 devdock_hub.configure(c)
 
 # --- who may log in -------------------------------------------------------------------------------
-admins = set(env_list("DEVDOCK_ADMIN_USERS", "admin"))
+authenticator = env("DEVDOCK_AUTHENTICATOR", "dummy")
+# Admins are named by the site. The dummy authenticator's trial setup has "admin"; with single sign-on nobody is
+# an admin by name unless DEVDOCK_ADMIN_USERS says so (an identity-provider account that happens to be called
+# "admin" is not one): admins come from DEVDOCK_OAUTH_ADMIN_GROUPS or DEVDOCK_ADMIN_USERS.
+admins = set(env_list("DEVDOCK_ADMIN_USERS", "admin" if authenticator == "dummy" else ""))
 c.Authenticator.admin_users = admins
 allowed = set(env_list("DEVDOCK_ALLOWED_USERS"))
 if allowed:
@@ -176,7 +190,6 @@ if allowed:
 else:
     c.Authenticator.allow_all = True
 
-authenticator = env("DEVDOCK_AUTHENTICATOR", "dummy")
 if authenticator == "dummy":
     password = env("DEVDOCK_DUMMY_PASSWORD")
     if not password:

@@ -16,12 +16,21 @@ from dataclasses import dataclass, field
 #: after the entrypoint's ``setpriv`` none of the user's processes holds any capability.
 ENTRYPOINT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID")
 
-#: host_config keys a site may not set through ``extra_host_config``: each one undoes a guarantee.
+#: Namespace settings of host_config: the values that stay inside the container's own namespaces.
+#: Anything else ("host", "container:<other>") shares a namespace with the host or another container.
+NAMESPACE_MODES = {
+    "pid_mode": ("", "private"),
+    "ipc_mode": ("", "private", "none"),
+    "uts_mode": ("", "private"),
+    "userns_mode": ("", "private"),
+    "cgroupns": ("", "private"),
+}
+
+#: host_config keys a site may not set at all: each one undoes a guarantee.
 FORBIDDEN_HOST_CONFIG = {
     "privileged": "privileged containers can take over the host",
-    "pid_mode": "sharing a PID namespace exposes other processes",
-    "ipc_mode": "sharing an IPC namespace exposes other processes",
-    "userns_mode": "leaving the user namespace undoes the isolation",
+    "volumes_from": "it mounts another container's volumes (another user's home)",
+    "device_cgroup_rules": "it lets the container open host devices beyond its GPUs",
 }
 
 
@@ -96,20 +105,93 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return result
 
 
-def check_host_config(host_config: dict) -> None:
-    """Refuse settings that break isolation, with the reason, instead of silently dropping them."""
+def capability_names(values) -> set[str]:
+    """``{"SYS_ADMIN", ...}`` from Docker's spellings (``sys_admin``, ``CAP_SYS_ADMIN``)."""
+    return {str(v).strip().upper().removeprefix("CAP_") for v in values or []}
+
+
+def check_capabilities(added, dropped, setting: str, drop_key: str = "cap_drop") -> None:
+    """Only the entrypoint's capabilities may be added, and every other one must be dropped."""
+    extra = capability_names(added) - set(ENTRYPOINT_CAPABILITIES)
+    if extra:
+        raise UnsafeConfiguration(
+            f"devdock refuses {setting} capabilities {sorted(extra)}: users' containers get only "
+            f"{list(ENTRYPOINT_CAPABILITIES)}, which the entrypoint drops before the user's processes start"
+        )
+    if "ALL" not in capability_names(dropped):
+        raise UnsafeConfiguration(f"devdock refuses a {setting} without {drop_key} ALL: every other capability goes")
+
+
+def check_security_opt(options) -> None:
+    """``no-new-privileges`` must stay on; seccomp, AppArmor and SELinux confinement must not be turned off."""
+    normal = [str(o).replace("=", ":").strip().lower() for o in options or []]
+    for original, opt in zip(options or [], normal, strict=True):
+        if opt.startswith("no-new-privileges:") and opt != "no-new-privileges:true":
+            raise UnsafeConfiguration(f"devdock refuses security_opt {original!r}: no-new-privileges stays on")
+        if opt.endswith(":unconfined") or opt in ("label:disable", "label:type:unconfined_t"):
+            raise UnsafeConfiguration(f"devdock refuses security_opt {original!r}: confinement stays on")
+    if not {"no-new-privileges", "no-new-privileges:true"} & set(normal):
+        raise UnsafeConfiguration(
+            "devdock refuses a security_opt without no-new-privileges: a setting that replaces the list must "
+            "keep 'no-new-privileges:true'"
+        )
+
+
+def _bind_sources(binds) -> list[str]:
+    return [str(b).split(":")[0] for b in binds] if isinstance(binds, list) else [str(b) for b in binds or {}]
+
+
+def _mount_sources(mounts) -> list[str]:
+    """Host paths of bind mounts (docker.types.Mount or plain dicts, in Docker's or docker-py's spelling)."""
+    sources = []
+    for m in mounts or []:
+        get = m.get if isinstance(m, dict) else lambda k, d=None, m=m: getattr(m, k, d)
+        kind = str(get("Type", None) or get("type", None) or "volume").lower()
+        if kind == "bind":
+            sources.append(str(get("Source", None) or get("source", None) or ""))
+    return sources
+
+
+def check_host_config(host_config: dict, network: str, devices=(), device_requests=()) -> None:
+    """Refuse settings that break isolation, naming the setting and why, instead of silently dropping them.
+
+    ``network``, ``devices`` and ``device_requests`` are what devdock itself gave the container (its network,
+    its allotted GPUs): anything beyond them came from the site's configuration.
+    """
     for key, why in FORBIDDEN_HOST_CONFIG.items():
-        value = host_config.get(key)
-        if value and not (key == "userns_mode" and value == "private"):
-            raise UnsafeConfiguration(f"devdock refuses host_config {key}={value!r}: {why}")
-    for opt in host_config.get("security_opt") or []:
-        if opt.replace("=", ":").startswith("no-new-privileges:false") or opt.endswith("unconfined"):
-            raise UnsafeConfiguration(f"devdock refuses security_opt {opt!r}")
-    binds = host_config.get("binds") or {}
-    sources = [str(b).split(":")[0] for b in binds] if isinstance(binds, list) else list(binds)
-    for mount in sources:
-        if exposes_docker_socket(mount):
-            raise UnsafeConfiguration("devdock refuses to mount the Docker socket into a user container")
+        if host_config.get(key):
+            raise UnsafeConfiguration(f"devdock refuses host_config {key}={host_config[key]!r}: {why}")
+    for key, allowed in NAMESPACE_MODES.items():
+        value = str(host_config.get(key) or "")
+        if value.lower() not in allowed:
+            raise UnsafeConfiguration(
+                f"devdock refuses host_config {key}={value!r}: sharing a namespace with the host or another "
+                "container undoes the isolation"
+            )
+    mode = str(host_config.get("network_mode") or "")
+    if mode != network:
+        raise UnsafeConfiguration(
+            f"devdock refuses host_config network_mode={mode!r}: users' servers stay on devdock's network "
+            f"({network!r}); choose another one with c.DevDockSpawner.network_name"
+        )
+    check_capabilities(host_config.get("cap_add"), host_config.get("cap_drop"), "host_config")
+    check_security_opt(host_config.get("security_opt"))
+    for source in _bind_sources(host_config.get("binds")) + _mount_sources(host_config.get("mounts")):
+        if exposes_docker_socket(source):
+            raise UnsafeConfiguration(
+                f"devdock refuses to mount {source!r}: it gives a user container the Docker socket"
+            )
+    extra_devices = [d for d in host_config.get("devices") or [] if d not in list(devices)]
+    if extra_devices:
+        raise UnsafeConfiguration(
+            f"devdock refuses host_config devices {extra_devices}: a server gets only the GPUs allotted to it"
+        )
+    extra_requests = [r for r in host_config.get("device_requests") or [] if r not in list(device_requests)]
+    if extra_requests:
+        raise UnsafeConfiguration(
+            "devdock refuses host_config device_requests: GPUs are requested by devdock's allocator (profiles' "
+            "'gpus'), so that every GPU has one holder"
+        )
 
 
 def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
@@ -139,6 +221,9 @@ def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
         "cap_drop": ["ALL"],
         "cap_add": list(ENTRYPOINT_CAPABILITIES),
         "security_opt": ["no-new-privileges:true"],
+        # Every namespace private, also the cgroup namespace (on cgroup v1 Docker's default is the host's).
+        "cgroupns": "private",
+        "ipc_mode": "private",
         # The container is removed explicitly on stop, after its exit status was read.
         "auto_remove": False,
         "init": False,  # the image runs tini as PID 1
@@ -161,5 +246,5 @@ def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
 
     create = deep_merge(create, s.extra_create)
     host = deep_merge(host, s.extra_host)
-    check_host_config(host)
+    check_host_config(host, s.network, s.devices, s.device_requests)
     return create, host

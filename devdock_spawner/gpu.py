@@ -162,11 +162,10 @@ class GPUAllocator:
         # Prefer what this server already holds, then the least shared, then by index.
         free.sort(key=lambda g: (key not in self._holders[g.uuid], len(self._holders[g.uuid]), g.index))
         if len(free) < wanted:
-            busy = sorted({k.rstrip("/") for g in pool for k in self._holders[g.uuid] if k != key})
-            held = f" (in use by {', '.join(busy)})" if busy else ""
+            # Who holds the others is for admins (their page shows it), not for every user who asks.
             raise NotEnoughGPUs(
                 f"{wanted} GPU{'s' if wanted != 1 else ''} requested, but only {len(free)} of {len(pool)} "
-                f"{'is' if len(free) == 1 else 'are'} free right now{held}. Choose a profile with fewer "
+                f"{'is' if len(free) == 1 else 'are'} free right now. Choose a profile with fewer "
                 "GPUs or try again when one is released."
             )
         return [g.uuid for g in free[:wanted]]

@@ -16,6 +16,7 @@ from .container import (
     ENTRYPOINT_CAPABILITIES,
     ContainerSettings,
     UnsafeConfiguration,
+    check_capabilities,
     deep_merge,
     exposes_docker_socket,
 )
@@ -33,8 +34,6 @@ NO_NODE = "no suitable node"
 ENFORCER_REJECTED = "assigned node no longer meets constraints"
 
 _CONSTRAINT = re.compile(r"^(node|engine)\.[A-Za-z0-9_.\-]+\s*(==|!=)\s*[A-Za-z0-9_.\-:/@ ]+$")
-#: The only capabilities a user's service may be given: the entrypoint's, as on a single engine.
-_ALLOWED_CAPS = {f"CAP_{c}" for c in ENTRYPOINT_CAPABILITIES}
 
 
 @dataclass
@@ -105,16 +104,23 @@ def check_service_spec(task_template: dict) -> None:
     container = task_template.get("ContainerSpec", {})
     for mount in container.get("Mounts") or []:
         if mount.get("Type", "volume") == "bind" and exposes_docker_socket(mount.get("Source", "")):
-            raise UnsafeConfiguration("devdock refuses to mount the Docker socket into a user container")
-    added = {str(c).upper() if str(c).upper().startswith("CAP_") else f"CAP_{c}".upper() for c in
-             container.get("CapabilityAdd") or []}  # fmt: skip
-    if added - _ALLOWED_CAPS:
-        raise UnsafeConfiguration(
-            f"devdock refuses capabilities {sorted(added - _ALLOWED_CAPS)}: users' services get only "
-            f"{sorted(_ALLOWED_CAPS)}, which the entrypoint drops before the user's processes start"
-        )
-    if "ALL" not in {str(c).upper() for c in container.get("CapabilityDrop") or []}:
-        raise UnsafeConfiguration("devdock keeps CapabilityDrop ALL on users' services")
+            raise UnsafeConfiguration(
+                f"devdock refuses to mount {mount.get('Source')!r}: it gives a user container the Docker socket"
+            )
+    check_capabilities(
+        container.get("CapabilityAdd"), container.get("CapabilityDrop"), "extra_task_spec", "CapabilityDrop"
+    )
+    privileges = container.get("Privileges") or {}
+    if privileges.get("NoNewPrivileges") is False:
+        raise UnsafeConfiguration("devdock refuses extra_task_spec Privileges.NoNewPrivileges=false")
+    for kind in ("Seccomp", "AppArmor"):
+        if str((privileges.get(kind) or {}).get("Mode", "")).lower() in ("unconfined", "disabled"):
+            raise UnsafeConfiguration(f"devdock refuses extra_task_spec Privileges.{kind}: confinement stays on")
+    for network in task_template.get("Networks") or []:
+        if str(network.get("Target", "")).lower() in ("host", "bridge"):
+            raise UnsafeConfiguration(f"devdock refuses extra_task_spec network {network.get('Target')!r}")
+    if (task_template.get("Resources") or {}).get("Reservations", {}).get("Devices"):
+        raise UnsafeConfiguration("devdock refuses extra_task_spec device reservations: GPUs come from profiles")
 
 
 def service_spec(s: ContainerSettings, w: SwarmSettings) -> dict:

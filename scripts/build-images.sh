@@ -63,7 +63,7 @@ main() {
                 ;;
             desktop-cuda)
                 build "${DEVDOCK_DESKTOP_CUDA_IMAGE:-devdock/desktop-cuda:latest}" \
-                    "${CUDA_BASE_IMAGE:-nvidia/cuda:12.4.1-runtime-ubuntu22.04}"
+                    "${CUDA_BASE_IMAGE:-nvidia/cuda:12.6.3-runtime-ubuntu24.04}"
                 ;;
             hub) build_service hub "$root" ;;
             proxy | oidc | swarm-node) build_service "$target" "$root/images" ;;

@@ -17,18 +17,22 @@ import json, sys
 from traitlets.config.loader import PyFileConfigLoader
 cfg = PyFileConfigLoader("jupyterhub_config.py", path=sys.argv[1]).load_config()
 o = cfg.GenericOAuthenticator
-claim = o.username_claim
+claim = o.username_claim if "username_claim" in o else None
 print(json.dumps({
     "class": cfg.JupyterHub.authenticator_class,
-    "allow_all": o.allow_all,
+    "allow_all": o.allow_all if "allow_all" in o else None,
     "manage_groups": o.manage_groups if "manage_groups" in o else None,
     "allowed_groups": sorted(o.allowed_groups) if "allowed_groups" in o else None,
     "admin_groups": sorted(o.admin_groups) if "admin_groups" in o else None,
     "allowed_users": sorted(cfg.Authenticator.allowed_users) if "allowed_users" in cfg.Authenticator else None,
+    "admin_users": sorted(cfg.Authenticator.admin_users),
+    "public_url": cfg.JupyterHub.public_url if "public_url" in cfg.JupyterHub else None,
+    "cookie_options": cfg.JupyterHub.tornado_settings.get("cookie_options") if "tornado_settings" in cfg.JupyterHub
+                      else None,
     "groups_key": o.auth_state_groups_key if "auth_state_groups_key" in o else None,
     "callback": o.oauth_callback_url if "oauth_callback_url" in o else None,
-    "from_id_token": o.userdata_from_id_token,
-    "claim": claim if isinstance(claim, str) else [
+    "from_id_token": o.userdata_from_id_token if "userdata_from_id_token" in o else None,
+    "claim": claim if claim is None or isinstance(claim, str) else [
         claim({"email": "ada@example.org", "email_verified": True}),
         claim({"email": "eve@example.org", "email_verified": False}),
         claim({"email": "mallory@example.org"}),
@@ -120,3 +124,27 @@ def test_claims_from_the_id_token_need_no_userinfo_endpoint(tmp_path):
     assert cfg["from_id_token"] is True
     status, err = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", OAUTH2_USERDATA_URL=None)
     assert status != 0 and "OAUTH2_USERDATA_URL" in err
+
+
+def test_no_admin_by_accident_an_idp_account_called_admin_is_not_one(tmp_path):
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1")
+    assert status == 0, cfg
+    assert cfg["admin_users"] == []
+    # Positive control: admins the site names are admins.
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_ADMIN_USERS="ada")
+    assert status == 0 and cfg["admin_users"] == ["ada"], cfg
+
+
+def test_the_dummy_trial_setup_keeps_its_admin(tmp_path):
+    status, cfg = load(tmp_path, DEVDOCK_AUTHENTICATOR="dummy", DEVDOCK_DUMMY_PASSWORD="x")
+    assert status == 0, cfg
+    assert cfg["admin_users"] == ["admin"]
+
+
+def test_https_public_url_makes_every_cookie_secure(tmp_path):
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_PUBLIC_URL="https://devdock.example.org/")
+    assert status == 0, cfg
+    assert cfg["public_url"] == "https://devdock.example.org/"
+    assert cfg["cookie_options"] == {"secure": True}
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_PUBLIC_URL="http://127.0.0.1:8000")
+    assert status == 0 and cfg["cookie_options"] is None, cfg

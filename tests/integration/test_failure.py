@@ -96,14 +96,14 @@ def test_missing_image_gives_a_clear_message_and_leaves_nothing_behind(fhub, doc
 
 def test_image_that_exits_at_once_fails_fast_with_its_output_and_leaves_no_container(fhub):
     fhub.create_user("exits")
-    t0 = time.monotonic()
     r = fhub.api("POST", "/users/exits/server", json={"profile": "exits"})
+    # 500, not 202: the start failed while the request was still waiting (JupyterHub's slow_spawn_timeout,
+    # 10 s), so devdock noticed the exit itself instead of waiting out the 90 s http_timeout.
     assert r.status_code == 500, r.text
     message = r.json()["message"]
     assert "stopped right after starting" in message and "exit code" in message
     # debian's image runs bash, which finds no input and exits 0 without a word: the message says so.
     assert "exit code 0" in message and "Its last output: (none)" in message
-    assert time.monotonic() - t0 < 30  # not JupyterHub's 90 s http_timeout
     _wait_gone(fhub, "exits")
     assert fhub.container("exits") is None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 
 import pytest
 import requests
@@ -22,9 +23,12 @@ def pair(hub):
 
 
 def _reach(container, ip: str, port: int) -> bool:
-    """Can ``container`` open a TCP connection to ip:port (3 s)?"""
+    """Can ``container`` open a TCP connection to ip:port (3 s)? Fails the test if it could not even try."""
     script = f"timeout 3 bash -c '</dev/tcp/{ip}/{port}' 2>/dev/null && echo open || echo closed"
-    return container.exec_run(["bash", "-c", script], user="1000").output.decode().strip() == "open"
+    result = container.exec_run(["bash", "-c", script], user="1000")
+    answer = result.output.decode().strip()
+    assert result.exit_code == 0 and answer in ("open", "closed"), (result.exit_code, answer)
+    return answer == "open"
 
 
 def _ip(container, network: str) -> str:
@@ -37,9 +41,11 @@ def test_one_users_container_cannot_reach_another_users_container(hub, pair):
     b_ip = _ip(b, hub.network)
     # The hub (on the host) reaches b: the ports are open ...
     assert requests.get(f"http://{b_ip}:8888/user/iso-b/api", timeout=10).status_code in (200, 403)
-    # ... but from a's container, neither JupyterLab nor sshd of b can be reached.
+    # ... but from a's container, neither JupyterLab nor sshd of b can be reached,
     assert not _reach(a, b_ip, 8888)
     assert not _reach(a, b_ip, 2222)
+    # while the same probe from a does reach the hub API (positive control: the probe works).
+    assert _reach(a, hub.gateway, int(hub.env["DEVDOCK_HUB_PORT"]))
 
 
 def test_containers_reach_the_hub_api_but_not_the_proxy_api_or_public_port(hub, pair):
@@ -52,15 +58,87 @@ def test_containers_reach_the_hub_api_but_not_the_proxy_api_or_public_port(hub, 
 
 def test_no_docker_socket_and_no_privileges_inside(hub, pair):
     a = hub.container("iso-a")
-    out = a.exec_run(
-        ["sh", "-c", "ls /var/run/docker.sock /run/docker.sock 2>&1; id -u; sudo -n true 2>&1"], user="1000"
-    )
+    out = a.exec_run(["sh", "-c", "ls /var/run/docker.sock /run/docker.sock 2>&1; id -u"], user="1000")
     text = out.output.decode()
     assert "No such file" in text and "docker.sock\n" not in text.replace("No such file", "")
     assert "\n1000\n" in f"\n{text}"
+    # No way back to root: no sudo, su refuses, and no_new_privs is set on the user's processes.
+    root = a.exec_run(["sh", "-c", "command -v sudo || echo no-sudo; su -c 'id -u' root </dev/null; echo su=$?"],
+                      user="1000").output.decode()  # fmt: skip
+    assert "no-sudo" in root and "su=1" in root and "\n0\n" not in f"\n{root}", root
+    status = a.exec_run(["sh", "-c", "grep -E '^(NoNewPrivs|CapEff)' /proc/self/status"], user="1000").output.decode()
+    assert "NoNewPrivs:\t1" in status and "CapEff:\t0000000000000000" in status, status
     assert a.attrs["HostConfig"]["Privileged"] is False
     assert a.attrs["HostConfig"]["PidsLimit"] == 4096
     assert a.attrs["HostConfig"]["ShmSize"] == 512 * 1024**2
+
+
+def test_hardening_is_what_the_real_containers_hostconfig_says(hub, pair):
+    """Read back from Docker, not from devdock's constants: what the engine really applied."""
+    host = hub.container("iso-a").attrs["HostConfig"]
+    caps = sorted(c.removeprefix("CAP_") for c in host["CapAdd"])
+    assert caps == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+    assert host["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Privileged"] is False
+    assert host["NetworkMode"] == hub.network
+    assert host["PidMode"] == "" and host["UTSMode"] == "" and host["UsernsMode"] == ""
+    assert host["IpcMode"] == "private"
+    assert host["CgroupnsMode"] == "private"
+    assert not host["Devices"] and not host["DeviceRequests"] and not host.get("VolumesFrom")
+    assert not any("docker.sock" in b or b.split(":")[0] in ("/", "/run", "/var/run") for b in host["Binds"] or [])
+
+
+UNDOING = [
+    ("cap-add", {"cap_add": ["SYS_ADMIN"]}, "SYS_ADMIN"),
+    ("cap-drop", {"cap_drop": ["NET_RAW"]}, "cap_drop ALL"),
+    ("host-network", {"network_mode": "host"}, "network_mode"),
+    ("host-pid", {"pid_mode": "host"}, "pid_mode"),
+    ("privileged", {"privileged": True}, "privileged"),
+    ("nnp-dropped", {"security_opt": ["seccomp=unconfined"]}, "security_opt"),
+    ("socket-mount", {"mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/s"}]}, "socket"),
+    ("host-device", {"devices": ["/dev/zero:/dev/nvidia9:rwm"]}, "devices"),
+]
+
+
+@pytest.fixture(scope="module")
+def undoing_hub(docker_client, tmp_path_factory):
+    """A hub whose extra_host_config is read from a file at every spawn, so one hub tries each setting."""
+    from tests.harness import Hub
+
+    data = tmp_path_factory.mktemp("undoing")
+    setting = data / "extra_host_config.json"
+    setting.write_text("{}")
+    extra = f"import json\nc.DevDockSpawner.extra_host_config = lambda spawner: json.load(open({str(setting)!r}))\n"
+    h = Hub(docker_client, data, extra_config=extra)
+    h.start()
+    yield h, setting
+    h.stop()
+
+
+@pytest.mark.parametrize(("extra_host", "named"), [u[1:] for u in UNDOING], ids=[u[0] for u in UNDOING])
+def test_site_configuration_that_undoes_the_hardening_is_refused_with_a_sentence(undoing_hub, extra_host, named):
+    import json
+
+    hub, setting = undoing_hub
+    user = "undo"
+    setting.write_text(json.dumps(extra_host))
+    hub.create_user(user)
+    r = hub.api("POST", f"/users/{user}/server")
+    if r.status_code == 202:  # the refusal comes from the start itself; wait for it to fail
+        for _ in range(120):
+            info = hub.api("GET", f"/users/{user}").json()["servers"].get("")
+            if not info:
+                break
+            time.sleep(0.5)
+    assert hub.container(user) is None
+    log = hub.log_tail(300)
+    assert "Refusing to spawn" in log and named in log.split("Refusing to spawn")[-1], log[-3000:]
+    # Positive control: the same hub with a harmless setting starts the server.
+    setting.write_text(json.dumps({"ulimits": [{"Name": "nofile", "Soft": 4096, "Hard": 4096}]}))
+    hub.spawn(user)
+    assert hub.container(user).attrs["HostConfig"]["Ulimits"][0]["Soft"] == 4096
+    hub.stop_server(user)
 
 
 def test_admin_with_access_scope_gets_in_and_owner_too(hub, pair):

@@ -172,21 +172,28 @@ def test_an_ssh_session_counts_as_activity(hub, keys):
     hub.save_ssh_keys("idle", keys["bob"][1])
     hub.spawn("idle")
     port = hub.server_state("idle")["ssh_port"]
-    # Control: with nobody using the server, its activity stands still across two report intervals.
-    time.sleep(3)
+    interval = float(hub.env["DEVDOCK_ACTIVITY_INTERVAL"])
+    # Control: with nobody using the server, its activity stands still across three report intervals.
     quiet = _last_activity(hub, "idle")
-    time.sleep(9)
-    assert _last_activity(hub, "idle") == quiet
+    deadline = time.monotonic() + 3 * interval
+    while time.monotonic() < deadline:
+        assert _last_activity(hub, "idle") == quiet
+        time.sleep(0.5)
     # An SSH session, and nothing else, moves it forward.
     session = subprocess.Popen(
         ["ssh", "-p", str(port), "-i", keys["bob"][0], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "idle@127.0.0.1", "sleep 12"],
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "idle@127.0.0.1",
+         f"echo session-open; sleep {int(6 * interval)}; echo session-done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
+        assert session.stdout.readline().strip() == "session-open", session.stderr.read()
+        deadline = time.monotonic() + 5 * interval
         while time.monotonic() < deadline and _last_activity(hub, "idle") <= quiet:
-            time.sleep(1)
+            time.sleep(0.5)
         assert _last_activity(hub, "idle") > quiet
+        out, err = session.communicate(timeout=10 * interval)
+        assert session.returncode == 0 and out.strip() == "session-done", (session.returncode, out, err)
     finally:
         session.kill()
         hub.stop_server("idle")

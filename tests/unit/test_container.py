@@ -7,7 +7,6 @@ import copy
 import pytest
 
 from devdock_spawner.container import (
-    ENTRYPOINT_CAPABILITIES,
     ContainerSettings,
     UnsafeConfiguration,
     container_spec,
@@ -34,7 +33,8 @@ def settings(**overrides) -> ContainerSettings:
 def test_defaults_are_hardened():
     create, host = container_spec(settings())
     assert host["cap_drop"] == ["ALL"]
-    assert host["cap_add"] == list(ENTRYPOINT_CAPABILITIES)
+    # what the entrypoint needs to create the account and drop to it, written out (not the module's constant)
+    assert sorted(host["cap_add"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
     assert host["security_opt"] == ["no-new-privileges:true"]
     assert "privileged" not in host
     assert host["network_mode"] == "devdock"
@@ -71,15 +71,40 @@ def test_unset_limits_are_left_to_docker():
 
 UNSAFE = [
     ("privileged", {"privileged": True}, "privileged"),
+    ("host-network", {"network_mode": "host"}, "network_mode"),
+    ("other-containers-network", {"network_mode": "container:devdock-bob"}, "network_mode"),
+    ("other-network", {"network_mode": "bridge"}, "network_name"),
     ("host-pid", {"pid_mode": "host"}, "pid_mode"),
+    ("other-containers-pid", {"pid_mode": "container:devdock-bob"}, "pid_mode"),
     ("host-ipc", {"ipc_mode": "host"}, "ipc_mode"),
+    ("shareable-ipc", {"ipc_mode": "shareable"}, "ipc_mode"),
+    ("host-uts", {"uts_mode": "host"}, "uts_mode"),
     ("host-userns", {"userns_mode": "host"}, "userns_mode"),
+    ("host-cgroupns", {"cgroupns": "host"}, "cgroupns"),
+    ("cap-add-sys-admin", {"cap_add": ["CHOWN", "SYS_ADMIN"]}, "SYS_ADMIN"),
+    ("cap-add-spelled-cap", {"cap_add": ["cap_net_admin"]}, "NET_ADMIN"),
+    ("cap-add-all", {"cap_add": ["ALL"]}, "ALL"),
+    ("cap-drop-without-all", {"cap_drop": ["NET_RAW"]}, "cap_drop ALL"),
+    ("cap-drop-empty", {"cap_drop": []}, "cap_drop ALL"),
     ("nnp-off", {"security_opt": ["no-new-privileges:false"]}, "no-new-privileges"),
-    ("seccomp-off", {"security_opt": ["seccomp=unconfined"]}, "seccomp"),
+    ("nnp-dropped-by-replacing-the-list", {"security_opt": ["label=type:svirt_apache_t"]}, "no-new-privileges"),
+    ("seccomp-off", {"security_opt": ["no-new-privileges:true", "seccomp=unconfined"]}, "confinement"),
+    ("apparmor-off", {"security_opt": ["no-new-privileges", "apparmor=unconfined"]}, "confinement"),
+    ("selinux-off", {"security_opt": ["no-new-privileges", "label=disable"]}, "confinement"),
     ("docker-socket", {"binds": {"/var/run/docker.sock": {"bind": "/var/run/docker.sock"}}}, "Docker socket"),
     ("socket-folder", {"binds": {"/var/run": {"bind": "/host-run"}}}, "Docker socket"),
     ("root-folder", {"binds": {"/": {"bind": "/host"}}}, "Docker socket"),
     ("socket-folder-list", {"binds": ["/run:/host-run:rw"]}, "Docker socket"),
+    ("socket-through-mounts", {"mounts": [{"Type": "bind", "Source": "/run/docker.sock", "Target": "/s"}]}, "socket"),
+    ("socket-folder-mounts", {"mounts": [{"type": "bind", "source": "/var/run", "target": "/r"}]}, "socket"),
+    ("host-device", {"devices": ["/dev/sda:/dev/sda:rwm"]}, "devices"),
+    ("device-cgroup-rule", {"device_cgroup_rules": ["c 195:* rwm"]}, "device_cgroup_rules"),
+    ("another-users-volumes", {"volumes_from": ["devdock-bob"]}, "volumes_from"),
+    (
+        "gpus-around-the-allocator",
+        {"device_requests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]},
+        "allocator",
+    ),
 ]
 
 
@@ -90,12 +115,12 @@ def test_unsafe_site_settings_are_refused(extra_host, match):
 
 
 def test_site_extras_merge_without_touching_inputs():
-    extra_host = {"ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}], "network_mode": "other"}
+    extra_host = {"ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}], "cap_add": ["CHOWN"]}
     extra_create = {"labels": {"site": "x"}, "working_dir": "/srv"}
     before = copy.deepcopy((extra_host, extra_create))
     s = settings(extra_host=extra_host, extra_create=extra_create)
     create, host = container_spec(s)
-    assert host["network_mode"] == "other"
+    assert host["cap_add"] == ["CHOWN"]  # fewer capabilities than the default is fine
     assert host["ulimits"] == extra_host["ulimits"]
     assert create["labels"] == {"io.devdock.owner": "alice", "site": "x"}
     assert create["working_dir"] == "/srv"
@@ -119,3 +144,25 @@ MERGES = [
 @pytest.mark.parametrize(("base", "extra", "expected"), [c[1:] for c in MERGES], ids=[c[0] for c in MERGES])
 def test_deep_merge(base, extra, expected):
     assert deep_merge(base, extra) == expected
+
+
+SAFE = [
+    ("own-network-spelled-out", {"network_mode": "devdock"}),
+    ("private-namespaces", {"pid_mode": "", "ipc_mode": "private", "userns_mode": "private"}),
+    ("fewer-capabilities", {"cap_add": ["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"]}),
+    ("nnp-and-a-label", {"security_opt": ["no-new-privileges:true", "label=type:container_t"]}),
+    ("a-data-bind", {"binds": {"/srv/datasets": {"bind": "/data", "mode": "ro"}}}),
+    ("a-volume-mount", {"mounts": [{"Type": "volume", "Source": "datasets", "Target": "/data"}]}),
+]
+
+
+@pytest.mark.parametrize("extra_host", [c[1] for c in SAFE], ids=[c[0] for c in SAFE])
+def test_harmless_site_settings_pass_the_check(extra_host):
+    container_spec(settings(extra_host=extra_host))
+
+
+def test_the_allotted_gpu_devices_pass_and_only_they():
+    allotted = ["/dev/nvidia1:/dev/nvidia1:rwm"]
+    container_spec(settings(devices=allotted, extra_host={"devices": allotted}))
+    with pytest.raises(UnsafeConfiguration, match="devices"):
+        container_spec(settings(devices=allotted, extra_host={"devices": [*allotted, "/dev/nvidia0:/dev/nvidia0"]}))

@@ -103,6 +103,11 @@ def test_profiles_check_their_placement():
         ),
         ({"ContainerSpec": {"Mounts": [{"Type": "bind", "Source": "/", "Target": "/host"}]}}, "Docker socket"),
         ({"ContainerSpec": {"CapabilityDrop": []}}, "CapabilityDrop ALL"),
+        ({"ContainerSpec": {"Privileges": {"NoNewPrivileges": False}}}, "NoNewPrivileges"),
+        ({"ContainerSpec": {"Privileges": {"Seccomp": {"Mode": "unconfined"}}}}, "Seccomp"),
+        ({"ContainerSpec": {"Privileges": {"AppArmor": {"Mode": "disabled"}}}}, "AppArmor"),
+        ({"Networks": [{"Target": "host"}]}, "network 'host'"),
+        ({"Resources": {"Reservations": {"Devices": [{"Driver": "nvidia"}]}}}, "device reservations"),
         (
             {"ContainerSpec": {"Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/d"}]}},
             "Docker socket",
