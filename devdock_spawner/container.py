@@ -12,9 +12,15 @@ import posixpath
 from dataclasses import dataclass, field
 
 #: What the image's entrypoint needs while it is still root: give the user an account (useradd writes
-#: /etc/passwd, chown the home) and drop to that user (setuid/setgid). Everything else is dropped, and
-#: after the entrypoint's ``setpriv`` none of the user's processes holds any capability.
-ENTRYPOINT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID")
+#: /etc/passwd, chown the home), bind the SSH port (below 1024, see ``PRIVILEGED_PORTS``) and drop to that user
+#: (setuid/setgid). Everything else is dropped, and after the entrypoint's ``setpriv`` none of the user's
+#: processes holds any capability.
+ENTRYPOINT_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "NET_BIND_SERVICE")
+
+#: Ports below this one need CAP_NET_BIND_SERVICE in the container (Docker lowers it to 0 by default). The
+#: published SSH port is the container's 22, bound by the entrypoint: the user can never bind it themselves,
+#: so the hub's host name never serves a listener of the user's choosing.
+PRIVILEGED_PORTS = {"net.ipv4.ip_unprivileged_port_start": "1024"}
 
 #: Namespace settings of host_config: the values that stay inside the container's own namespaces.
 #: Anything else ("host", "container:<other>") shares a namespace with the host or another container.
@@ -122,6 +128,16 @@ def check_capabilities(added, dropped, setting: str, drop_key: str = "cap_drop")
         raise UnsafeConfiguration(f"devdock refuses a {setting} without {drop_key} ALL: every other capability goes")
 
 
+def check_sysctls(sysctls: dict, setting: str) -> None:
+    """The privileged-port boundary stays where devdock put it (a site's sysctls merge over devdock's)."""
+    for key, value in PRIVILEGED_PORTS.items():
+        if str(sysctls.get(key)) != value:
+            raise UnsafeConfiguration(
+                f"devdock refuses {setting} sysctls {key}={sysctls.get(key)!r}: it keeps {value}, so that users "
+                "cannot replace the SSH listener on the published port"
+            )
+
+
 def check_security_opt(options) -> None:
     """``no-new-privileges`` must stay on; seccomp, AppArmor and SELinux confinement must not be turned off."""
     normal = [str(o).replace("=", ":").strip().lower() for o in options or []]
@@ -175,6 +191,7 @@ def check_host_config(host_config: dict, network: str, devices=(), device_reques
             f"({network!r}); choose another one with c.DevDockSpawner.network_name"
         )
     check_capabilities(host_config.get("cap_add"), host_config.get("cap_drop"), "host_config")
+    check_sysctls(host_config.get("sysctls") or {}, "host_config")
     check_security_opt(host_config.get("security_opt"))
     for source in _bind_sources(host_config.get("binds")) + _mount_sources(host_config.get("mounts")):
         if exposes_docker_socket(source):
@@ -221,6 +238,7 @@ def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
         "cap_drop": ["ALL"],
         "cap_add": list(ENTRYPOINT_CAPABILITIES),
         "security_opt": ["no-new-privileges:true"],
+        "sysctls": dict(PRIVILEGED_PORTS),
         # Every namespace private, also the cgroup namespace (on cgroup v1 Docker's default is the host's).
         "cgroupns": "private",
         "ipc_mode": "private",

@@ -16,9 +16,9 @@ import sys
 
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
-from tornado import web
+from tornado import httputil, web
 
-from .ssh import InvalidKey, parse_keys
+from .ssh import InvalidKey, fingerprint, known_hosts_line, parse_keys
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
@@ -46,14 +46,59 @@ def _server_rows(user) -> list[dict]:
                 "image": spawner.image,
                 "ssh_port": spawner.ssh_port or "",
                 "ssh_command": spawner.ssh_command if spawner.ssh_enabled and spawner.ssh_port else "",
+                "host_key_fingerprint": fingerprint(spawner.ssh_host_key),
+                "known_hosts": known_hosts_line(spawner.ssh_endpoint, spawner.ssh_host_key),
                 "gpus": ", ".join(getattr(spawner, "gpu_ids", []) or []),
             }
         )
     return rows
 
 
+#: Largest form ``/hub/ssh`` reads: room for MAX_KEYS long RSA keys, far below what costs the hub time to parse.
+MAX_SSH_FORM = 64 * 1024
+
+
+@web.stream_request_body
 class SSHPageHandler(BaseHandler):
-    """``/hub/ssh``: the user's SSH command lines and their public keys."""
+    """``/hub/ssh``: the user's SSH command lines, their servers' host keys, and their public keys.
+
+    The body of a POST is streamed and refused past ``MAX_SSH_FORM`` before anything parses it (tornado would
+    otherwise read and decode up to its 100 MB limit on the hub's event loop). The XSRF check, which needs
+    the form's ``_xsrf`` field, runs once the body is in.
+    """
+
+    _form_ready = False
+
+    async def prepare(self):
+        if self.request.method == "POST":
+            length = self.request.headers.get("Content-Length", "")
+            if not length.isdigit() or int(length) > MAX_SSH_FORM:
+                raise web.HTTPError(413, f"The SSH keys form is limited to {MAX_SSH_FORM // 1024} KiB")
+            self.request.connection.set_max_body_size(MAX_SSH_FORM)
+            self._chunks = []
+        return await super().prepare()
+
+    def data_received(self, chunk: bytes):
+        self._chunks.append(chunk)
+
+    def check_xsrf_cookie(self):
+        if self.request.method == "POST" and not self._form_ready:
+            return None  # checked in post(), as soon as the form's _xsrf field can be read
+        return super().check_xsrf_cookie()
+
+    def _read_form(self) -> None:
+        self.request.body = b"".join(self._chunks)
+        httputil.parse_body_arguments(
+            self.request.headers.get("Content-Type", ""),
+            self.request.body,
+            self.request.body_arguments,
+            self.request.files,
+            self.request.headers,
+        )
+        for name, values in self.request.body_arguments.items():
+            self.request.arguments.setdefault(name, []).extend(values)
+        self._form_ready = True
+        self.check_xsrf_cookie()
 
     def _store(self, user):
         return user.spawners[""].key_store()
@@ -76,6 +121,7 @@ class SSHPageHandler(BaseHandler):
 
     @web.authenticated
     async def post(self):
+        self._read_form()
         user = self.current_user
         text = self.get_body_argument("keys", "")
         try:

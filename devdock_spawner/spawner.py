@@ -464,7 +464,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self._emit(5, f"Preparing the desktop for {self.user.name}")
         # Validate everything the user sent before creating anything.
         try:
-            profile, options = validate_user_options(self._sent_options(), self._profiles(), self._groups())
+            profile, options = validate_user_options(self.user_options, self._profiles(), self._groups())
         except InvalidOptions as e:
             raise web.HTTPError(400, str(e)) from e
         self.user_options = options
@@ -490,28 +490,14 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             t2 = time.perf_counter()
             await self._wait_for_server(*ip_port)
             metrics.SPAWN_PHASE.labels("server").observe(time.perf_counter() - t2)
+            if self.ssh_enabled:
+                self.ssh_host_key = await self.read_ssh_host_key() or self.ssh_host_key
         except BaseException:
             # Nothing half-made stays behind: no container, no GPU held.
             await self._clean_up_failed_start()
             raise
         self._emit(60, "Container started, waiting for JupyterLab and the desktop to answer")
         return ip_port
-
-    def _sent_options(self):
-        """``user_options`` of this start, less the ``ssh_keys`` that devdock before 0.4 accepted there.
-
-        JupyterHub re-uses the options of the previous start when a start sends none; such stored keys are
-        dropped (keys now come only from ``/hub/ssh``), while a request that sends keys itself is refused.
-        """
-        options = self.user_options
-        stored = getattr(self.orm_spawner, "user_options", None)
-        if isinstance(options, dict) and "ssh_keys" in options and options == stored:
-            self.log.info(
-                "Ignoring ssh_keys stored in the spawn options of %s (keys come from /hub/ssh)", self._log_name
-            )
-            options = {k: v for k, v in options.items() if k != "ssh_keys"}
-            self.orm_spawner.user_options = options
-        return options
 
     async def get_command(self):
         """DockerSpawner's command (``cmd``, else the image's CMD), with a sentence for an image without CMD."""
@@ -571,7 +557,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
                 _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
                 writer.close()
                 return
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
             # Knock every 50 ms when this server starts alone, so the hub hears of it at once; when a class
             # logs in together, knock less often (50 ms per server starting, at most 0.5 s): the knocking
@@ -635,10 +621,29 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
 
     def load_state(self, state):
         super().load_state(state)
+        self._forget_stored_ssh_keys()
         # ssh_port: the port this server had, so that it keeps it (also while stopped).
         self.ssh_port = int(state.get("ssh_port") or 0)
         # gpu_ids: shown to admins; the allocator itself is rebuilt from the containers' labels.
         self.gpu_ids = [str(u) for u in state.get("gpu_ids") or []]
+        # ssh_host_key: shown on /hub/ssh (fingerprint, known_hosts line), also while the server is stopped.
+        self.ssh_host_key = str(state.get("ssh_host_key") or "")
+
+    def _forget_stored_ssh_keys(self) -> None:
+        """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.4 took keys there).
+
+        JupyterHub re-uses the stored options when a start sends none; keys now come only from ``/hub/ssh``,
+        and a start that sends keys is refused, so stored ones must not make every later start fail.
+        """
+        stored = getattr(self.orm_spawner, "user_options", None)
+        if isinstance(stored, dict) and "ssh_keys" in stored:
+            self.log.info(
+                "Removing ssh_keys from the stored spawn options of %s (keys live on /hub/ssh)", self._log_name
+            )
+            self.orm_spawner.user_options = {k: v for k, v in stored.items() if k != "ssh_keys"}
+            db = getattr(self.user, "db", None)
+            if db is not None:
+                db.commit()
 
     def get_state(self):
         state = super().get_state()
@@ -646,15 +651,17 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             state["ssh_port"] = self.ssh_port
         if self.gpu_ids:
             state["gpu_ids"] = list(self.gpu_ids)
+        if self.ssh_host_key:
+            state["ssh_host_key"] = self.ssh_host_key
         return state
 
     def clear_state(self):
-        # Keep ssh_port: a stopped server keeps its port for the next start.
+        # Keep ssh_port and the host key: a stopped server keeps its port (and its home, the key) for the next start.
         # GPUs are freed here: JupyterHub calls clear_state after every stop, also when the container
         # died or vanished on its own (then it does not call stop()).
-        port = self.ssh_port
+        port, host_key = self.ssh_port, self.ssh_host_key
         super().clear_state()
-        self.ssh_port = port
+        self.ssh_port, self.ssh_host_key = port, host_key
         self.release_gpus()
 
     # --- progress ----------------------------------------------------------------------------

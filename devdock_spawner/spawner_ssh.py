@@ -17,9 +17,10 @@ from traitlets.config import LoggingConfigurable
 
 from . import naming
 from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
-from .ssh import KeyStore
+from .ssh import KeyStore, fingerprint
 
-SSH_CONTAINER_PORT = 2222
+#: The container's SSH port: privileged, bound by the entrypoint (see container.PRIVILEGED_PORTS).
+SSH_CONTAINER_PORT = 22
 SSH_PORT_LABEL = f"{naming.LABEL_PREFIX}.ssh-port"
 
 
@@ -36,7 +37,8 @@ class SSHMixin(LoggingConfigurable):
         config=True,
         help="""
         Give every server an SSH port: sshd runs in the container as the user (key-only, no root,
-        no passwords) and container port 2222 is published on a host port from ``ssh_port_range``.
+        no passwords) and container port 22 is published on a host port from ``ssh_port_range``. Port 22 is
+        bound by the image's entrypoint before it drops root, so users cannot replace the listener.
         Default: True.
         """,
     )
@@ -153,9 +155,38 @@ class SSHMixin(LoggingConfigurable):
         return port_key(self.user.name, self.name or "")
 
     @property
+    def ssh_connect_host(self) -> str:
+        """The host users connect to (on Swarm: the node the server runs on)."""
+        return self.ssh_host
+
+    @property
+    def ssh_endpoint(self) -> tuple[str, int] | None:
+        return (self.ssh_connect_host, self.ssh_port) if self.ssh_enabled and self.ssh_port else None
+
+    @property
     def ssh_command(self) -> str:
         """The line users paste into a terminal."""
-        return f"ssh -p {self.ssh_port} {self.login_name}@{self.ssh_host}"
+        return f"ssh -p {self.ssh_port} {self.login_name}@{self.ssh_connect_host}"
+
+    #: The server's SSH host key (a public key line), read from the container after its start and kept while
+    #: stopped (it lives in the home): /hub/ssh shows its fingerprint and known_hosts line.
+    ssh_host_key = Unicode("")
+
+    async def read_ssh_host_key(self) -> str:
+        """The host public key the server's sshd presents, read through the Docker API ("" if unavailable)."""
+        path = f"/home/{self.login_name}/.config/devdock/ssh/ssh_host_ed25519_key.pub"
+        try:
+            stream, stat = await self.docker("get_archive", self.container_id, path)
+            if stat.get("size", 0) > 4096 or not stat.get("mode", 0) & 0o777 or stat.get("linkTarget"):
+                return ""  # not a plain, small key file (the user may have replaced it): show nothing
+            data = b"".join(stream)
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = tar.next()
+                text = tar.extractfile(member).read(4096).decode("ascii", "replace") if member.isfile() else ""
+        except Exception as e:  # noqa: BLE001 - the key is a convenience: never fail a start for it
+            self.log.info("No SSH host key for %s yet: %s", self._log_name, e)
+            return ""
+        return text.strip() if fingerprint(text.strip()) else ""
 
     async def allocate_ssh_port(self) -> int:
         """This server's SSH port, with one Docker API call in the steady state (see ports.held_ports)."""

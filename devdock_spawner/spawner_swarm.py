@@ -204,9 +204,13 @@ class DevDockSwarmSpawner(DevDockSpawner):
         self.swarm_ssh_host = ""
 
     @property
-    def ssh_command(self) -> str:
-        host = self.swarm_ssh_host if self.ssh_publish_mode == "host" and self.swarm_ssh_host else self.ssh_host
-        return f"ssh -p {self.ssh_port} {self.login_name}@{host}"
+    def ssh_connect_host(self) -> str:
+        """The server's node when SSH is published per node, else ``ssh_host``."""
+        return self.swarm_ssh_host if self.ssh_publish_mode == "host" and self.swarm_ssh_host else self.ssh_host
+
+    async def read_ssh_host_key(self) -> str:
+        """The task's container may be on another node, out of the hub engine's reach: not shown on Swarm."""
+        return ""
 
     def _ssh_progress_message(self) -> str:
         if self.ssh_publish_mode == "host":

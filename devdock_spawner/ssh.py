@@ -1,6 +1,6 @@
 """SSH public keys from the hub side: validation (pure) and a small file-based key store.
 
-Users register keys on the hub (the ``/hub/ssh`` page, or ``ssh_keys`` in the spawn options); the
+Users register keys on the hub (their own ``/hub/ssh`` page, and nothing else); the
 spawner hands them to the container, whose entrypoint writes them to a root-owned file sshd reads.
 Only plain key lines are accepted: ``<type> <base64> [comment]``. Options such as ``command=`` or
 ``from=`` and unknown or weak key types are refused with a sentence saying why.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import os
 import re
@@ -132,6 +133,25 @@ def parse_keys(text: str) -> list[PublicKey]:
     if len(keys) > MAX_KEYS:
         raise InvalidKey(f"at most {MAX_KEYS} SSH keys per user")
     return keys
+
+
+def fingerprint(key_line: str) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a public key line (what ``ssh`` shows on first connection)."""
+    try:
+        key = parse_key(key_line)
+    except InvalidKey:
+        return ""
+    digest = hashlib.sha256(base64.b64decode(key.blob)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_line(endpoint: tuple[str, int] | None, key_line: str) -> str:
+    """The ``~/.ssh/known_hosts`` line for a server's host key: ``[host]:port type blob``."""
+    if not endpoint or not fingerprint(key_line):
+        return ""
+    host, port = endpoint
+    key = parse_key(key_line)
+    return f"[{host}]:{port} {key.type} {key.blob}" if port != 22 else f"{host} {key.type} {key.blob}"
 
 
 class KeyStore:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 
 from .container import (
     ENTRYPOINT_CAPABILITIES,
+    PRIVILEGED_PORTS,
     ContainerSettings,
     UnsafeConfiguration,
     check_capabilities,
+    check_sysctls,
     deep_merge,
     exposes_docker_socket,
 )
@@ -110,6 +112,7 @@ def check_service_spec(task_template: dict) -> None:
     check_capabilities(
         container.get("CapabilityAdd"), container.get("CapabilityDrop"), "extra_task_spec", "CapabilityDrop"
     )
+    check_sysctls(container.get("Sysctls") or {}, "extra_task_spec")
     privileges = container.get("Privileges") or {}
     if privileges.get("NoNewPrivileges") is False:
         raise UnsafeConfiguration("devdock refuses extra_task_spec Privileges.NoNewPrivileges=false")
@@ -138,6 +141,7 @@ def service_spec(s: ContainerSettings, w: SwarmSettings) -> dict:
         "Mounts": _mounts(s, w),
         "CapabilityDrop": ["ALL"],
         "CapabilityAdd": [f"CAP_{c}" for c in ENTRYPOINT_CAPABILITIES],
+        "Sysctls": dict(PRIVILEGED_PORTS),
         "Init": False,  # the image runs tini as PID 1
     }
     if s.stop_timeout is not None:

@@ -93,6 +93,9 @@ step_system() {
           /etc/xdg/autostart/light-locker.desktop
     # sshd runs as the user (see entrypoint); the stock root service files are not used.
     rm -f /etc/ssh/ssh_host_*
+    # Executable, not readable: a process that execs an unreadable binary is not dumpable, so the user cannot
+    # ptrace an sshd that serves a connection on the published port (see devdock-ssh-listener).
+    chmod 0711 /usr/sbin/sshd
 }
 
 # The Python layer: JupyterLab, the single-user server and the desktop proxy in one venv.

@@ -20,6 +20,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v caddy >/dev/null || need_apt+=(caddy)  # the TLS example's front end, in the integration tier
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v node >/dev/null || need_apt+=(nodejs npm)

@@ -35,7 +35,7 @@ def bob(stack, docker_client, browser):
         "person": person,
         "container_id": container.id,
         "started_at": container.attrs["State"]["StartedAt"],
-        "ssh_port": int(container.ports["2222/tcp"][0]["HostPort"]),
+        "ssh_port": int(container.ports["22/tcp"][0]["HostPort"]),
         "route": stack.api("GET", "/proxy").json()["/user/bob/"]["target"],
     }
     yield state

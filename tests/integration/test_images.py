@@ -17,7 +17,7 @@ def _installed(client, image: str, pip: str) -> dict[str, Version]:
     out = client.containers.run(
         image, [pip, "list", "--format", "json"], entrypoint=[], remove=True, network_mode="none"
     )
-    return {p["name"].lower(): Version(p["version"]) for p in json.loads(out)}
+    return {p["name"].lower().replace("_", "-"): Version(p["version"]) for p in json.loads(out)}
 
 
 def test_desktop_image_holds_no_package_below_an_advisory_fix(docker_client):

@@ -43,7 +43,7 @@ def test_one_users_container_cannot_reach_another_users_container(hub, pair):
     assert requests.get(f"http://{b_ip}:8888/user/iso-b/api", timeout=10).status_code in (200, 403)
     # ... but from a's container, neither JupyterLab nor sshd of b can be reached,
     assert not _reach(a, b_ip, 8888)
-    assert not _reach(a, b_ip, 2222)
+    assert not _reach(a, b_ip, 22)
     # while the same probe from a does reach the hub API (positive control: the probe works).
     assert _reach(a, hub.gateway, int(hub.env["DEVDOCK_HUB_PORT"]))
 
@@ -77,7 +77,8 @@ def test_hardening_is_what_the_real_containers_hostconfig_says(hub, pair):
     """Read back from Docker, not from devdock's constants: what the engine really applied."""
     host = hub.container("iso-a").attrs["HostConfig"]
     caps = sorted(c.removeprefix("CAP_") for c in host["CapAdd"])
-    assert caps == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+    assert caps == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE", "SETGID", "SETUID"]
+    assert host["Sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "1024"}
     assert host["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["Privileged"] is False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
+import sqlite3
 import subprocess
 import time
 from datetime import datetime
@@ -237,3 +239,135 @@ def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_fac
             hub.stop_server("binder")
         finally:
             hub.stop()
+
+
+def _banner(port: int) -> bytes:
+    """What the published port says first: b"" if it closes at once or refuses."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.settimeout(5)
+            return s.recv(64)
+    except (ConnectionRefusedError, ConnectionResetError, TimeoutError):
+        return b""
+
+
+TAKEOVER = r"""
+listener=$(pgrep -u "$USER" -f '^/usr/bin/python3 -I /opt/devdock/bin/devdock-ssh-listener serve')
+echo "listener=$listener"
+cat /proc/$listener/environ >/dev/null 2>&1 && echo listener-readable || echo listener-private
+cat /proc/$PPID/environ >/dev/null 2>&1 && echo sshd-readable || echo sshd-private
+cat /proc/$$/environ >/dev/null 2>&1 && echo own-readable
+kill "$listener" && echo listener-stopped
+sleep 0.5
+python3 -c 'import socket; socket.socket().bind(("0.0.0.0", 22))' 2>&1 | tail -n1
+python3 -c 'import socket; socket.socket().bind(("0.0.0.0", 2222)); print("bound-2222")'
+"""
+
+
+def test_the_published_ssh_port_cannot_be_taken_over_by_the_user(hub, sam, keys):
+    """sshd runs as the user, but the published port is the container's 22, which only the entrypoint could bind."""
+    hub.save_ssh_keys("sam", keys["sam"][1])  # earlier tests changed sam's keys
+    assert _banner(sam["port"]).startswith(b"SSH-2.0-OpenSSH")  # positive control: OpenSSH answers
+    result = ssh(sam["port"], "sam", sam["key"], TAKEOVER)
+    lines = result.stdout.split("\n")
+    assert result.returncode == 0, result.stderr
+    # The listener and the sshd serving this very session are the user's processes, yet not open to them.
+    assert re.fullmatch(r"listener=[0-9]+", lines[0]), lines  # exactly one listener, found
+    assert "listener-private" in lines and "sshd-private" in lines and "own-readable" in lines, lines
+    assert "listener-stopped" in lines
+    # With the listener gone, port 22 is still out of the user's reach; any other port is theirs.
+    assert any("PermissionError" in line and "Permission denied" in line for line in lines), lines
+    assert "bound-2222" in lines
+    # The published port now says nothing at all: no listener of the user's on the hub's host name.
+    assert _banner(sam["port"]) == b""
+    # The next start brings SSH back.
+    hub.stop_server("sam")
+    hub.spawn("sam")
+    assert ssh(sam["port"], "sam", sam["key"]).stdout.strip() == "sam"
+
+
+def test_ssh_page_shows_the_host_key_so_the_first_connection_is_verified(hub, sam, keys, tmp_path):
+    hub.save_ssh_keys("sam", keys["sam"][1])
+    page = hub.browser_session("sam").get(f"{hub.url}/hub/ssh", timeout=30).text
+    known = re.search(r'<pre id="ssh-known-hosts">(.*?)</pre>', page, re.S)
+    assert known, page[-2000:]
+    line = known.group(1).strip()
+    assert line.startswith(f"[127.0.0.1]:{sam['port']} ssh-ed25519 ")
+    # The fingerprint shown is the one the server presents (ssh-keygen computes it from the page's line).
+    (tmp_path / "known_hosts").write_text(line + "\n")
+    shown = re.search(r'<code class="ssh-fingerprint">(SHA256:[^<]+)</code>', page).group(1)
+    listed = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "known_hosts")], capture_output=True, text=True)
+    assert shown in listed.stdout
+    strict = ("-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}")
+    args = ["ssh", "-p", str(sam["port"]), "-i", sam["key"], "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+    ok = subprocess.run([*args, *strict, "sam@127.0.0.1", "whoami"], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and ok.stdout.strip() == "sam", ok.stderr
+    # Negative control: another host key in known_hosts is refused under the same strict checking.
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    blob = (tmp_path / "other.pub").read_text().split()[1]
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{sam['port']} ssh-ed25519 {blob}\n")
+    bad = subprocess.run([*args, *strict, "sam@127.0.0.1", "whoami"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 255 and "HOST IDENTIFICATION HAS CHANGED" in bad.stderr, bad.stderr
+
+
+def test_ssh_page_refuses_a_huge_form_before_reading_it_and_keeps_the_keys(hub, sam):
+    session = hub.browser_session("sam")
+    stored = _stored_keys(session, hub)
+    page = session.get(f"{hub.url}/hub/ssh", timeout=30)
+    huge = {"keys": "ssh-ed25519 " + "A" * (10 * 1024 * 1024), "_xsrf": xsrf_from(page.text)}
+    r = session.post(f"{hub.url}/hub/ssh", data=huge, timeout=60)
+    assert r.status_code == 413
+    assert _stored_keys(session, hub) == stored
+    # Positive control: a form of normal size is read, and its XSRF token is still checked.
+    assert _save_keys(session, hub, stored).status_code == 200
+    forged = session.post(f"{hub.url}/hub/ssh", data={"keys": stored, "_xsrf": "forged"}, timeout=30)
+    assert forged.status_code == 403
+
+
+def test_a_token_that_may_only_start_the_server_cannot_add_an_ssh_key(hub, keys, tmp_path):
+    """A course tool or a culler holds servers!user=dee: it may start dee's server, not get a shell in it."""
+    _, intruder = keygen(tmp_path, "intruder")
+    hub.save_ssh_keys("dee", keys["bob"][1])
+    r = hub.api("POST", "/users/dee/tokens", json={"scopes": ["servers!user=dee"], "expires_in": 600})
+    assert r.status_code == 201, r.text
+    start_only = r.json()["token"]
+    refused = hub.api("POST", "/users/dee/server", token=start_only, json={"ssh_keys": intruder})
+    assert refused.status_code == 400 and "/hub/ssh" in refused.json()["message"]
+    assert hub.container("dee") is None
+    started = hub.api("POST", "/users/dee/server", token=start_only, json={})
+    assert started.status_code in (201, 202), started.text  # positive control: the token does start it
+    hub.wait_ready("dee")
+    port = hub.server_state("dee")["ssh_port"]
+    assert ssh(port, "dee", str(tmp_path / "intruder")).returncode == 255
+    assert ssh(port, "dee", keys["bob"][0]).stdout.strip() == "dee"
+    hub.stop_server("dee")
+
+
+def test_a_removed_key_stays_removed_across_stop_start_and_hub_restart(hub, keys):
+    hub.save_ssh_keys("eve", keys["bob"][1] + "\n" + keys["sam2"][1])
+    hub.spawn("eve")
+    port = hub.server_state("eve")["ssh_port"]
+    assert ssh(port, "eve", keys["sam2"][0]).stdout.strip() == "eve"
+    hub.save_ssh_keys("eve", keys["bob"][1])  # eve removes the sam2 key
+    assert ssh(port, "eve", keys["sam2"][0]).returncode == 255
+    hub.stop_server("eve")
+    # devdock before 0.4 took keys in the spawn options, and JupyterHub keeps the last options to reuse them:
+    # put such stale options back into the hub's database, as an upgraded hub would find them.
+    hub.stop()
+    db = sqlite3.connect(hub.data_dir / "jupyterhub.sqlite")
+    stale = json.dumps({"profile": "desktop", "ssh_keys": keys["sam2"][1]})
+    db.execute(
+        "UPDATE spawners SET user_options = ? WHERE user_id = (SELECT id FROM users WHERE name = 'eve')", (stale,)
+    )
+    db.commit()
+    db.close()
+    hub.start()
+    hub.spawn("eve")  # a start that sends no options re-uses the stored ones
+    assert hub.server_state("eve")["ssh_port"] == port
+    assert ssh(port, "eve", keys["sam2"][0]).returncode == 255
+    assert ssh(port, "eve", keys["bob"][0]).stdout.strip() == "eve"  # positive control
+    assert "ssh_keys" not in json.dumps(hub.user_model("eve")["servers"][""].get("user_options") or {})
+    hub.stop_server("eve")

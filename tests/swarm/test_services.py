@@ -56,7 +56,7 @@ def test_ssh_port_published_on_the_node_and_reachable_with_the_users_key(docker_
     state = swarm_hub.server_state("ana")
     port = state["ssh_port"]
     ports = service_of(docker_client, "ana").attrs["Endpoint"]["Ports"]
-    assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"]) for p in ports] == [(2222, port, "host")]
+    assert [(p["TargetPort"], p["PublishedPort"], p["PublishMode"]) for p in ports] == [(22, port, "host")]
     host = state["swarm_ssh_host"]  # the node's address, as users are told
     result = ssh(port, "ana", keys["sw1"][0], "whoami", host=host)
     assert result.returncode == 0 and result.stdout.strip() == "ana", result.stderr

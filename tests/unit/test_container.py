@@ -34,7 +34,8 @@ def test_defaults_are_hardened():
     create, host = container_spec(settings())
     assert host["cap_drop"] == ["ALL"]
     # what the entrypoint needs to create the account and drop to it, written out (not the module's constant)
-    assert sorted(host["cap_add"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+    assert sorted(host["cap_add"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE", "SETGID", "SETUID"]
+    assert host["sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "1024"}  # the SSH port stays privileged
     assert host["security_opt"] == ["no-new-privileges:true"]
     assert "privileged" not in host
     assert host["network_mode"] == "devdock"
@@ -98,6 +99,7 @@ UNSAFE = [
     ("socket-through-mounts", {"mounts": [{"Type": "bind", "Source": "/run/docker.sock", "Target": "/s"}]}, "socket"),
     ("socket-folder-mounts", {"mounts": [{"type": "bind", "source": "/var/run", "target": "/r"}]}, "socket"),
     ("host-device", {"devices": ["/dev/sda:/dev/sda:rwm"]}, "devices"),
+    ("ssh-port-unprivileged", {"sysctls": {"net.ipv4.ip_unprivileged_port_start": "0"}}, "SSH listener"),
     ("device-cgroup-rule", {"device_cgroup_rules": ["c 195:* rwm"]}, "device_cgroup_rules"),
     ("another-users-volumes", {"volumes_from": ["devdock-bob"]}, "volumes_from"),
     (
@@ -152,6 +154,7 @@ SAFE = [
     ("fewer-capabilities", {"cap_add": ["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"]}),
     ("nnp-and-a-label", {"security_opt": ["no-new-privileges:true", "label=type:container_t"]}),
     ("a-data-bind", {"binds": {"/srv/datasets": {"bind": "/data", "mode": "ro"}}}),
+    ("another-sysctl", {"sysctls": {"net.ipv4.tcp_keepalive_time": "600"}}),
     ("a-volume-mount", {"mounts": [{"Type": "volume", "Source": "datasets", "Target": "/data"}]}),
 ]
 

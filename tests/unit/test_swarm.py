@@ -26,7 +26,9 @@ def test_one_task_never_restarted_with_the_same_hardening_as_a_container():
         "CAP_FOWNER",
         "CAP_SETUID",
         "CAP_SETGID",
+        "CAP_NET_BIND_SERVICE",
     }
+    assert container["Sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "1024"}
     assert task["Resources"]["Limits"] == {"Pids": 4096, "MemoryBytes": 2**30, "NanoCPUs": 1_500_000_000}
     assert container["StopGracePeriod"] == 5_000_000_000
     assert {"Type": "tmpfs", "Target": "/dev/shm", "TmpfsOptions": {"SizeBytes": 512 * 2**20}} in container["Mounts"]
@@ -104,6 +106,7 @@ def test_profiles_check_their_placement():
         ({"ContainerSpec": {"Mounts": [{"Type": "bind", "Source": "/", "Target": "/host"}]}}, "Docker socket"),
         ({"ContainerSpec": {"CapabilityDrop": []}}, "CapabilityDrop ALL"),
         ({"ContainerSpec": {"Privileges": {"NoNewPrivileges": False}}}, "NoNewPrivileges"),
+        ({"ContainerSpec": {"Sysctls": {"net.ipv4.ip_unprivileged_port_start": "0"}}}, "ip_unprivileged_port_start"),
         ({"ContainerSpec": {"Privileges": {"Seccomp": {"Mode": "unconfined"}}}}, "Seccomp"),
         ({"ContainerSpec": {"Privileges": {"AppArmor": {"Mode": "disabled"}}}}, "AppArmor"),
         ({"Networks": [{"Target": "host"}]}, "network 'host'"),

@@ -9,6 +9,7 @@ table jupyter_server's own handlers write to — so the next activity report car
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timezone
 
@@ -38,8 +39,27 @@ def _jupyter_server_extension_points():
     return [{"module": "devdock_ext"}]
 
 
+def _secure_xsrf_cookie(settings: dict) -> bool:
+    """Make the server's own ``_xsrf`` cookie Secure when the hub's cookies are (an https public URL).
+
+    JupyterHub hands its ``cookie_options`` to single-user servers (``JUPYTERHUB_COOKIE_OPTIONS``) and applies
+    them to the server's login cookie, but not to the ``_xsrf`` cookie, which tornado sets from
+    ``xsrf_cookie_kwargs``; behind a TLS front end the server cannot tell https from the forwarded headers.
+    """
+    try:
+        options = json.loads(os.environ.get("JUPYTERHUB_COOKIE_OPTIONS") or "{}")
+    except ValueError:
+        return False
+    if options.get("secure") is True:
+        settings.setdefault("xsrf_cookie_kwargs", {})["secure"] = True
+        return True
+    return False
+
+
 def _load_jupyter_server_extension(serverapp):
     settings = serverapp.web_app.settings
+    if _secure_xsrf_cookie(settings):
+        serverapp.log.info("devdock: the _xsrf cookie is Secure, as the hub's cookies are")
     interval = float(os.environ.get("DEVDOCK_SSH_ACTIVITY_INTERVAL", "30"))
 
     def check():
