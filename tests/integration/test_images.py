@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 from packaging.version import Version
 
 from tests.advisories import ADVISORIES, IMAGE_ADVISORIES
-from tests.harness import IMAGE
+from tests.harness import IMAGE, RUN_ID, Hub
 
 pytestmark = pytest.mark.integration
 
@@ -32,3 +34,41 @@ def test_hub_image_holds_no_package_below_an_advisory_fix(docker_client):
     assert "devdock-spawner" in installed
     below = [(p, str(installed[p]), fixed, why) for p, why, fixed in ADVISORIES if installed[p] < Version(fixed)]
     assert not below, below
+
+
+def _build(tag: str, dockerfile: str) -> None:
+    result = subprocess.run(
+        ["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, capture_output=True,
+        env={**os.environ, "DOCKER_BUILDKIT": "1"}, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def uid_clash_hub(docker_client, tmp_path_factory):
+    """An image whose base already has a uid-1000 account (as Ubuntu 24.04 and its CUDA images have "ubuntu")."""
+    tag = f"devdock/desktop:uid1000-{RUN_ID}"
+    _build(tag, f"FROM {IMAGE}\nRUN groupadd -g 1000 ubuntu && useradd -m -u 1000 -g 1000 -s /bin/sh ubuntu\n")
+    profiles = [
+        {"slug": "desktop", "display_name": "Desktop", "default": True},
+        {"slug": "ubuntu-base", "display_name": "Ubuntu-like base", "overrides": {"image": tag}},
+    ]
+    hub = Hub(
+        docker_client, tmp_path_factory.mktemp("uid"), extra_config=f"c.DevDockSpawner.profile_list = {profiles!r}"
+    )
+    hub.start()
+    yield hub
+    hub.stop()
+    docker_client.images.remove(tag, force=True)
+
+
+def test_a_base_image_with_a_uid_1000_account_works(uid_clash_hub, docker_client):
+    hub = uid_clash_hub
+    hub.spawn("ulla", options={"profile": "ubuntu-base"})
+    container = hub.container("ulla")
+    assert container.image.tags == [f"devdock/desktop:uid1000-{RUN_ID}"]
+    script = "id -un; id -u; getent passwd ubuntu || echo no-ubuntu; touch ~/x && echo ok"
+    out = container.exec_run(["sh", "-c", script], user="1000").output.decode().split()
+    assert out == ["ulla", "1000", "no-ubuntu", "ok"], out
+    assert "uid 1000 was 'ubuntu' in the image" in container.logs().decode()
+    hub.stop_server("ulla")
