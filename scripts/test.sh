@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh [pytest args...]
 #
-# 1. a Docker engine (installed and started if missing; scripts/engine.sh)
+# 1. a Docker engine >= 25 with BuildKit and Compose v2 (installed and started if missing; scripts/engine.sh)
 # 2. the local base image (pulled, or made with debootstrap when no registry answers) and devdock's
 #    images, built with layer reuse (scripts/build-images.sh)
 # 3. configurable-http-proxy (npm), Debian's Chromium and an OpenSSH client
@@ -24,8 +24,6 @@ command -v caddy >/dev/null || need_apt+=(caddy)  # the TLS example's front end,
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v node >/dev/null || need_apt+=(nodejs npm)
-# The compose tier drives docker-compose.yml with Debian's docker-compose (or an installed Compose v2).
-command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || need_apt+=(docker-compose)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     apt-get update -qq

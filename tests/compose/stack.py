@@ -30,14 +30,15 @@ _FOREIGN = re.compile(r"^(DEVDOCK_|OAUTH|CONFIGPROXY_|JUPYTERHUB_|COMPOSE_)")
 
 
 def compose_command() -> list[str]:
-    """Debian's docker-compose (v1), else the Compose v2 plugin; a loud failure when neither is there."""
+    """``docker compose`` (Compose v2), as the README has it; a loud failure when it is missing or older."""
     if os.environ.get("DEVDOCK_COMPOSE"):
         return os.environ["DEVDOCK_COMPOSE"].split()
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    raise RuntimeError("Neither docker-compose nor `docker compose` is installed: scripts/test.sh installs one")
+    result = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True)
+    if result.returncode != 0 or not result.stdout.strip().lstrip("v").startswith("2"):
+        raise RuntimeError(
+            f"Compose v2 (`docker compose`) is not installed ({result.stderr.strip()}): scripts/engine.sh installs it"
+        )
+    return ["docker", "compose"]
 
 
 class Stack:
@@ -57,7 +58,6 @@ class Stack:
         self.base_args = [*self.command, "-p", self.project, "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
         self.env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}
         self.env.update(
-            DOCKER_BUILDKIT="0",  # the classic builder: no buildx on every engine
             DEVDOCK_NETWORK=self.network,
             DEVDOCK_PREFIX=self.prefix,
             DEVDOCK_HUB_ID=self.project,  # hubs sharing an engine tell their containers apart by it
@@ -86,9 +86,9 @@ class Stack:
         return result
 
     def up(self) -> None:
-        # Builds are layer-cache hits after scripts/build-images.sh; this checks the file's build sections too.
-        self.compose("build")
-        self.compose("up", "-d")
+        # The README's command. Builds are layer-cache hits after scripts/build-images.sh; this checks the file's
+        # build sections too.
+        self.compose("up", "--build", "-d")
         self.wait_ready()
         self.passwords = self.credentials()
 
