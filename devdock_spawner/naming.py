@@ -10,7 +10,7 @@ of characters. Docker object names and Linux login names accept much less. The r
   part never does either (runs of other characters become one ``-``), so an altered name can never
   equal an unaltered one, and two altered names are equal only if their hashes are. Finding a second
   username with the same hash as a victim's is a second-preimage search of 2**128 (slugs) or 2**80
-  (logins) SHA-256 evaluations: hopeless, unlike the 32-bit hashes of devdock before 0.4, which
+  (logins) SHA-256 evaluations: hopeless, unlike the 32-bit hashes of devdock before 0.2, which
   :func:`legacy_slug` still computes so that homes made then are found again (by their owner label,
   never by their name alone: see ``DevDockSpawner.resolve_home_volume``).
 
@@ -34,7 +34,7 @@ LOGIN_MAX = 32
 #: hex digits of the hash in slugs (128 bits) and in login names (80 bits, to fit useradd's 32 characters)
 HASH_LEN = 32
 LOGIN_HASH_LEN = 20
-#: how devdock named things before 0.4: 8 hex digits (32 bits) in slugs of at most 40 characters
+#: how devdock named things before 0.2: 8 hex digits (32 bits) in slugs of at most 40 characters
 LEGACY_HASH_LEN = 8
 LEGACY_SLUG_MAX = 40
 
@@ -71,7 +71,7 @@ def safe_slug(name: str, max_length: int = SLUG_MAX) -> str:
 
 
 def legacy_slug(name: str) -> str:
-    """The slug devdock gave ``name`` before 0.4 (32-bit hash): only to find homes made back then."""
+    """The slug devdock gave ``name`` before 0.2 (32-bit hash): only to find homes made back then."""
     return _slug(name, LEGACY_SLUG_MAX, LEGACY_HASH_LEN)
 
 

@@ -236,7 +236,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
     def login_name(self) -> str:
         return self._legacy_login or naming.login_name(self.user.name)
 
-    #: The login name of a home made before devdock 0.4 (its ``io.devdock.login`` label), kept so that paths
+    #: The login name of a home made before devdock 0.2 (its ``io.devdock.login`` label), kept so that paths
     #: inside it (virtualenvs, scripts) stay valid; empty for everyone else.
     _legacy_login = ""
 
@@ -267,7 +267,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
     async def resolve_home_volume(self) -> str:
         """This spawn's home volume: the one named for this server, else one devdock made under its old naming.
 
-        A home made before devdock 0.4 is named after a slug with a 32-bit hash; it is used again only if its
+        A home made before devdock 0.2 is named after a slug with a 32-bit hash; it is used again only if its
         ``io.devdock.owner`` and ``io.devdock.server`` labels name this very user and server, so that nobody
         can reach another user's old home by choosing a username whose old slug matches.
         """
@@ -281,7 +281,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             info = await self._inspect_volume(legacy)
             labels = (info or {}).get("Labels") or {}
             if labels.get(naming.OWNER_LABEL) == self.user.name and labels.get(naming.SERVER_LABEL) == server:
-                self.log.info("Using %s's home %s, named before devdock 0.4", self._log_name, legacy)
+                self.log.info("Using %s's home %s, named before devdock 0.2", self._log_name, legacy)
                 self._home_volume = legacy
                 self._legacy_login = naming.checked_login(labels.get(naming.LOGIN_LABEL, ""))
         return self.home_volume
@@ -630,7 +630,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self.ssh_host_key = str(state.get("ssh_host_key") or "")
 
     def _forget_stored_ssh_keys(self) -> None:
-        """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.4 took keys there).
+        """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.2 took keys there).
 
         JupyterHub re-uses the stored options when a start sends none; keys now come only from ``/hub/ssh``,
         and a start that sends keys is refused, so stored ones must not make every later start fail.

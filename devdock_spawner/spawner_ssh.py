@@ -227,7 +227,7 @@ class SSHMixin(LoggingConfigurable):
         return KeyStore(self.ssh_keys_dir, legacy_shared=self._legacy_slug_shared)
 
     def _legacy_slug_shared(self, username: str) -> bool:
-        """Whether another hub user had ``username``'s pre-0.4 slug (then its old key file is nobody's)."""
+        """Whether another hub user had ``username``'s pre-0.2 slug (then its old key file is nobody's)."""
         db = getattr(self.user, "db", None)
         if db is None:
             return False

@@ -160,7 +160,7 @@ class KeyStore:
     The file's first line names its owner (``# devdock keys of <username>``), and a file that names
     somebody else is never used: two users can only meet in one file if their slugs collide, which
     devdock's naming makes infeasible, and this check makes it harmless too. Files written before
-    devdock 0.4 (named after the old 32-bit slug, no owner line) move to the new name on first use,
+    devdock 0.2 (named after the old 32-bit slug, no owner line) move to the new name on first use,
     unless the hub knows another user with the same old slug (``legacy_shared``).
     """
 
@@ -168,7 +168,7 @@ class KeyStore:
 
     def __init__(self, directory: str, legacy_shared=None):
         self.directory = directory
-        #: ``legacy_shared(username)``: True when another hub user had the same pre-0.4 slug
+        #: ``legacy_shared(username)``: True when another hub user had the same pre-0.2 slug
         self.legacy_shared = legacy_shared or (lambda username: False)
 
     def _path(self, slug: str) -> str:
@@ -224,7 +224,7 @@ class KeyStore:
             raise
 
     def delete(self, username: str) -> list[str]:
-        """Remove ``username``'s key file (and a pre-0.4 one that is theirs); returns the paths removed."""
+        """Remove ``username``'s key file (and a pre-0.2 one that is theirs); returns the paths removed."""
         removed = []
         for path in (self.path(username), self._path(naming.legacy_slug(username))):
             text = self._read(path)

@@ -12,7 +12,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import time

@@ -1,4 +1,4 @@
-"""Distinct users never share a home: another owner's volume is refused, and homes made by devdock 0.3's naming
+"""Distinct users never share a home: another owner's volume is refused, and homes made by devdock 0.1's naming
 (32-bit hashes) are found again by their owner label, never by their name alone."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def old_slug(name: str, max_length: int = 40) -> str:
-    """How devdock 0.3 named a user: the folded name, '--' and 8 hex digits of its SHA-256 (written out here)."""
+    """How devdock 0.1 named a user: the folded name, '--' and 8 hex digits of its SHA-256 (written out here)."""
     if re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) and len(name) <= max_length:
         return name
     folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
@@ -36,7 +36,7 @@ def make_home(client, name: str, owner: str, server: str = "", login: str = "", 
     )
 
 
-def test_a_home_made_by_devdock_0_3_is_found_again_with_its_files_login_and_keys(hub, docker_client, tmp_path):
+def test_a_home_made_by_devdock_0_1_is_found_again_with_its_files_login_and_keys(hub, docker_client, tmp_path):
     user = "zoë.q"
     legacy_login = old_slug(user, 32)
     assert legacy_login != user and len(legacy_login.split("--")[1]) == 8
@@ -80,7 +80,7 @@ def test_a_volume_another_user_owns_is_never_mounted_and_stays_as_it_was(hub, do
 
 
 def test_an_old_home_of_another_owner_is_not_adopted_by_a_look_alike_name(hub, docker_client):
-    """The attack of devdock 0.3: a username whose old slug equals the victim's. Labels decide, not names."""
+    """The attack of devdock 0.1: a username whose old slug equals the victim's. Labels decide, not names."""
     user = "ann.b"
     make_home(docker_client, f"{PREFIX}-home-{old_slug(user)}", owner="ann_b", files={"notes.txt": "anns-notes"})
     hub.spawn(user)

@@ -354,7 +354,7 @@ def test_a_removed_key_stays_removed_across_stop_start_and_hub_restart(hub, keys
     hub.save_ssh_keys("eve", keys["bob"][1])  # eve removes the sam2 key
     assert ssh(port, "eve", keys["sam2"][0]).returncode == 255
     hub.stop_server("eve")
-    # devdock before 0.4 took keys in the spawn options, and JupyterHub keeps the last options to reuse them:
+    # devdock before 0.2 took keys in the spawn options, and JupyterHub keeps the last options to reuse them:
     # put such stale options back into the hub's database, as an upgraded hub would find them.
     hub.stop()
     db = sqlite3.connect(hub.data_dir / "jupyterhub.sqlite")

@@ -124,3 +124,20 @@ def test_what_swarm_cannot_do_is_said_clearly_and_leaves_nothing(docker_client, 
     assert r.status_code == status, r.text
     assert words in r.json()["message"]
     assert service_of(docker_client, "fay") is None
+
+
+def test_servers_on_the_overlay_reach_the_hub_api_but_not_the_proxy_api(docker_client, swarm_hub, cluster, ana):
+    """The proxy's API (it changes every route) listens off the users' overlay network; the hub API is on it."""
+    task_container = docker_client.containers.list(filters={"label": ["io.devdock.owner=ana"]})[0]
+
+    def reach(ip: str, port: int) -> bool:
+        script = f"timeout 3 bash -c '</dev/tcp/{ip}/{port}' 2>/dev/null && echo open || echo closed"
+        result = task_container.exec_run(["bash", "-c", script], user="1000")
+        answer = result.output.decode().strip()
+        assert result.exit_code == 0 and answer in ("open", "closed"), (result.exit_code, answer)
+        return answer == "open"
+
+    hub_port = int(swarm_hub.env["DEVDOCK_HUB_PORT"])
+    assert reach(cluster.hub_overlay_address, hub_port)  # positive control: what jupyterhub-singleuser needs
+    assert not reach(cluster.hub_overlay_address, swarm_hub.proxy_api_port)
+    assert not reach(cluster.hub_address, swarm_hub.proxy_api_port)

@@ -129,7 +129,7 @@ def test_slug_max_length_must_leave_room_for_the_hash():
         naming.safe_slug("alice", max_length=5)
 
 
-# (id, hub username, slug devdock 0.3 gave it): homes made then are found again through legacy_slug.
+# (id, hub username, slug devdock 0.1 gave it): homes made then are found again through legacy_slug.
 LEGACY = [
     ("safe-unchanged", "alice", "alice"),
     ("upper", "Alice", "alice--3bc51062"),
@@ -139,7 +139,7 @@ LEGACY = [
 
 
 @pytest.mark.parametrize(("username", "old"), [c[1:] for c in LEGACY], ids=[c[0] for c in LEGACY])
-def test_legacy_slug_is_the_name_devdock_0_3_gave(username, old):
+def test_legacy_slug_is_the_name_devdock_0_1_gave(username, old):
     assert naming.legacy_slug(username) == old
 
 
