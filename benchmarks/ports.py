@@ -22,7 +22,8 @@ import time
 import docker
 from common import harness, machine, median, table
 
-from devdock_spawner.ports import PortAllocator, held_ports, host_port_free, port_key
+from devdock_spawner.naming import server_key
+from devdock_spawner.ports import PortAllocator, held_ports, host_port_free
 
 LABEL = "io.devdock.bench-ports"
 BASE_IMAGE = "debian:bookworm-slim"
@@ -116,7 +117,7 @@ def main() -> None:
             new_ms, new_calls = [], []
             for i in range(args.allocations):
                 api.calls, t = 0, time.perf_counter()
-                ours(api, allocator, cache, port_key(f"user{i}"))
+                ours(api, allocator, cache, server_key(f"user{i}"))
                 new_ms.append((time.perf_counter() - t) * 1000)
                 new_calls.append(api.calls)
             om, nm = median(old_ms), median(new_ms)

@@ -11,6 +11,8 @@ import copy
 import posixpath
 from dataclasses import dataclass, field
 
+from .naming import MANAGED_LABEL
+
 #: What the image's entrypoint needs while it is still root: give the user an account (useradd writes
 #: /etc/passwd, chown the home), bind the SSH port (below 1024, see ``PRIVILEGED_PORTS``) and drop to that user
 #: (setuid/setgid). Everything else is dropped, and after the entrypoint's ``setpriv`` none of the user's
@@ -96,7 +98,7 @@ def network_spec(name: str, isolated: bool = True, labels: dict | None = None) -
         "driver": "bridge",
         "check_duplicate": True,
         "options": {"com.docker.network.bridge.enable_icc": "false"} if isolated else {},
-        "labels": {"io.devdock.managed": "true", **(labels or {})},
+        "labels": {MANAGED_LABEL: "true", **(labels or {})},
     }
 
 

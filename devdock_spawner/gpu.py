@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from docker.types import DeviceRequest
 
-GPU_LABEL = "io.devdock.gpus"
+from .naming import GPU_LABEL, MANAGED_LABEL, ROLE_LABEL, server_key_from_labels
+
 MODES = ("nvidia", "cdi", "devices")
 
 
@@ -175,23 +176,13 @@ def _index_in(value: str, inventory: list[GPU]) -> bool:
     return any(str(g.index) == str(value) for g in inventory)
 
 
-def container_key(container: dict) -> str:
-    """``user/server`` of a devdock container, from its labels (a ``docker ps`` entry)."""
-    from .ports import port_key
-
-    labels = container.get("Labels") or {}
-    return port_key(labels.get("io.devdock.owner", ""), labels.get("io.devdock.server", ""))
-
-
 def gpus_from_containers(containers: list[dict]) -> dict[str, list[str]]:
     """``{server key: [uuids]}`` from a ``docker ps -a`` listing of devdock containers (their labels)."""
-    from .ports import port_key
-
     result = {}
     for c in containers:
         labels = c.get("Labels") or {}
-        if labels.get(GPU_LABEL) and "io.devdock.owner" in labels and c.get("State") in ("running", "created"):
-            key = port_key(labels["io.devdock.owner"], labels.get("io.devdock.server", ""))
+        key = server_key_from_labels(labels)
+        if labels.get(GPU_LABEL) and key is not None and c.get("State") in ("running", "created"):
             result[key] = [u for u in labels[GPU_LABEL].split(",") if u]
     return result
 
@@ -265,7 +256,7 @@ def probe_inventory(client, image: str) -> list[GPU]:
             security_opt=["no-new-privileges:true"],
             network_mode="none",
         ),
-        labels={"io.devdock.managed": "true", "io.devdock.role": "gpu-probe"},
+        labels={MANAGED_LABEL: "true", ROLE_LABEL: "gpu-probe"},
     )
     try:
         client.start(container)

@@ -18,6 +18,7 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import httputil, web
 
+from .hubstate import hub_state
 from .ssh import InvalidKey, fingerprint, known_hosts_line, parse_keys
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -144,10 +145,13 @@ class AdminOverviewHandler(BaseHandler):
     @web.authenticated
     @needs_scope("admin-ui")
     async def get(self):
+        own = _devdock_spawners(self.current_user) or [self.current_user.spawners[""]]
+        if hasattr(own[0], "reconcile"):
+            await own[0].reconcile()  # what runs without the database knowing it, found once per hub
         rows = []
         for orm_user in sorted(self.db.query(self.orm_user_class()), key=lambda u: u.name):
             rows.extend(_server_rows(self.users[orm_user]))
-        html = await self.render_template("devdock_admin.html", rows=rows)
+        html = await self.render_template("devdock_admin.html", rows=rows, unknown=hub_state().unknown_containers)
         self.finish(html)
 
     @staticmethod

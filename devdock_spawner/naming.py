@@ -124,27 +124,50 @@ def hostname(user_slug: str, server_slug: str = "") -> str:
 
 
 LABEL_PREFIX = "io.devdock"
+#: Every label devdock writes, in one place. Labels let an admin (and devdock itself after a hub restart) see
+#: what belongs to whom without parsing names: ``docker ps --filter label=io.devdock.owner=alice``.
+MANAGED_LABEL = f"{LABEL_PREFIX}.managed"
 OWNER_LABEL = f"{LABEL_PREFIX}.owner"
 SERVER_LABEL = f"{LABEL_PREFIX}.server"
 LOGIN_LABEL = f"{LABEL_PREFIX}.login"
+VERSION_LABEL = f"{LABEL_PREFIX}.version"
+HUB_LABEL = f"{LABEL_PREFIX}.hub"
+#: the host SSH port of a server (also while its container is stopped)
+SSH_PORT_LABEL = f"{LABEL_PREFIX}.ssh-port"
+#: the GPU UUIDs a server holds, comma-separated
+GPU_LABEL = f"{LABEL_PREFIX}.gpus"
+#: what a helper object is for (``gpu-probe``, ``network-keeper``, ``offboarding``)
+ROLE_LABEL = f"{LABEL_PREFIX}.role"
 
 
 def labels(
     *, username: str, server: str, login: str, version: str, hub: str = "devdock", extra: dict | None = None
 ) -> dict:
-    """Labels set on every container and volume devdock creates.
-
-    They let an admin (and devdock itself after a hub restart) see what belongs to whom without
-    parsing names: ``docker ps --filter label=io.devdock.owner=alice``.
-    """
+    """Labels set on every container and volume devdock creates."""
     result = {
-        f"{LABEL_PREFIX}.managed": "true",
-        f"{LABEL_PREFIX}.owner": username,
-        f"{LABEL_PREFIX}.server": server,
-        f"{LABEL_PREFIX}.login": login,
-        f"{LABEL_PREFIX}.version": version,
-        f"{LABEL_PREFIX}.hub": hub,
+        MANAGED_LABEL: "true",
+        OWNER_LABEL: username,
+        SERVER_LABEL: server,
+        LOGIN_LABEL: login,
+        VERSION_LABEL: version,
+        HUB_LABEL: hub,
     }
     for key, value in (extra or {}).items():
         result[str(key)] = str(value)
     return result
+
+
+def server_key(username: str, server: str = "") -> str:
+    """The identity of one server, ``user/server``, that keys GPU and SSH-port allocations.
+
+    Distinct for distinct pairs: JupyterHub refuses ``/`` in server names, so the last ``/`` splits the key.
+    """
+    return f"{username}/{server}"
+
+
+def server_key_from_labels(labels: dict | None) -> str | None:
+    """The server key of a devdock object from its labels, or None for anything that is not a user's server."""
+    labels = labels or {}
+    if OWNER_LABEL not in labels:
+        return None
+    return server_key(labels[OWNER_LABEL], labels.get(SERVER_LABEL, ""))

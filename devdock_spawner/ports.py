@@ -25,6 +25,8 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 
+from .naming import OWNER_LABEL, server_key_from_labels
+
 
 class NoFreePort(RuntimeError):
     """The configured range has no free port left."""
@@ -54,9 +56,7 @@ def ports_from_containers(containers: Iterable[dict], label: str) -> dict[int, s
     held: dict[int, str | None] = {}
     for c in containers:
         labels = c.get("Labels") or {}
-        key = None
-        if "io.devdock.owner" in labels:
-            key = port_key(labels["io.devdock.owner"], labels.get("io.devdock.server", ""))
+        key = server_key_from_labels(labels)
         if labels.get(label, "").isdigit():
             held[int(labels[label])] = key
         for p in c.get("Ports") or []:
@@ -88,7 +88,7 @@ async def held_ports(docker: Callable[..., Awaitable], label: str, cache: dict[s
     seen = set()
     for c in containers:
         labels = c.get("Labels") or {}
-        if "io.devdock.owner" in labels or c.get("State") == "running":
+        if OWNER_LABEL in labels or c.get("State") == "running":
             continue
         seen.add(c["Id"])
         if c["Id"] not in cache:
@@ -101,10 +101,6 @@ async def held_ports(docker: Callable[..., Awaitable], label: str, cache: dict[s
     for gone in set(cache) - seen:
         del cache[gone]
     return held
-
-
-def port_key(username: str, server: str = "") -> str:
-    return f"{username}/{server}"
 
 
 class PortAllocator:

@@ -10,15 +10,16 @@ from docker.errors import APIError, DockerException
 from dockerspawner import DockerSpawner
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
-from traitlets import Bool, Dict, Int, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Int, Unicode, default
 
 from . import gpu as gpus
-from . import metrics, naming
+from . import metrics, naming, reconcile
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec, network_spec
+from .hubstate import hub_state
 from .profiles import InvalidOptions, validate_user_options
 from .spawner_gpu import GPUMixin
-from .spawner_ssh import SSH_CONTAINER_PORT, SSH_PORT_LABEL, SSHMixin
+from .spawner_ssh import SSH_CONTAINER_PORT, SSHMixin
 
 
 class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
@@ -144,18 +145,10 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         """,
     )
 
-    _executors: dict = {}
-
     @property
     def executor(self):
         """One thread pool of ``docker_workers`` threads for the whole hub (DockerSpawner has one thread)."""
-        workers = max(1, self.docker_workers)
-        pool = self._executors.get(workers)
-        if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = self._executors[workers] = ThreadPoolExecutor(workers, thread_name_prefix="devdock-docker")
-        return pool
+        return hub_state().executor(max(1, self.docker_workers))
 
     # --- resources ---------------------------------------------------------------------------
 
@@ -199,9 +192,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         Default: 2.
         """,
     )
-
-    #: servers of this hub between the start of ``start()`` and its end
-    _starting: dict = {"count": 0}
 
     keep_failed_containers = Bool(
         False,
@@ -313,12 +303,13 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         labels = self._labels()
         if self.ssh_enabled and self.ssh_port:
             # Lets a restarted hub (and every allocation) see which server holds which port.
-            labels[SSH_PORT_LABEL] = str(self.ssh_port)
+            labels[naming.SSH_PORT_LABEL] = str(self.ssh_port)
         if self.gpu_ids:
-            labels[gpus.GPU_LABEL] = ",".join(self.gpu_ids)
+            labels[naming.GPU_LABEL] = ",".join(self.gpu_ids)
         return labels
 
-    _allotted_gpus: list = []
+    #: The GPUs of this spawn (per server; computed fresh by every start).
+    _allotted_gpus: tuple = ()
 
     # --- environment -------------------------------------------------------------------------
 
@@ -336,17 +327,15 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         return f"SSH: {self.ssh_command}"
 
     def _prestart_desktop(self) -> bool:
-        return self.desktop_prestart and self._starting["count"] <= self.desktop_prestart_max_spawns
+        return self.desktop_prestart and hub_state().starting <= self.desktop_prestart_max_spawns
 
     # --- Docker objects ----------------------------------------------------------------------
-
-    _network_lock = asyncio.Lock()
 
     async def ensure_network(self):
         """Create the user network once, if it is missing and ours to create."""
         if not self.create_network or self.network_name in ("bridge", "host", "none"):
             return
-        async with self._network_lock:
+        async with hub_state().lock("network"):
             try:
                 await self.docker("inspect_network", self.network_name)
                 return
@@ -449,14 +438,202 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self.log.debug("Creating container %s with %s", self.object_name, create_kwargs)
         return await self.docker("create_container", **create_kwargs)
 
+    # --- offboarding -------------------------------------------------------------------------
+
+    offboarding = CaselessStrEnum(
+        ["remove", "archive", "keep"],
+        "remove",
+        config=True,
+        help="""
+        What happens to a server's home when an admin deletes its user (or the user deletes a named server):
+        ``remove`` (the default) removes the home volume, ``archive`` first writes it to
+        ``offboarding_archive`` as ``<volume>-<UTC time>.tar.gz`` and then removes it, ``keep`` leaves it (as
+        devdock 0.1 did). With ``remove`` and ``archive`` a username created again never finds the old
+        person's files; the user's SSH key file goes with their default server either way (with ``keep``
+        too: keys of a deleted user must never open the next person's server).
+        """,
+    )
+
+    offboarding_archive = Unicode(
+        "",
+        config=True,
+        help="""
+        Where ``offboarding = "archive"`` writes homes: a host folder (absolute path) or a Docker volume name.
+        The archives are readable by root only. Required with ``archive``. Example: ``"/srv/devdock/archive"``.
+        """,
+    )
+
+    async def delete_forever(self):
+        """The user (or this named server) is deleted for good: remove what devdock keeps for them.
+
+        JupyterHub calls this after the server stopped, for every server of a deleted user and for a named
+        server deleted with ``remove``. The default server only goes with its user, so its key file goes with it.
+        """
+        await self._remove_leftover_container()
+        if self.offboarding != "keep":
+            await self.resolve_home_volume()
+            for volume in self._own_volumes():
+                await self._offboard_volume(volume)
+        if not self.name:
+            for path in self.key_store().delete(self.user.name):
+                self.log.info("devdock: removed the SSH keys of deleted user %s (%s)", self.user.name, path)
+        self.port_allocator.release(self.server_key)
+        self.release_gpus()
+        self.ssh_port, self.ssh_host_key = 0, ""
+
+    async def remove_object(self):
+        """Remove this server's container, stopping it first if it still runs.
+
+        DockerSpawner removes without ``force``, which Docker refuses for a running container (a 409 that
+        DockerSpawner takes for "already being removed"); a start that replaces a server the database did not
+        know would then fail on the name. The user's own start replaces their own server: stop it gracefully.
+        """
+        try:
+            await self.docker("stop", self.object_id, timeout=self.stop_grace_seconds)
+        except APIError as e:
+            if e.status_code not in (304, 404, 409):
+                raise
+        return await super().remove_object()
+
+    async def _remove_leftover_container(self) -> None:
+        """A stopped container kept for inspection (``keep_failed_containers``) would hold the home volume."""
+        try:
+            await self.docker("remove_container", self.object_name, force=True)
+        except APIError as e:
+            if e.status_code != 404:
+                raise
+
+    async def _offboard_volume(self, volume: str) -> None:
+        info = await self._inspect_volume(volume)
+        if info is None:
+            return
+        owner = (info.get("Labels") or {}).get(naming.OWNER_LABEL)
+        if owner is not None and owner != self.user.name:
+            self.log.error("devdock: not removing %s of %s: it belongs to %r", volume, self._log_name, owner)
+            return
+        if self.offboarding == "archive":
+            await self._archive_volume(volume)
+        try:
+            await self.docker("remove_volume", volume)
+        except APIError as e:
+            self.log.error("devdock: could not remove %s of deleted %s: %s", volume, self._log_name, e)
+            return
+        self.log.info("devdock: removed home %s of deleted %s", volume, self._log_name)
+
+    async def _archive_volume(self, volume: str) -> None:
+        """``<offboarding_archive>/<volume>-<UTC time>.tar.gz`` by a one-shot container of the desktop image."""
+        if not self.offboarding_archive:
+            raise web.HTTPError(500, "offboarding = 'archive' needs c.DevDockSpawner.offboarding_archive")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = f"/archive/{volume}-{stamp}.tar.gz"
+        host = self.client.create_host_config(
+            binds={
+                volume: {"bind": "/home", "mode": "ro"},
+                self.offboarding_archive: {"bind": "/archive", "mode": "rw"},
+            },
+            network_mode="none",
+            cap_drop=["ALL"],
+            cap_add=["DAC_READ_SEARCH"],  # read every file of the home; the archive belongs to root
+            security_opt=["no-new-privileges:true"],
+        )
+        container = await self.docker(
+            "create_container",
+            self.image,
+            entrypoint=["sh", "-c", 'umask 077 && tar -C /home -czf "$0.partial" . && mv "$0.partial" "$0"', target],
+            host_config=host,
+            labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: "offboarding", **self.extra_labels},
+        )
+        try:
+            await self.docker("start", container["Id"])
+            result = await self.docker("wait", container["Id"], timeout=3600)
+            if result.get("StatusCode") != 0:
+                logs = await self.docker("logs", container["Id"], tail=5)
+                raise web.HTTPError(500, f"Archiving {volume} failed, so it was not removed: {_last_lines(logs)}")
+        finally:
+            await self.docker("remove_container", container["Id"], force=True)
+        self.log.info("devdock: archived home %s of deleted %s to %s", volume, self._log_name, target)
+
+    # --- reconciliation ----------------------------------------------------------------------
+
+    unknown_servers = CaselessStrEnum(
+        list(reconcile.POLICIES),
+        "keep",
+        config=True,
+        help="""
+        What the hub does, once after it starts, with its containers that run although its database does not
+        list their server as running: after a crash in the middle of a spawn, and whenever the database is new,
+        empty or restored from an older backup. ``keep`` (the default) leaves them running, holds their GPUs
+        and SSH ports so nobody gets them twice, and lists them in the hub's log and on the admin page; the
+        user's next start replaces theirs (the home is a volume), or an admin removes it. ``remove`` removes
+        them, as devdock 0.1 did. Containers that do not run any more are removed either way.
+        """,
+    )
+
+    async def reconcile(self) -> None:
+        """Once per hub, before the first allocation: compare this hub's Docker objects with its database.
+
+        The decision is :func:`devdock_spawner.reconcile.plan`'s; this step gathers the facts and carries it out.
+        """
+        state = hub_state()
+        async with state.lock("reconcile"):
+            if f"reconciled:{self.hub_id}" in state.done:
+                return
+            running = self._running_server_keys()
+            decided = reconcile.plan(await self._find_own_objects(), running, self.unknown_servers)
+            for found in decided.remove:
+                self.log.warning(
+                    "devdock: removing orphaned %s %s: no running server of this hub's database is %s",
+                    self.object_type, found.name, found.key,
+                )  # fmt: skip
+                await self._remove_found(found)
+            for found in decided.keep_unknown:
+                self.log.warning(
+                    "devdock: %s %s of %s runs but this hub's database does not know it (a new or restored "
+                    "database?): left running, its GPUs %s and SSH port %s held; the user's next start replaces "
+                    "it, or an admin removes it",
+                    self.object_type, found.name, found.key, list(found.gpus) or "none", found.ssh_port or "none",
+                )  # fmt: skip
+            state.unknown_containers = list(decided.keep_unknown)
+            state.done.add(f"reconciled:{self.hub_id}")
+
+    def _running_server_keys(self) -> set[str] | None:
+        """``user/server`` of every server the hub database says is running (None: no database here)."""
+        db = getattr(self.user, "db", None)
+        if db is None:
+            return None
+        from jupyterhub import orm
+
+        return {
+            naming.server_key(s.user.name, s.name or "")
+            for s in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None))
+            if s.user is not None
+        }
+
+    async def _find_own_objects(self) -> list[reconcile.Found]:
+        """This hub's containers (users' servers only), running or not."""
+        containers = await self.docker("containers", all=True, filters={"label": f"{naming.HUB_LABEL}={self.hub_id}"})
+        found = []
+        for c in containers:
+            key = naming.server_key_from_labels(c.get("Labels"))
+            if key is not None:
+                found.append(reconcile.container_found(c, key, naming.GPU_LABEL, naming.SSH_PORT_LABEL))
+        return found
+
+    async def _remove_found(self, found: reconcile.Found) -> None:
+        try:
+            await self.docker("remove_container", found.id, force=True)
+        except APIError as e:
+            if e.status_code != 404:
+                raise
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self):
-        self._starting["count"] += 1
+        hub_state().starting += 1
         try:
             return await self._start()
         finally:
-            self._starting["count"] -= 1
+            hub_state().starting -= 1
 
     async def _start(self):
         self._start_began = time.monotonic()
@@ -471,6 +648,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self._apply_profile(profile)
         self._ssh_keys = self.ssh_keys_for_spawn() if self.ssh_enabled else []
         t0 = time.perf_counter()
+        await self.reconcile()
         self._allotted_gpus = await self.allocate_gpus(profile)
         if self._allotted_gpus:
             self._emit(10, f"GPUs: {', '.join(f'{g.index} ({g.name})' for g in self._allotted_gpus)}")
@@ -567,7 +745,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
                 problem = await self._exit_report()
                 if problem:
                     raise web.HTTPError(500, problem)
-            await asyncio.sleep(min(0.5, 0.05 * max(1, self._starting["count"])))
+            await asyncio.sleep(min(0.5, 0.05 * max(1, hub_state().starting)))
 
     async def _exit_report(self) -> str:
         """Empty while the server's container runs; else what the user should read: exit code and output."""

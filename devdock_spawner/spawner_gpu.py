@@ -16,6 +16,7 @@ from traitlets.config import LoggingConfigurable
 
 from . import gpu as gpus
 from . import metrics, naming
+from .hubstate import hub_state
 from .profiles import OVERRIDABLE, Profile, load_profiles, visible_profiles
 
 
@@ -107,17 +108,14 @@ class GPUMixin(LoggingConfigurable):
     #: UUIDs of the GPUs this server holds (state; empty when stopped).
     gpu_ids = List(Unicode())
 
-    _gpu: dict = {"allocator": None, "lock": None}
-
     async def gpu_allocator(self) -> gpus.GPUAllocator:
         """The hub's GPU allocator: built once from the inventory, then from the running containers."""
-        state = self._gpu
-        if state["lock"] is None:
-            state["lock"] = asyncio.Lock()
-        async with state["lock"]:
-            if state["allocator"] is None:
-                state["allocator"] = await self._build_gpu_allocator()
-        return state["allocator"]
+        await self.reconcile()
+        state = hub_state()
+        async with state.lock("gpu"):
+            if state.gpu_allocator is None:
+                state.gpu_allocator = await self._build_gpu_allocator()
+        return state.gpu_allocator
 
     async def _build_gpu_allocator(self) -> gpus.GPUAllocator:
         info = await self.docker("info")
@@ -139,39 +137,13 @@ class GPUMixin(LoggingConfigurable):
             "devdock GPU inventory: %s", ", ".join(f"{g.index}:{g.name}:{g.uuid}" for g in inventory) or "none"
         )
         allocator = gpus.GPUAllocator(inventory, self.gpu_max_users_per_gpu)
-        # A restarted hub finds who holds what on the containers themselves; containers it has no
-        # running server for were orphaned by a crash (a spawn cut short): they are removed, which frees
-        # their GPUs and ports, and their users can start again.
-        containers = await self.docker(
-            "containers", all=True, filters={"label": f"{naming.LABEL_PREFIX}.hub={self.hub_id}"}
-        )
-        running = self._running_server_keys()
-        orphans = [c for c in containers if running is not None and gpus.container_key(c) not in running]
-        for c in orphans:
-            self.log.warning(
-                "devdock: removing orphaned container %s (no running server of %s)", c["Names"], self.hub_id
-            )
-            await self.docker("remove_container", c["Id"], force=True)
-        kept = [c for c in containers if c not in orphans]
-        for key, uuids in gpus.gpus_from_containers(kept).items():
+        # A restarted hub finds who holds what on the containers themselves (reconciliation ran first: what
+        # is left are the servers the database knows and the running ones it does not, which keep theirs).
+        containers = await self.docker("containers", all=True, filters={"label": f"{naming.HUB_LABEL}={self.hub_id}"})
+        for key, uuids in gpus.gpus_from_containers(containers).items():
             allocator.adopt(key, uuids)
         metrics.update_gpu_gauges(allocator)
         return allocator
-
-    def _running_server_keys(self) -> set[str] | None:
-        """``user/server`` of every server the hub database says is running (None: no database here)."""
-        db = getattr(self.user, "db", None)
-        if db is None:
-            return None
-        from jupyterhub import orm
-
-        from .ports import port_key
-
-        return {
-            port_key(s.user.name, s.name or "")
-            for s in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None))
-            if s.user is not None
-        }
 
     def _profiles(self) -> list[Profile]:
         try:
@@ -191,7 +163,7 @@ class GPUMixin(LoggingConfigurable):
         if len(profiles) <= 1:
             return ""  # nothing to choose: the hub starts the server straight away
         allocator = await self.gpu_allocator()
-        key = self.ssh_key
+        key = self.server_key
         chosen = self.user_options.get("profile") if isinstance(self.user_options, dict) else None
         rows = []
         for p in profiles:
@@ -255,7 +227,7 @@ class GPUMixin(LoggingConfigurable):
     async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
         allocator = await self.gpu_allocator()
         try:
-            uuids = allocator.allocate(self.ssh_key, profile.gpus, list(profile.gpu_ids) or None)
+            uuids = allocator.allocate(self.server_key, profile.gpus, list(profile.gpu_ids) or None)
         except gpus.NotEnoughGPUs as e:
             raise web.HTTPError(409, str(e)) from e
         finally:
@@ -264,9 +236,10 @@ class GPUMixin(LoggingConfigurable):
         return [allocator.by_uuid[u] for u in uuids]
 
     def release_gpus(self) -> None:
-        if self._gpu["allocator"] is not None:
-            self._gpu["allocator"].release(self.ssh_key)
-            metrics.update_gpu_gauges(self._gpu["allocator"])
+        allocator = hub_state().gpu_allocator
+        if allocator is not None:
+            allocator.release(self.server_key)
+            metrics.update_gpu_gauges(allocator)
         self.gpu_ids = []
 
 

@@ -16,12 +16,13 @@ from traitlets import Bool, CaselessStrEnum, Int, Tuple, Unicode, default, valid
 from traitlets.config import LoggingConfigurable
 
 from . import naming
-from .ports import NoFreePort, PortAllocator, held_ports, host_port_free, port_key
+from .hubstate import hub_state
+from .naming import SSH_PORT_LABEL, server_key
+from .ports import NoFreePort, PortAllocator, held_ports, host_port_free
 from .ssh import KeyStore, fingerprint
 
 #: The container's SSH port: privileged, bound by the entrypoint (see container.PRIVILEGED_PORTS).
 SSH_CONTAINER_PORT = 22
-SSH_PORT_LABEL = f"{naming.LABEL_PREFIX}.ssh-port"
 
 
 class SSHMixin(LoggingConfigurable):
@@ -123,18 +124,15 @@ class SSHMixin(LoggingConfigurable):
     #: The host SSH port of this server (kept in state across stops; 0: none yet).
     ssh_port = Int(0)
 
-    _allocators: dict = {}
-    #: host ports of other tools' stopped containers, by container id (see ports.held_ports)
-    _foreign_port_cache: dict = {}
-
     @property
     def port_allocator(self) -> PortAllocator:
         """One allocator per port range for the whole hub, so every spawner shares its lock."""
         start, end = self.ssh_port_range
-        allocator = self._allocators.get((start, end))
+        allocators = hub_state().port_allocators
+        allocator = allocators.get((start, end))
         if allocator is None:
             probe = (lambda port: host_port_free(self.ssh_bind_address, port)) if self.ssh_probe_host_ports else None
-            allocator = self._allocators[(start, end)] = PortAllocator(start, end, probe)
+            allocator = allocators[(start, end)] = PortAllocator(start, end, probe)
             self._seed_ports_from_hub(allocator)
         return allocator
 
@@ -148,11 +146,12 @@ class SSHMixin(LoggingConfigurable):
         for orm_spawner in db.query(orm.Spawner):
             port = (orm_spawner.state or {}).get("ssh_port")
             if port and orm_spawner.user is not None:
-                allocator.remember(port_key(orm_spawner.user.name, orm_spawner.name or ""), int(port))
+                allocator.remember(server_key(orm_spawner.user.name, orm_spawner.name or ""), int(port))
 
     @property
-    def ssh_key(self) -> str:
-        return port_key(self.user.name, self.name or "")
+    def server_key(self) -> str:
+        """This server's identity in the hub-wide allocations (GPUs, SSH ports): ``user/server``."""
+        return server_key(self.user.name, self.name or "")
 
     @property
     def ssh_connect_host(self) -> str:
@@ -192,7 +191,7 @@ class SSHMixin(LoggingConfigurable):
         """This server's SSH port, with one Docker API call in the steady state (see ports.held_ports)."""
         held = await self.held_host_ports()
         try:
-            port = self.port_allocator.allocate(self.ssh_key, held, preferred=self.ssh_port or None)
+            port = self.port_allocator.allocate(self.server_key, held, preferred=self.ssh_port or None)
         except NoFreePort as e:
             raise web.HTTPError(503, str(e)) from e
         if port != self.ssh_port and self.ssh_port:
@@ -202,7 +201,7 @@ class SSHMixin(LoggingConfigurable):
 
     async def held_host_ports(self) -> dict[int, str | None]:
         """Host ports in use: {port: owning server key, or None for anything else} (see ports.held_ports)."""
-        return await held_ports(self.docker, SSH_PORT_LABEL, self._foreign_port_cache)
+        return await held_ports(self.docker, SSH_PORT_LABEL, hub_state().foreign_ports)
 
     async def push_ssh_keys(self, keys: list) -> bool:
         """Replace the keys in the running container at once (root-owned file, read by sshd).

@@ -24,9 +24,10 @@ from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, List, Unicode, default, validate
 
 from . import gpu as gpus
-from . import metrics, naming, swarm
+from . import metrics, naming, reconcile, swarm
 from .container import UnsafeConfiguration
-from .naming import LABEL_PREFIX
+from .hubstate import hub_state
+from .naming import HUB_LABEL, MANAGED_LABEL, OWNER_LABEL
 from .spawner import DevDockSpawner, _last_lines
 
 
@@ -363,7 +364,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
 
     async def ensure_network(self):
         """An attachable overlay network for users' servers, the hub and the proxy (and its keeper)."""
-        async with self._network_lock:
+        async with hub_state().lock("network"):
             if self.create_network:
                 await self._ensure_overlay()
             if self.network_keeper:
@@ -385,7 +386,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
                 attachable=True,
                 check_duplicate=True,
                 options={"encrypted": "true"} if self.network_encrypted else {},
-                labels={f"{LABEL_PREFIX}.managed": "true", **self.extra_labels},
+                labels={MANAGED_LABEL: "true", **self.extra_labels},
             )
         elif network.get("Scope") != "swarm":
             raise web.HTTPError(
@@ -396,12 +397,10 @@ class DevDockSwarmSpawner(DevDockSpawner):
         elif self.network_encrypted and "encrypted" not in (network.get("Options") or {}):
             self.log.warning("devdock: network_encrypted is on, but %s exists unencrypted", self.network_name)
 
-    _keepers: dict = {}
-
     async def _ensure_network_keeper(self) -> None:
         """The global keeper service of the users' network (see ``network_keeper``), once per hub."""
         name = f"{self.prefix}-network-keeper"
-        if self._keepers.get(name):
+        if f"keeper:{name}" in hub_state().done:
             return
         existing = await self.docker("services", filters={"name": name})
         if not [s for s in existing if s.get("Spec", {}).get("Name") == name]:
@@ -410,10 +409,10 @@ class DevDockSwarmSpawner(DevDockSpawner):
             self.log.info("Creating the global service %s on %s", name, self.network_name)
             spec = swarm.keeper_spec(name, image, self.network_name, self._keeper_labels())
             await self.docker("create_service", **spec)
-        self._keepers[name] = True
+        hub_state().done.add(f"keeper:{name}")
 
     def _keeper_labels(self) -> dict:
-        return {f"{LABEL_PREFIX}.managed": "true", f"{LABEL_PREFIX}.hub": self.hub_id, **self.extra_labels}
+        return {MANAGED_LABEL: "true", HUB_LABEL: self.hub_id, **self.extra_labels}
 
     async def ensure_volumes(self):
         """Nothing up front: the node that runs the task creates the home volume, with devdock's labels."""
@@ -627,7 +626,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
         delay = 0.05
         while time.monotonic() < deadline:
             try:
-                containers = await self.docker("tasks", filters={"label": f"{LABEL_PREFIX}.owner={self.user.name}"})
+                containers = await self.docker("tasks", filters={"label": f"{OWNER_LABEL}={self.user.name}"})
             except (APIError, RequestsConnectionError):
                 return
             mine = [t for t in containers if t.get("ServiceID") == self.object_id]
@@ -669,25 +668,30 @@ class DevDockSwarmSpawner(DevDockSpawner):
 
     # --- reconciliation ------------------------------------------------------------------------
 
-    _reaped: dict = {}
-
-    async def reap_orphans(self) -> None:
-        """Once per hub: remove this hub's services that no running server owns (a spawn cut short)."""
-        if self._reaped.get(self.hub_id):
-            return
-        self._reaped[self.hub_id] = True
-        running = self._running_server_keys()
-        if running is None:
-            return
-        services = await self.docker("services", filters={"label": f"{LABEL_PREFIX}.hub={self.hub_id}"})
+    async def _find_own_objects(self) -> list:
+        """This hub's services (users' servers only); running means a task of it runs now."""
+        services = await self.docker("services", filters={"label": f"{HUB_LABEL}={self.hub_id}"})
+        tasks = await self.docker("tasks", filters={"label": f"{HUB_LABEL}={self.hub_id}", "desired-state": "running"})
+        live = {
+            t.get("ServiceID") for t in tasks if t.get("Status", {}).get("State") in swarm.STARTING_STATES | {"running"}
+        }
+        found = []
         for service in services:
             key = swarm.service_key(service)
-            if key is not None and key not in running:
-                self.log.warning("devdock: removing orphaned service %s", service["Spec"]["Name"])
-                try:
-                    await self.docker("remove_service", service["ID"])
-                except APIError as e:
-                    self.log.warning("Could not remove orphaned service %s: %s", service["Spec"]["Name"], e)
+            if key is not None:
+                found.append(
+                    reconcile.Found(
+                        id=service["ID"], name=service["Spec"]["Name"], key=key, running=service["ID"] in live
+                    )
+                )
+        return found
+
+    async def _remove_found(self, found) -> None:
+        try:
+            await self.docker("remove_service", found.id)
+        except APIError as e:
+            if e.status_code != 404:
+                self.log.warning("Could not remove service %s: %s", found.name, e)
 
     async def start(self):
         if self.ssh_enabled and self.ssh_bind_address not in ("", "0.0.0.0", "::"):
@@ -697,8 +701,4 @@ class DevDockSwarmSpawner(DevDockSpawner):
                 "every address of the server's node (or of every node). An admin should set it to 0.0.0.0 and "
                 "limit access to the SSH port range with the nodes' firewalls.",
             )
-        try:
-            await self.reap_orphans()
-        except (APIError, DockerException) as e:
-            self.log.warning("devdock: could not look for orphaned services: %s", e)
         return await super().start()

@@ -22,8 +22,7 @@ from .container import (
     deep_merge,
     exposes_docker_socket,
 )
-from .naming import LABEL_PREFIX
-from .ports import port_key
+from .naming import server_key_from_labels
 
 #: How the SSH port is published: on every node (Swarm's routing mesh) or on the task's node only.
 PUBLISH_MODES = ("ingress", "host")
@@ -330,7 +329,4 @@ def task_problem(task: dict) -> str:
 
 def service_key(service: dict) -> str | None:
     """``user/server`` of one of devdock's services (from its labels), None for anyone else's."""
-    labels = service.get("Spec", {}).get("Labels") or {}
-    if f"{LABEL_PREFIX}.owner" not in labels:
-        return None
-    return port_key(labels[f"{LABEL_PREFIX}.owner"], labels.get(f"{LABEL_PREFIX}.server", ""))
+    return server_key_from_labels(service.get("Spec", {}).get("Labels"))

@@ -169,29 +169,36 @@ def test_engine_unreachable_at_hub_start_forgets_no_server(fhub):
     fhub.stop_server("steady")
 
 
+def _ghost(docker_client, hub, name: str, gpu: str, running: bool = True):
+    """What a hub that crashed in the middle of a spawn, or a hub given a new database, leaves behind: a
+    labelled container holding a GPU, that this hub's database does not know as running."""
+    labels = {
+        "io.devdock.managed": "true",
+        "io.devdock.owner": name,
+        "io.devdock.server": "",
+        "io.devdock.hub": hub.env["DEVDOCK_HUB_ID"],
+        "io.devdock.gpus": gpu,
+        harness.RUN_LABEL: harness.RUN_ID,
+    }
+    command = ["sleep", "infinity"] if running else ["true"]
+    container = docker_client.containers.run(
+        "debian:bookworm-slim", command, name=f"{PREFIX}-{name}", detach=True, labels=labels
+    )
+    if not running:
+        container.wait(timeout=30)
+    return container
+
+
 def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_client, tmp_path_factory, device_nodes):
+    """With unknown_servers = "remove" (devdock 0.1's behaviour), what the database does not know is removed."""
     extra = (
         EXTRA
         + devices_mode_config(device_nodes, UUIDS)
         + ('c.DevDockSpawner.profile_list = [{"slug": "both", "display_name": "Both GPUs", "gpus": 2}]\n')
+        + 'c.DevDockSpawner.unknown_servers = "remove"\n'
     )
     hub = Hub(docker_client, tmp_path_factory.mktemp("orphans"), extra_config=extra)
-    # What a hub that crashed in the middle of a spawn leaves behind: a running, labelled container
-    # holding a GPU, that no hub database knows as running.
-    ghost = docker_client.containers.run(
-        "debian:bookworm-slim",
-        ["sleep", "infinity"],
-        name=f"{PREFIX}-ghost",
-        detach=True,
-        labels={
-            "io.devdock.managed": "true",
-            "io.devdock.owner": "ghost",
-            "io.devdock.server": "",
-            "io.devdock.hub": hub.env["DEVDOCK_HUB_ID"],
-            "io.devdock.gpus": UUIDS[0],
-            harness.RUN_LABEL: harness.RUN_ID,
-        },
-    )
+    ghost = _ghost(docker_client, hub, "ghost", UUIDS[0])
     hub.start()
     try:
         hub.spawn("survivor", options={"profile": "both"})  # needs the ghost's GPU too
@@ -199,6 +206,38 @@ def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_clien
         with pytest.raises(docker.errors.NotFound):
             ghost.reload()
         assert "removing orphaned container" in hub.log_tail(300)
+        hub.stop_server("survivor")
+    finally:
+        hub.stop()
+
+
+def test_running_container_the_database_does_not_know_is_kept_with_its_gpu(
+    docker_client, tmp_path_factory, device_nodes
+):
+    """The default: a running server unknown to the database (a new or restored database) is never removed."""
+    profiles = [{"slug": "one", "display_name": "1 GPU", "gpus": 1}, {"slug": "both", "display_name": "2", "gpus": 2}]
+    extra = EXTRA + devices_mode_config(device_nodes, UUIDS) + f"c.DevDockSpawner.profile_list = {profiles!r}\n"
+    hub = Hub(docker_client, tmp_path_factory.mktemp("unknown"), extra_config=extra)
+    ghost = _ghost(docker_client, hub, "ghost", UUIDS[0])
+    exited = _ghost(docker_client, hub, "exited", UUIDS[1], running=False)
+    hub.start()
+    try:
+        hub.spawn("survivor", options={"profile": "one"})
+        assert hub.server_state("survivor")["gpu_ids"] == [UUIDS[1]]  # the ghost's GPU stays the ghost's
+        ghost.reload()
+        assert ghost.status == "running"
+        with pytest.raises(docker.errors.NotFound):  # a container that does not run holds nothing: removed
+            exited.reload()
+        log = hub.log_tail(300)
+        assert "runs but this hub's database does not know it" in log and f"{PREFIX}-ghost" in log
+        refused = (
+            hub.api("POST", "/users/greedy/server", json={"profile": "both"})
+            if hub.create_user("greedy") is None
+            else None
+        )
+        assert refused.status_code == 409, refused.text
+        page = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/admin", timeout=30).text
+        assert 'id="devdock-unknown"' in page and f"{PREFIX}-ghost" in page
         hub.stop_server("survivor")
     finally:
         hub.stop()

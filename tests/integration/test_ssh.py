@@ -217,11 +217,12 @@ def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_fac
     """A port that looks free to devdock but that Docker cannot bind (a host program took it)."""
     import socket
 
-    from devdock_spawner.ports import PortAllocator, port_key
+    from devdock_spawner.naming import server_key
+    from devdock_spawner.ports import PortAllocator
     from tests.harness import Hub
 
     low, high = 43110, 43111
-    home = PortAllocator(low, high).home_port(port_key("binder"))
+    home = PortAllocator(low, high).home_port(server_key("binder"))
     extra = f"c.DevDockSpawner.ssh_port_range = ({low}, {high})\nc.DevDockSpawner.ssh_probe_host_ports = False\n"
     hub = Hub(docker_client, tmp_path_factory.mktemp("bind"), extra_config=extra)
     with socket.socket() as squatter:

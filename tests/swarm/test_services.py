@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import requests
 
-from devdock_spawner.ports import PortAllocator, port_key
+from devdock_spawner.naming import server_key
+from devdock_spawner.ports import PortAllocator
 from tests.harness import assert_desktop_answers, run_in_terminal, ssh
 from tests.swarm.cluster import idle_service, service_of
 
@@ -68,7 +69,7 @@ def test_ssh_port_published_on_the_node_and_reachable_with_the_users_key(docker_
 def test_port_allocator_counts_every_services_published_port(docker_client, swarm_hub, cluster):
     """A foreign service holds the port a new user would get first: devdock hands out the next one."""
     low, high = (int(p) for p in swarm_hub.env["DEVDOCK_SSH_PORTS"].split("-"))
-    wanted = PortAllocator(low, high).home_port(port_key("cleo", ""))
+    wanted = PortAllocator(low, high).home_port(server_key("cleo", ""))
     ports = [{"Protocol": "tcp", "TargetPort": 9, "PublishedPort": wanted, "PublishMode": "host"}]
     foreign = idle_service(docker_client, "foreign", endpoint_spec={"Mode": "dnsrr", "Ports": ports})
     try:

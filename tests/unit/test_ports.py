@@ -8,12 +8,12 @@ import socket
 
 import pytest
 
+from devdock_spawner.naming import server_key
 from devdock_spawner.ports import (
     NoFreePort,
     PortAllocator,
     held_ports,
     host_port_free,
-    port_key,
     ports_from_containers,
 )
 
@@ -124,8 +124,8 @@ def test_ports_from_one_docker_listing():
         {"Labels": {}, "Ports": [{"PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}, {"PrivatePort": 9}]},
     ]
     assert ports_from_containers(containers, "io.devdock.ssh-port") == {
-        42001: port_key("alice", ""),
-        42002: port_key("bob", "gpu"),
+        42001: server_key("alice", ""),
+        42002: server_key("bob", "gpu"),
         8080: None,
     }
 

@@ -8,6 +8,7 @@ import pytest
 from traitlets.config import Config
 
 from devdock_spawner import DevDockSpawner
+from devdock_spawner.hubstate import hub_state
 
 
 def make_spawner(username="alice", server="", config=None) -> DevDockSpawner:
@@ -115,7 +116,7 @@ def test_profile_overrides_never_leak_into_the_next_spawn():
 )
 def test_desktop_starts_early_unless_switched_off_or_many_servers_start(prestart, starting, expected, monkeypatch):
     spawner = make_spawner(config=Config({"DevDockSpawner": {"desktop_prestart": prestart}}))
-    monkeypatch.setitem(DevDockSpawner._starting, "count", starting)
+    monkeypatch.setattr(hub_state(), "starting", starting)
     assert spawner._prestart_desktop() is (expected == "1")
 
 

@@ -1,0 +1,156 @@
+"""Running it for a year: offboarding that cannot leak, and no routine mistake that removes running servers."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import tarfile
+import time
+
+import pytest
+import requests
+
+from tests.harness import PREFIX, RUN_ID, Hub, keygen, ssh
+
+pytestmark = pytest.mark.integration
+
+
+def _homes(client, owner: str) -> dict[str, str]:
+    """{volume name: server} of the homes labelled as ``owner``'s."""
+    volumes = client.volumes.list(filters={"label": [f"io.devdock.owner={owner}", f"io.devdock.test-run={RUN_ID}"]})
+    return {v.name: v.attrs["Labels"].get("io.devdock.server", "") for v in volumes}
+
+
+def _write(hub, user: str, server: str, text: str) -> None:
+    out = hub.container(user, server).exec_run(["sh", "-c", f"echo {text} > ~/note.txt && cat ~/note.txt"], user="1000")
+    assert out.output.decode().strip() == text
+
+
+def _read(hub, user: str, server: str = "") -> str:
+    out = hub.container(user, server).exec_run(["sh", "-c", "cat ~/note.txt 2>/dev/null || echo none"], user="1000")
+    return out.output.decode().strip()
+
+
+def test_deleting_a_user_removes_their_homes_and_keys_and_a_recreated_name_inherits_nothing(
+    hub, docker_client, tmp_path
+):
+    key, line = keygen(tmp_path, "leaver")
+    hub.save_ssh_keys("leaver", line)
+    hub.spawn("leaver")
+    hub.spawn("leaver", "proj")
+    _write(hub, "leaver", "", "first-persons-thesis")
+    _write(hub, "leaver", "proj", "first-persons-project")
+    port = hub.server_state("leaver")["ssh_port"]
+    hub.stop_server("leaver")
+    hub.stop_server("leaver", "proj")
+    assert sorted(_homes(docker_client, "leaver").values()) == ["", "proj"]  # positive control: both homes exist
+    keyfile = hub.data_dir / "ssh-keys" / "leaver.pub"
+    assert keyfile.exists()
+
+    r = hub.api("DELETE", "/users/leaver")
+    assert r.status_code == 204, r.text
+    assert _homes(docker_client, "leaver") == {}
+    assert not keyfile.exists()
+    assert "removed home" in hub.log_tail(200)
+
+    # The same username, created again (a returning student, a recycled account): a new, empty home, no keys.
+    hub.spawn("leaver")
+    assert _read(hub, "leaver") == "none"
+    new_port = hub.server_state("leaver")["ssh_port"]
+    assert ssh(new_port, "leaver", key).returncode == 255
+    page = hub.browser_session("leaver").get(f"{hub.url}/hub/ssh", timeout=30).text
+    assert re.search(r"<textarea[^>]*>(.*?)</textarea>", page, re.S).group(1).strip() == ""
+    assert port  # the old port was released with the user
+    hub.stop_server("leaver")
+
+
+def test_deleting_a_named_server_removes_its_home_and_nothing_else(hub, docker_client):
+    hub.spawn("np")
+    hub.spawn("np", "scratch")
+    _write(hub, "np", "", "keep-me")
+    _write(hub, "np", "scratch", "throw-away")
+    hub.stop_server("np", "scratch")
+    r = hub.api("DELETE", "/users/np/servers/scratch", json={"remove": True})
+    assert r.status_code in (202, 204), r.text
+    deadline = time.monotonic() + 30
+    while "scratch" in _homes(docker_client, "np").values() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(_homes(docker_client, "np").values()) == [""]
+    assert _read(hub, "np") == "keep-me"
+    hub.stop_server("np")
+
+
+@pytest.fixture(scope="module")
+def archiving_hub(docker_client, tmp_path_factory):
+    data = tmp_path_factory.mktemp("archiving")
+    archive = data / "archive"
+    archive.mkdir(mode=0o700)
+    extra = f'c.DevDockSpawner.offboarding = "archive"\nc.DevDockSpawner.offboarding_archive = {str(archive)!r}\n'
+    h = Hub(docker_client, data, extra_config=extra)
+    h.start()
+    yield h, archive
+    h.stop()
+
+
+def test_archive_offboarding_writes_the_home_to_a_file_then_removes_it(archiving_hub, docker_client):
+    hub, archive = archiving_hub
+    hub.spawn("alumna")
+    _write(hub, "alumna", "", "for-the-records")
+    hub.stop_server("alumna")
+    assert hub.api("DELETE", "/users/alumna").status_code == 204
+    assert _homes(docker_client, "alumna") == {}
+    (tarball,) = archive.iterdir()
+    assert tarball.name.startswith(f"{PREFIX}-home-alumna-") and tarball.name.endswith(".tar.gz")
+    assert tarball.stat().st_mode & 0o077 == 0  # root's alone
+    with tarfile.open(tarball) as tar:
+        assert tar.extractfile("./note.txt").read().decode().strip() == "for-the-records"
+
+
+@pytest.mark.parametrize("database", ["new-empty", "older-backup"])
+def test_a_hub_with_a_new_or_restored_database_leaves_running_servers_running(
+    docker_client, tmp_path_factory, database
+):
+    first = Hub(docker_client, tmp_path_factory.mktemp(f"db-{database}-a"))
+    hub_id = first.env["DEVDOCK_HUB_ID"]
+    first.start()
+    try:
+        first.create_user("olga")
+        first.stop()
+        backup = tmp_path_factory.mktemp("backup") / "jupyterhub.sqlite"
+        shutil.copy(first.data_dir / "jupyterhub.sqlite", backup)  # before olga's server existed
+        first.start()
+        first.spawn("olga")
+        _write(first, "olga", "", "unsaved-work-in-progress")
+        container = first.container("olga")
+    finally:
+        first.stop()
+
+    second = Hub(docker_client, tmp_path_factory.mktemp(f"db-{database}-b"), DEVDOCK_HUB_ID=hub_id)
+    if database == "older-backup":
+        shutil.copy(backup, second.data_dir / "jupyterhub.sqlite")
+        shutil.copy(first.data_dir / "jupyterhub_cookie_secret", second.data_dir / "jupyterhub_cookie_secret")
+        with sqlite3.connect(second.data_dir / "jupyterhub.sqlite") as db:
+            assert db.execute("SELECT count(*) FROM users WHERE name = 'olga'").fetchone() == (1,)
+    second.start()
+    try:
+        page = second.browser_session("admin").get(f"{second.url}/hub/devdock/admin", timeout=30).text
+        assert 'id="devdock-unknown"' in page and container.name in page
+        container.reload()
+        assert container.status == "running"
+        assert "runs but this hub's database does not know it" in second.log_tail(300)
+        # A spawn of somebody else (the first allocation) removes nothing either.
+        second.spawn("neighbour")
+        container.reload()
+        assert container.status == "running"
+        assert _read(first, "olga") == "unsaved-work-in-progress"
+        # olga's next start replaces her server; her home is the same.
+        second.spawn("olga")
+        assert _read(second, "olga") == "unsaved-work-in-progress"
+        token = second.token("olga")
+        r = requests.get(second.server_url("olga") + "api/status", headers={"Authorization": f"token {token}"})
+        assert r.status_code == 200
+        second.stop_server("olga")
+        second.stop_server("neighbour")
+    finally:
+        second.stop()
