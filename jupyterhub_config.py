@@ -41,6 +41,10 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_SERVICE_TOKEN     API token of an admin service "devdock-ops", for automation (optional)
   DEVDOCK_EXTRA_LABELS      extra container/volume labels, "key=value,key=value" (optional)
   DEVDOCK_DATA_DIR          where the hub keeps its database and cookie secret (current directory)
+  DEVDOCK_SITE_DIR          the site's folder, outside the checkout: profiles.json and site_config.py (loaded
+                            last) are read from it when present                         (/etc/devdock)
+  DEVDOCK_PROFILES_FILE     the spawn form's profiles ({"profiles": [...]}); must exist when set
+  DEVDOCK_SITE_CONFIG       a site configuration file loaded last; must exist when set
   DEVDOCK_SSH_PORTS         host port range for SSH, "42000-42999"
   DEVDOCK_SSH_BIND          address SSH ports are published on         (0.0.0.0)
   DEVDOCK_SSH_HOST          host name shown in ssh command lines       (this machine's FQDN)
@@ -56,47 +60,35 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
 """
 
 import os
+import pathlib
 import sys
 
 from devdock_spawner import hub as devdock_hub
+from devdock_spawner.hubconfig import (
+    ConfigError,
+    admin_users,
+    configure_oauth,
+    env,
+    env_flag,
+    env_int,
+    env_list,
+    network_gateway,
+    parse_labels,
+    parse_port_range,
+    read_profiles,
+    site_files,
+)
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
 
-
-def env(name, default=""):
-    return os.environ.get(name, default).strip()
-
-
-def env_list(name, default=""):
-    return [item.strip() for item in env(name, default).split(",") if item.strip()]
-
-
-def network_gateway(network):
-    """The gateway address of the user network: where a hub on this host is reachable from containers."""
-    import docker
-
-    client = docker.from_env()
-    try:
-        info = client.api.inspect_network(network)
-    except docker.errors.NotFound:
-        from devdock_spawner.container import network_spec
-
-        client.api.create_network(**network_spec(network, isolated=env("DEVDOCK_ISOLATE", "1") == "1"))
-        info = client.api.inspect_network(network)
-    configs = info.get("IPAM", {}).get("Config") or []
-    for config in configs:
-        if config.get("Gateway"):
-            return config["Gateway"]
-    sys.exit(f"devdock: network {network} has no gateway address; set DEVDOCK_HUB_IP")
-
-
 data_dir = env("DEVDOCK_DATA_DIR", os.getcwd())
 network = env("DEVDOCK_NETWORK", "devdock")
+site = site_files(env("DEVDOCK_SITE_DIR", "/etc/devdock"))
 
 # --- the hub and its proxy ------------------------------------------------------------------------
 spawner = env("DEVDOCK_SPAWNER", "devdock")
 if spawner not in ("devdock", "devdock-swarm"):
-    sys.exit(f"devdock: DEVDOCK_SPAWNER must be devdock (one engine) or devdock-swarm, not {spawner!r}")
+    raise ConfigError(f"DEVDOCK_SPAWNER must be devdock (one engine) or devdock-swarm, not {spawner!r}")
 swarm = spawner == "devdock-swarm"
 c.JupyterHub.spawner_class = spawner
 c.JupyterHub.bind_url = env("DEVDOCK_BIND_URL", "http://127.0.0.1:8000")
@@ -105,15 +97,15 @@ if swarm:
     # it listens there, and servers reach it by its name or address on that network.
     hub_ip = env("DEVDOCK_HUB_IP", "0.0.0.0")
     if not env("DEVDOCK_HUB_CONNECT_IP"):
-        sys.exit(
-            "devdock: with DEVDOCK_SPAWNER=devdock-swarm, set DEVDOCK_HUB_CONNECT_IP to the hub's name or "
+        raise ConfigError(
+            "with DEVDOCK_SPAWNER=devdock-swarm, set DEVDOCK_HUB_CONNECT_IP to the hub's name or "
             "address on the overlay network DEVDOCK_NETWORK"
         )
 else:
-    hub_ip = env("DEVDOCK_HUB_IP") or network_gateway(network)
+    hub_ip = env("DEVDOCK_HUB_IP") or network_gateway(network, env_flag("DEVDOCK_ISOLATE", True))
 c.JupyterHub.hub_ip = hub_ip
 c.JupyterHub.hub_connect_ip = env("DEVDOCK_HUB_CONNECT_IP", hub_ip)
-c.JupyterHub.hub_port = int(env("DEVDOCK_HUB_PORT", "8081"))
+c.JupyterHub.hub_port = env_int("DEVDOCK_HUB_PORT", 8081)
 if env("DEVDOCK_SUBDOMAIN_HOST"):
     # Each user's server on its own origin (alice.hub.example.org): needs wildcard DNS and certificate.
     c.JupyterHub.subdomain_host = env("DEVDOCK_SUBDOMAIN_HOST")
@@ -128,39 +120,42 @@ if env("DEVDOCK_PUBLIC_URL"):
         c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(data_dir, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(data_dir, "jupyterhub_cookie_secret")
-c.JupyterHub.cleanup_servers = env("DEVDOCK_CLEANUP_SERVERS", "0") == "1"
-c.JupyterHub.allow_named_servers = env("DEVDOCK_NAMED_SERVERS", "1") == "1"
-c.JupyterHub.named_server_limit_per_user = int(env("DEVDOCK_NAMED_SERVER_LIMIT", "3"))
-c.ConfigurableHTTPProxy.should_start = env("DEVDOCK_PROXY_EXTERNAL", "0") != "1"
+c.JupyterHub.cleanup_servers = env_flag("DEVDOCK_CLEANUP_SERVERS", False)
+c.JupyterHub.allow_named_servers = env_flag("DEVDOCK_NAMED_SERVERS", True)
+c.JupyterHub.named_server_limit_per_user = env_int("DEVDOCK_NAMED_SERVER_LIMIT", 3)
+c.ConfigurableHTTPProxy.should_start = not env_flag("DEVDOCK_PROXY_EXTERNAL", False)
 if env("DEVDOCK_PROXY_API_URL"):
     c.ConfigurableHTTPProxy.api_url = env("DEVDOCK_PROXY_API_URL")
 
 # --- the spawner ----------------------------------------------------------------------------------
 c.DevDockSpawner.image = env("DEVDOCK_IMAGE", "devdock/desktop:latest")
 c.DevDockSpawner.network_name = network
-c.DevDockSpawner.isolate_containers = env("DEVDOCK_ISOLATE", "1") == "1"
+c.DevDockSpawner.isolate_containers = env_flag("DEVDOCK_ISOLATE", True)
 c.DevDockSpawner.prefix = env("DEVDOCK_PREFIX", "devdock")
 c.DevDockSpawner.hub_id = env("DEVDOCK_HUB_ID", "devdock")
-labels = {}
-for pair in env_list("DEVDOCK_EXTRA_LABELS"):
-    key, sep, value = pair.partition("=")
-    if not sep:
-        sys.exit(f"devdock: DEVDOCK_EXTRA_LABELS entry {pair!r} is not key=value")
-    labels[key.strip()] = value.strip()
-c.DevDockSpawner.extra_labels = labels
+c.DevDockSpawner.extra_labels = parse_labels(env_list("DEVDOCK_EXTRA_LABELS"))
+if site["profiles"]:
+    print(f"[devdock] spawn form profiles from {site['profiles']}", file=sys.stderr)
+    c.DevDockSpawner.profile_list = read_profiles(site["profiles"])
+elif env("DEVDOCK_DEMO_PROFILES_FILE"):
+    print(
+        f"[devdock] the demo's profiles ({env('DEVDOCK_DEMO_PROFILES_FILE')}); put the site's own in "
+        f"{env('DEVDOCK_SITE_DIR', '/etc/devdock')}/profiles.json",
+        file=sys.stderr,
+    )
+    c.DevDockSpawner.profile_list = read_profiles(pathlib.Path(env("DEVDOCK_DEMO_PROFILES_FILE")))
 
 # How often servers report activity (for idle culling), in seconds; SSH sessions count too.
 if env("DEVDOCK_ACTIVITY_INTERVAL"):
     c.DevDockSpawner.environment = {
         "JUPYTERHUB_ACTIVITY_INTERVAL": env("DEVDOCK_ACTIVITY_INTERVAL"),
-        "DEVDOCK_SSH_ACTIVITY_INTERVAL": str(max(1, int(env("DEVDOCK_ACTIVITY_INTERVAL")) // 2)),
+        "DEVDOCK_SSH_ACTIVITY_INTERVAL": str(max(1, env_int("DEVDOCK_ACTIVITY_INTERVAL", 300) // 2)),
     }
 
 # SSH: keys live with the hub; ports come from a range the firewall opens.
 c.DevDockSpawner.ssh_keys_dir = os.path.join(data_dir, "ssh-keys")
 if env("DEVDOCK_SSH_PORTS"):
-    low, _, high = env("DEVDOCK_SSH_PORTS").partition("-")
-    c.DevDockSpawner.ssh_port_range = (int(low), int(high or low))
+    c.DevDockSpawner.ssh_port_range = parse_port_range(env("DEVDOCK_SSH_PORTS"))
 if env("DEVDOCK_SSH_BIND"):
     c.DevDockSpawner.ssh_bind_address = env("DEVDOCK_SSH_BIND")
 if env("DEVDOCK_SSH_HOST"):
@@ -170,7 +165,7 @@ if env("DEVDOCK_SSH_HOST"):
 if swarm:
     c.DevDockSwarmSpawner.placement_constraints = env_list("DEVDOCK_SWARM_PLACEMENT")
     c.DevDockSwarmSpawner.ssh_publish_mode = env("DEVDOCK_SWARM_SSH_PUBLISH", "host")
-    c.DevDockSwarmSpawner.image_by_id = env("DEVDOCK_SWARM_IMAGE_BY_ID", "0") == "1"
+    c.DevDockSwarmSpawner.image_by_id = env_flag("DEVDOCK_SWARM_IMAGE_BY_ID", False)
     if env("DEVDOCK_SWARM_VOLUME_DRIVER"):
         c.DevDockSwarmSpawner.volume_driver = env("DEVDOCK_SWARM_VOLUME_DRIVER")
 
@@ -179,10 +174,7 @@ devdock_hub.configure(c)
 
 # --- who may log in -------------------------------------------------------------------------------
 authenticator = env("DEVDOCK_AUTHENTICATOR", "dummy")
-# Admins are named by the site. The dummy authenticator's trial setup has "admin"; with single sign-on nobody is
-# an admin by name unless DEVDOCK_ADMIN_USERS says so (an identity-provider account that happens to be called
-# "admin" is not one): admins come from DEVDOCK_OAUTH_ADMIN_GROUPS or DEVDOCK_ADMIN_USERS.
-admins = set(env_list("DEVDOCK_ADMIN_USERS", "admin" if authenticator == "dummy" else ""))
+admins = admin_users(authenticator)
 c.Authenticator.admin_users = admins
 allowed = set(env_list("DEVDOCK_ALLOWED_USERS"))
 if allowed:
@@ -191,65 +183,24 @@ else:
     c.Authenticator.allow_all = True
 
 if authenticator == "dummy":
-    password = env("DEVDOCK_DUMMY_PASSWORD")
-    if not password:
-        sys.exit("devdock: set DEVDOCK_DUMMY_PASSWORD (the dummy authenticator's shared password)")
+    if not env("DEVDOCK_DUMMY_PASSWORD"):
+        raise ConfigError("set DEVDOCK_DUMMY_PASSWORD (the dummy authenticator's shared password)")
     c.JupyterHub.authenticator_class = "dummy"
-    c.DummyAuthenticator.password = password
+    c.DummyAuthenticator.password = env("DEVDOCK_DUMMY_PASSWORD")
 elif authenticator == "oauth":
-    # GenericOAuthenticator: any OAuth 2 / OpenID Connect provider. Endpoints and the client come from
-    # oauthenticator's own variables; docs/deployment.md has the values for common providers.
-    # The user's claims come from the userinfo endpoint, or from the ID token the token endpoint returned
-    # (providers whose userinfo lacks the username or groups, such as Microsoft Entra ID).
-    from_id_token = env("DEVDOCK_OAUTH_USERDATA_FROM_ID_TOKEN", "0") == "1"
-    endpoints = ("OAUTH2_AUTHORIZE_URL", "OAUTH2_TOKEN_URL") + (() if from_id_token else ("OAUTH2_USERDATA_URL",))
-    missing = [name for name in (*endpoints, "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET") if not env(name)]
-    if missing:
-        sys.exit(f"devdock: DEVDOCK_AUTHENTICATOR=oauth needs {', '.join(missing)} (see docs/deployment.md)")
-    c.JupyterHub.authenticator_class = "generic-oauth"
-    oauth = c.GenericOAuthenticator
-    oauth.userdata_from_id_token = from_id_token
-    oauth.login_service = env("DEVDOCK_OAUTH_LOGIN_SERVICE", "single sign-on")
-    oauth.auto_login = env("DEVDOCK_OAUTH_AUTO_LOGIN", "1") == "1"
-    oauth.scope = env("DEVDOCK_OAUTH_SCOPE", "openid profile email").split()
-    username_claim = env("DEVDOCK_OAUTH_USERNAME_CLAIM", "preferred_username")
-    if username_claim == "email":
-        # An address becomes a username only when the provider vouches for it (cf. CVE-2026-33175): an
-        # unverified one could name somebody else's account. Sign-in then fails with "No ... found".
-        def verified_email(userdata):
-            return userdata.get("email") if userdata.get("email_verified") is True else None
-
-        oauth.username_claim = verified_email
-    else:
-        oauth.username_claim = username_claim
-    if env("DEVDOCK_PUBLIC_URL") and not env("OAUTH_CALLBACK_URL"):
-        oauth.oauth_callback_url = env("DEVDOCK_PUBLIC_URL").rstrip("/") + "/hub/oauth_callback"
-    # Groups from the identity provider's claim become JupyterHub groups (profiles' allowed_groups use them).
-    allowed_groups = set(env_list("DEVDOCK_OAUTH_ALLOWED_GROUPS"))
-    admin_groups = set(env_list("DEVDOCK_OAUTH_ADMIN_GROUPS"))
-    groups_claim = env("DEVDOCK_OAUTH_GROUPS_CLAIM", "groups" if allowed_groups or admin_groups else "")
-    if groups_claim:
-        oauth.manage_groups = True  # before the group settings, which require it
-        oauth.auth_state_groups_key = "oauth_user." + groups_claim
-        oauth.allowed_groups = allowed_groups
-        oauth.admin_groups = admin_groups
-    # Everyone the provider knows (for GitHub or Google: everyone) only when asked for in so many words.
-    allow_all = env("DEVDOCK_OAUTH_ALLOW_ALL", "0") == "1"
-    oauth.allow_all = allow_all  # also undoes the allow_all above: allowed users and groups restrict
-    if not (allow_all or allowed or allowed_groups):
-        sys.exit(
-            "devdock: with DEVDOCK_AUTHENTICATOR=oauth, say who may log in: DEVDOCK_ALLOWED_USERS, "
-            "DEVDOCK_OAUTH_ALLOWED_GROUPS, or DEVDOCK_OAUTH_ALLOW_ALL=1 for everyone the provider accepts"
-        )
-    oauth.custom_403_message = env(
-        "DEVDOCK_OAUTH_DENIED_MESSAGE",
-        "Your account is not allowed on this devdock server. Ask its administrators for access.",
-    )
+    # Endpoints and the client come from oauthenticator's own variables; docs/deployment.md has the values
+    # for common providers.
+    configure_oauth(c, allowed)
 else:
-    sys.exit(f"devdock: DEVDOCK_AUTHENTICATOR must be 'dummy' or 'oauth', not {authenticator!r}")
+    raise ConfigError(f"DEVDOCK_AUTHENTICATOR must be 'dummy' or 'oauth', not {authenticator!r}")
 
 # --- automation -----------------------------------------------------------------------------------
 service_token = env("DEVDOCK_SERVICE_TOKEN")
 if service_token:
     c.JupyterHub.services = [{"name": "devdock-ops", "api_token": service_token}]
     c.JupyterHub.load_roles = [{"name": "admin", "services": ["devdock-ops"]}]
+
+# --- the site's own configuration, last: what it sets wins ----------------------------------------
+if site["config"]:
+    print(f"[devdock] loading the site configuration {site['config']}", file=sys.stderr)
+    load_subconfig(str(site["config"]))  # noqa: F821  (provided by JupyterHub)

@@ -23,6 +23,9 @@ import requests
 from tests.harness import ARTIFACTS, ROOT, RUN_ID, RUN_LABEL, free_port, save_failure_report
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+#: An override the site's devdock.env selects through COMPOSE_FILE (it labels the hub, so the tier can tell).
+SITE_OVERRIDE = Path(__file__).resolve().parent / "site-override.yml"
+SITE_ANNOUNCEMENT = "This hub reads its site folder."
 SHOTS = ARTIFACTS / "screenshots" / "compose"
 #: Variables a developer's shell may hold that must not leak into the stack under test.
 _FOREIGN = re.compile(r"^(DEVDOCK_|OAUTH|CONFIGPROXY_|JUPYTERHUB_|COMPOSE_)")
@@ -52,9 +55,16 @@ class Stack:
         self.service_token = secrets.token_hex(16)
         ssh_low = random.randrange(43000, 47900, 100)
         self.command = compose_command()
-        env_file = workdir / "empty.env"  # never the developer's .env
-        env_file.write_text("")
-        self.base_args = [*self.command, "-p", self.project, "-f", str(COMPOSE_FILE), "--env-file", str(env_file)]
+        # The runbook's layout: a site folder outside the checkout holds the stack's settings (devdock.env, whose
+        # COMPOSE_FILE selects the override files once for every command), the profiles and site_config.py.
+        self.site_dir = workdir / "site"
+        self.site_dir.mkdir()
+        env_file = self.site_dir / "devdock.env"  # never the developer's .env
+        env_file.write_text(f"COMPOSE_FILE={COMPOSE_FILE}:{SITE_OVERRIDE}\n")
+        (self.site_dir / "site_config.py").write_text(
+            f"c = get_config()\nc.JupyterHub.template_vars = {{'announcement': {SITE_ANNOUNCEMENT!r}}}\n"
+        )
+        self.base_args = [*self.command, "-p", self.project, "--env-file", str(env_file)]
         self.env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}
         self.env.update(
             DEVDOCK_NETWORK=self.network,
@@ -69,6 +79,7 @@ class Stack:
             DEVDOCK_OIDC_PORT=str(self.oidc_port),
             DEVDOCK_SSH_PORTS=f"{ssh_low}-{ssh_low + 99}",
             DEVDOCK_SERVICE_TOKEN=self.service_token,
+            DEVDOCK_SITE_DIR=str(self.site_dir),
         )
         self.passwords: dict[str, str] = {}
 

@@ -42,7 +42,6 @@ OVERRIDES = [
     ("tls-caddy", {"DEVDOCK_DOMAIN": "devdock.example.org"}),
     ("tls-proxy", {"DEVDOCK_TLS_DIR": "/etc/devdock/tls"}),
     ("gpu", {}),
-    ("site-config", {}),
 ]
 
 
@@ -77,7 +76,9 @@ def test_identity_provider_examples_reach_the_hub(compose_config, idp):
 
 
 @pytest.mark.parametrize(
-    "path", [ROOT / "images" / "hub" / "profiles.json", EXAMPLES / "gpu-profiles.json"], ids=["demo", "gpu"]
+    "path",
+    [ROOT / "images" / "hub" / "profiles.json", ROOT / "examples/site-folder/profiles-gpu.json"],
+    ids=["demo", "gpu"],
 )
 def test_profile_files_load(path):
     profiles = load_profiles(json.loads(path.read_text())["profiles"])

@@ -1,10 +1,8 @@
 """devdock on a GPU host: profiles with GPUs, exclusive allocation, SSH for everyone."""
 
-import os
-
+# A site configuration: put it in the site folder as site_config.py (/etc/devdock/site_config.py, or wherever
+# DEVDOCK_SITE_DIR points). devdock's jupyterhub_config.py loads it last, so what is set here wins.
 c = get_config()  # noqa: F821
-# Everything devdock's own config does (hub, proxy, network, SSH keys, hub pages), then this site's choices.
-load_subconfig(os.path.join(os.path.dirname(__file__), "..", "..", "jupyterhub_config.py"))  # noqa: F821
 
 # The GPUs (nvidia-smi --query-gpu=index,uuid,name,memory.total --format=csv). Leave this out to let devdock
 # find them with a one-shot nvidia-smi container.

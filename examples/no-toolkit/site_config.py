@@ -1,9 +1,8 @@
 """devdock on a host without the NVIDIA container toolkit: GPUs as device nodes."""
 
-import os
-
+# A site configuration: put it in the site folder as site_config.py (/etc/devdock/site_config.py, or wherever
+# DEVDOCK_SITE_DIR points). devdock's jupyterhub_config.py loads it last, so what is set here wins.
 c = get_config()  # noqa: F821
-load_subconfig(os.path.join(os.path.dirname(__file__), "..", "..", "jupyterhub_config.py"))  # noqa: F821
 
 c.DevDockSpawner.gpu_mode = "devices"
 c.DevDockSpawner.gpu_driver_dir = "/usr/local/nvidia"  # bin/nvidia-smi, lib64/libnvidia-ml.so, ...

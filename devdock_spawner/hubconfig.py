@@ -1,0 +1,184 @@
+"""What devdock's ``jupyterhub_config.py`` decides, as tested functions, so that the file stays a list of settings.
+
+Each function reads the environment (the ``DEVDOCK_*`` and oauthenticator's variables a site sets in ``.env``
+or its service manager) and either returns a value or stops the hub with :class:`ConfigError`, a sentence
+that names the variable: a configuration that cannot be honoured never starts a hub on defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class ConfigError(SystemExit):
+    """A setting that cannot be honoured: the hub stops with this sentence."""
+
+    def __init__(self, message: str):
+        super().__init__(f"devdock: {message}")
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def env_flag(name: str, default: bool) -> bool:
+    value = env(name, "1" if default else "0").lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name} must be 1 or 0, not {value!r}")
+    return value in ("1", "true", "yes")
+
+
+def env_int(name: str, default: int) -> int:
+    value = env(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def parse_labels(pairs: list[str], name: str = "DEVDOCK_EXTRA_LABELS") -> dict[str, str]:
+    """``["key=value", ...]`` as a dict; an entry without ``=`` is refused."""
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{name} entry {pair!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def parse_port_range(text: str, name: str = "DEVDOCK_SSH_PORTS") -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise ConfigError(f"{name} must be a port range like 42000-42999, not {text!r}") from None
+
+
+def network_gateway(network: str, isolated: bool) -> str:
+    """The gateway address of the users' network (created if missing): where a hub on this host is reachable."""
+    import docker
+
+    from .container import network_spec
+
+    client = docker.from_env()
+    try:
+        info = client.api.inspect_network(network)
+    except docker.errors.NotFound:
+        client.api.create_network(**network_spec(network, isolated=isolated))
+        info = client.api.inspect_network(network)
+    for config in info.get("IPAM", {}).get("Config") or []:
+        if config.get("Gateway"):
+            return config["Gateway"]
+    raise ConfigError(f"network {network} has no gateway address; set DEVDOCK_HUB_IP")
+
+
+# --- the site folder ---------------------------------------------------------------------------------------------
+
+
+def site_files(site_dir: str) -> dict[str, Path | None]:
+    """The site's own files: ``{"profiles": path or None, "config": path or None}``.
+
+    They live outside the git checkout (``DEVDOCK_SITE_DIR``, default ``/etc/devdock``), so that pulling a new
+    devdock never conflicts with a site's edits: ``profiles.json`` (the spawn form's profiles) and
+    ``site_config.py`` (anything JupyterHub, DockerSpawner or DevDockSpawner can be told, loaded last).
+    ``DEVDOCK_PROFILES_FILE`` and ``DEVDOCK_SITE_CONFIG`` name other files; a file that is named but missing
+    stops the hub (a site that configured one never silently runs without it).
+    """
+    folder = Path(site_dir) if site_dir else None
+    found: dict[str, Path | None] = {}
+    for key, variable, default in (
+        ("profiles", "DEVDOCK_PROFILES_FILE", "profiles.json"),
+        ("config", "DEVDOCK_SITE_CONFIG", "site_config.py"),
+    ):
+        named = env(variable)
+        if named:
+            path = Path(named)
+            if not path.is_file():
+                raise ConfigError(f"{variable}={named} does not exist (or is not a file)")
+            found[key] = path
+        elif folder is not None and (folder / default).is_file():
+            found[key] = folder / default
+        else:
+            found[key] = None
+    return found
+
+
+def read_profiles(path: Path) -> list[dict]:
+    """``{"profiles": [...]}`` from a JSON file, in the format of ``c.DevDockSpawner.profile_list``."""
+    try:
+        profiles = json.loads(path.read_text())["profiles"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"cannot read the profiles of {path}: {e!r}") from None
+    if not isinstance(profiles, list):
+        raise ConfigError(f"{path}: 'profiles' must be a list")
+    return profiles
+
+
+# --- who may sign in ---------------------------------------------------------------------------------------------
+
+
+def admin_users(authenticator: str) -> set[str]:
+    """``DEVDOCK_ADMIN_USERS``; by default ``admin`` for the dummy trial setup and nobody with single sign-on.
+
+    An identity-provider account that happens to be called "admin" must not become hub admin unless the site
+    said so: with oauth, admins come from ``DEVDOCK_OAUTH_ADMIN_GROUPS`` or ``DEVDOCK_ADMIN_USERS``.
+    """
+    return set(env_list("DEVDOCK_ADMIN_USERS", "admin" if authenticator == "dummy" else ""))
+
+
+def verified_email(userdata: dict):
+    """The e-mail address as username, only when the provider vouches for it (cf. CVE-2026-33175)."""
+    return userdata.get("email") if userdata.get("email_verified") is True else None
+
+
+def configure_oauth(c, allowed_users: set[str]) -> None:
+    """GenericOAuthenticator for any OAuth 2 / OpenID Connect provider, from oauthenticator's own variables.
+
+    The user's claims come from the userinfo endpoint, or from the ID token the token endpoint returned
+    (providers whose userinfo lacks the username or groups, such as Microsoft Entra ID).
+    """
+    from_id_token = env_flag("DEVDOCK_OAUTH_USERDATA_FROM_ID_TOKEN", False)
+    endpoints = ("OAUTH2_AUTHORIZE_URL", "OAUTH2_TOKEN_URL") + (() if from_id_token else ("OAUTH2_USERDATA_URL",))
+    missing = [name for name in (*endpoints, "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET") if not env(name)]
+    if missing:
+        raise ConfigError(f"DEVDOCK_AUTHENTICATOR=oauth needs {', '.join(missing)} (see docs/deployment.md)")
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    oauth = c.GenericOAuthenticator
+    oauth.userdata_from_id_token = from_id_token
+    oauth.login_service = env("DEVDOCK_OAUTH_LOGIN_SERVICE", "single sign-on")
+    oauth.auto_login = env_flag("DEVDOCK_OAUTH_AUTO_LOGIN", True)
+    oauth.scope = env("DEVDOCK_OAUTH_SCOPE", "openid profile email").split()
+    username_claim = env("DEVDOCK_OAUTH_USERNAME_CLAIM", "preferred_username")
+    # An address becomes a username only when the provider vouches for it: an unverified one could name somebody
+    # else's account. Sign-in then fails with "No ... found".
+    oauth.username_claim = verified_email if username_claim == "email" else username_claim
+    if env("DEVDOCK_PUBLIC_URL") and not env("OAUTH_CALLBACK_URL"):
+        oauth.oauth_callback_url = env("DEVDOCK_PUBLIC_URL").rstrip("/") + "/hub/oauth_callback"
+    # Groups from the identity provider's claim become JupyterHub groups (profiles' allowed_groups use them).
+    allowed_groups = set(env_list("DEVDOCK_OAUTH_ALLOWED_GROUPS"))
+    admin_groups = set(env_list("DEVDOCK_OAUTH_ADMIN_GROUPS"))
+    groups_claim = env("DEVDOCK_OAUTH_GROUPS_CLAIM", "groups" if allowed_groups or admin_groups else "")
+    if groups_claim:
+        oauth.manage_groups = True  # before the group settings, which require it
+        oauth.auth_state_groups_key = "oauth_user." + groups_claim
+        oauth.allowed_groups = allowed_groups
+        oauth.admin_groups = admin_groups
+    # Everyone the provider knows (for GitHub or Google: everyone) only when asked for in so many words.
+    allow_all = env_flag("DEVDOCK_OAUTH_ALLOW_ALL", False)
+    oauth.allow_all = allow_all  # also undoes Authenticator.allow_all: allowed users and groups restrict
+    if not (allow_all or allowed_users or allowed_groups):
+        raise ConfigError(
+            "with DEVDOCK_AUTHENTICATOR=oauth, say who may log in: DEVDOCK_ALLOWED_USERS, "
+            "DEVDOCK_OAUTH_ALLOWED_GROUPS, or DEVDOCK_OAUTH_ALLOW_ALL=1 for everyone the provider accepts"
+        )
+    oauth.custom_403_message = env(
+        "DEVDOCK_OAUTH_DENIED_MESSAGE",
+        "Your account is not allowed on this devdock server. Ask its administrators for access.",
+    )
