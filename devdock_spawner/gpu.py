@@ -225,20 +225,26 @@ def device_config(gpus: list[GPU], mode: str, common_devices: list[str] | None =
 
 
 def engine_gpu_support(info: dict) -> dict:
-    """What ``docker info`` says about GPUs: ``{"nvidia_runtime": bool, "cdi": bool, "summary": str}``."""
+    """What ``docker info`` says about GPUs: ``{"nvidia_runtime", "cdi", "modes", "summary"}``.
+
+    ``modes`` are the ``gpu_mode`` values this engine can serve: ``devices`` always (device nodes and a driver
+    mount), ``cdi`` when CDI is on (Docker 25 and later; Docker 28 has it on by default) and ``nvidia`` with
+    the NVIDIA container runtime.
+    """
     runtimes = set((info.get("Runtimes") or {}).keys())
     nvidia = "nvidia" in runtimes
-    cdi = bool(info.get("CDISpecDirs"))
+    cdi_dirs = list(info.get("CDISpecDirs") or [])
+    modes = [m for m, ok in (("nvidia", nvidia), ("cdi", bool(cdi_dirs)), ("devices", True)) if ok]
+    version = info.get("ServerVersion") or "unknown"
+    engine = f"Docker {version}"
     if nvidia:
-        summary = "the NVIDIA runtime is installed: GPUs can be handed out (gpu_mode 'nvidia')"
-    elif cdi:
-        summary = "CDI is enabled: GPUs can be handed out with gpu_mode 'cdi' if NVIDIA CDI specs exist"
+        detail = "the NVIDIA runtime is installed"
+    elif cdi_dirs:
+        detail = f"CDI is enabled (specs in {', '.join(cdi_dirs)}; `nvidia-ctk cdi generate` writes NVIDIA's)"
     else:
-        summary = (
-            "no NVIDIA runtime and no CDI: GPU profiles can only work in gpu_mode 'devices' "
-            "(device nodes + driver mount)"
-        )
-    return {"nvidia_runtime": nvidia, "cdi": cdi, "summary": summary}
+        detail = "no NVIDIA runtime and no CDI: GPU profiles can only work in gpu_mode 'devices'"
+    summary = f"{engine}: gpu_mode {', '.join(repr(m) for m in modes)} supported; {detail}"
+    return {"nvidia_runtime": nvidia, "cdi": bool(cdi_dirs), "modes": modes, "version": version, "summary": summary}
 
 
 PROBE_COMMAND = ["nvidia-smi", "--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"]

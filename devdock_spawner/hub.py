@@ -70,17 +70,20 @@ class SSHPageHandler(BaseHandler):
 
     _form_ready = False
 
+    _too_big = False
+
     async def prepare(self):
+        self._chunks = []
         if self.request.method == "POST":
             length = self.request.headers.get("Content-Length", "")
-            if not length.isdigit() or int(length) > MAX_SSH_FORM:
-                raise web.HTTPError(413, f"The SSH keys form is limited to {MAX_SSH_FORM // 1024} KiB")
-            self.request.connection.set_max_body_size(MAX_SSH_FORM)
-            self._chunks = []
+            # Too big (or of unknown size): the body is read and dropped, never kept or parsed, so that the proxy in
+            # front gets a clean 413 instead of a connection closed under its feet.
+            self._too_big = not length.isdigit() or int(length) > MAX_SSH_FORM
         return await super().prepare()
 
     def data_received(self, chunk: bytes):
-        self._chunks.append(chunk)
+        if not self._too_big:
+            self._chunks.append(chunk)
 
     def check_xsrf_cookie(self):
         if self.request.method == "POST" and not self._form_ready:
@@ -122,6 +125,8 @@ class SSHPageHandler(BaseHandler):
 
     @web.authenticated
     async def post(self):
+        if self._too_big:
+            raise web.HTTPError(413, f"The SSH keys form is limited to {MAX_SSH_FORM // 1024} KiB; nothing was saved")
         self._read_form()
         user = self.current_user
         text = self.get_body_argument("keys", "")

@@ -85,6 +85,7 @@ step_system() {
         openssh-server \
         dbus-x11 xfce4-session xfwm4 xfce4-panel xfdesktop4 xfdesktop4-data xfce4-settings xfce4-terminal thunar \
         x11-xserver-utils xauth tigervnc-standalone-server tigervnc-tools \
+        xprintidle xfce4-notifyd libnotify-bin \
         fonts-dejavu-core adwaita-icon-theme
     set_timezone
     sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen >/dev/null
@@ -121,6 +122,9 @@ step_devdock() {
     echo "$DEVDOCK/lib" > "$site/devdock.pth"
     mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
     cp "$DEVDOCK/etc/jupyter/jupyter_server_config.d/devdock.json" "$VENV/etc/jupyter/jupyter_server_config.d/"
+    cp "$DEVDOCK/etc/jupyter/jupyter_server_config.py" "$VENV/etc/jupyter/jupyter_server_config.py"
+    # The JupyterLab side of devdock's notices (a prebuilt extension: no build step, no npm in the image).
+    cp -r "$DEVDOCK/lib/labextension" "$VENV/share/jupyter/labextensions/devdock-notices"
     "$VENV/bin/python" -m compileall -q "$DEVDOCK/lib" >/dev/null
     # No "news" prompt in JupyterLab: it would fetch announcements from the internet for every user.
     "$VENV/bin/jupyter" labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null

@@ -193,17 +193,24 @@ def test_parse_nvidia_smi():
 
 
 INFOS = [
-    ("nvidia-runtime", {"Runtimes": {"runc": {}, "nvidia": {}}}, True, False),
-    ("cdi", {"Runtimes": {"runc": {}}, "CDISpecDirs": ["/etc/cdi"]}, False, True),
-    ("nothing", {"Runtimes": {"runc": {}}}, False, False),
-]
+    ("nvidia-runtime", {"ServerVersion": "28.2.2", "Runtimes": {"runc": {}, "nvidia": {}}}, True, False,
+     ["nvidia", "devices"]),
+    ("cdi", {"ServerVersion": "26.1.5", "Runtimes": {"runc": {}}, "CDISpecDirs": ["/etc/cdi"]}, False, True,
+     ["cdi", "devices"]),
+    ("both", {"ServerVersion": "28.0.1", "Runtimes": {"nvidia": {}}, "CDISpecDirs": ["/etc/cdi"]}, True, True,
+     ["nvidia", "cdi", "devices"]),
+    ("nothing", {"ServerVersion": "20.10.24", "Runtimes": {"runc": {}}}, False, False, ["devices"]),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("info", "nvidia", "cdi"), [i[1:] for i in INFOS], ids=[i[0] for i in INFOS])
-def test_engine_support_from_docker_info(info, nvidia, cdi):
+@pytest.mark.parametrize(("info", "nvidia", "cdi", "modes"), [i[1:] for i in INFOS], ids=[i[0] for i in INFOS])
+def test_engine_support_from_docker_info(info, nvidia, cdi, modes):
     support = engine_gpu_support(info)
     assert (support["nvidia_runtime"], support["cdi"]) == (nvidia, cdi)
-    assert support["summary"]
+    assert support["modes"] == modes
+    # The report at hub start names the engine's version and the modes it can serve.
+    assert support["summary"].startswith(f"Docker {info['ServerVersion']}: gpu_mode ")
+    assert all(repr(m) in support["summary"] for m in modes)
 
 
 def test_inventory_config_is_checked():

@@ -1,19 +1,41 @@
-"""devdock's small Jupyter server extension, inside the user's container.
+"""devdock's small Jupyter server extension, inside the user's container: honest activity, and a warning before
+the idle culler stops the server.
 
-It makes SSH sessions count as activity: jupyterhub-singleuser reports the server's last activity to
-the Hub (which the idle culler reads), but it only knows about browser traffic, kernels and
-terminals. Every ``interval`` seconds this extension looks for the user's live SSH sessions in
-``/proc`` and, if there is one, records "now" in the server's ``last_activity_times`` — the same
-table jupyter_server's own handlers write to — so the next activity report carries it.
+jupyterhub-singleuser reports the server's last activity to the Hub (which the idle culler reads). It knows about
+JupyterLab, kernels and terminals; this extension adds what it cannot see, in the server's own
+``last_activity_times`` table (jupyter_server's place for extensions to register activity, combined with max()):
+
+- **SSH sessions**: the user's live ``sshd: <user>@...`` processes;
+- **desktop input**: the X server's own idle time (``xprintidle``, the MIT-SCREEN-SAVER extension), which only
+  keyboard and pointer events reset. The desktop's websocket itself does not count (jupyter_server_config.py
+  turns that off): noVNC's framebuffer requests are not a person.
+
+It also tells the user when the server will be stopped for being idle (``api/devdock/status``, polled by the
+devdock-notices JupyterLab plugin, and a desktop notification), from the limits the spawner hands over:
+``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE``, ``DEVDOCK_CULL_WARNING`` (seconds).
 """
 
 from __future__ import annotations
 
+import asyncio
+import glob
 import json
 import os
-from datetime import datetime, timezone
+import subprocess
+from datetime import datetime, timedelta, timezone
 
 from tornado.ioloop import PeriodicCallback
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _seconds(name: str, default: float = 0) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 def ssh_sessions(proc: str = "/proc") -> int:
@@ -33,6 +55,157 @@ def ssh_sessions(proc: str = "/proc") -> int:
         if title.startswith("sshd: ") and "@" in title:
             count += 1
     return count
+
+
+def user_displays() -> list[str]:
+    """X displays of this user's desktops (``:1``...), from the X servers' sockets."""
+    displays = []
+    for socket_path in sorted(glob.glob("/tmp/.X11-unix/X*")):
+        try:
+            if os.stat(socket_path).st_uid == os.getuid():
+                displays.append(":" + socket_path.rsplit("X", 1)[1])
+        except OSError:
+            continue
+    return displays
+
+
+def _x_env(display: str) -> dict:
+    return {**os.environ, "DISPLAY": display, "XAUTHORITY": os.path.expanduser("~/.Xauthority")}
+
+
+async def desktop_idle_ms(display: str) -> int | None:
+    """Milliseconds since the last keyboard or pointer event on ``display`` (None if it cannot be read)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "xprintidle", env=_x_env(display), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=5)
+    except (OSError, asyncio.TimeoutError):
+        return None
+    text = out.decode().strip()
+    return int(text) if proc.returncode == 0 and text.isdigit() else None
+
+
+def session_bus(display: str) -> str:
+    """The D-Bus session bus of the desktop session on ``display`` (where its notification daemon listens)."""
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            if os.stat(environ).st_uid != os.getuid():
+                continue
+            with open(environ, "rb") as f:
+                pairs = dict(p.split(b"=", 1) for p in f.read().split(b"\0") if b"=" in p)
+        except OSError:
+            continue
+        if pairs.get(b"DISPLAY", b"").decode() == display and b"DBUS_SESSION_BUS_ADDRESS" in pairs:
+            return pairs[b"DBUS_SESSION_BUS_ADDRESS"].decode()
+    return ""
+
+
+class IdleWatch:
+    """The server's activity sources, and the cull warning derived from its limits."""
+
+    def __init__(self, serverapp):
+        self.app = serverapp
+        self.settings = serverapp.web_app.settings
+        self.idle_timeout = _seconds("DEVDOCK_CULL_IDLE_TIMEOUT")
+        self.max_age = _seconds("DEVDOCK_CULL_MAX_AGE")
+        self.warning = _seconds("DEVDOCK_CULL_WARNING", 600)
+        self.notified: dict[str, str] = {}  # display -> notification id
+        self.warned_for: datetime | None = None
+
+    def record(self, source: str, when: datetime) -> None:
+        table = self.settings.setdefault("last_activity_times", {})
+        if source not in table or table[source] < when:
+            table[source] = when
+
+    def check_ssh(self) -> None:
+        if ssh_sessions():
+            self.record("devdock-ssh", _now())
+
+    async def check_desktop(self) -> None:
+        for display in user_displays():
+            idle = await desktop_idle_ms(display)
+            if idle is not None:
+                self.record("devdock-desktop", _now() - timedelta(milliseconds=idle))
+
+    def status(self) -> dict:
+        """When the culler will stop this server, and what to tell the user (None: nothing to say)."""
+        now = _now()
+        last = self.app.web_app.last_activity()
+        started = self.settings.get("started", now)
+        candidates = []
+        if self.idle_timeout:
+            candidates.append((last + timedelta(seconds=self.idle_timeout), "idle"))
+        if self.max_age:
+            candidates.append((started + timedelta(seconds=self.max_age), "age"))
+        if not candidates:
+            return {"last_activity": last.isoformat(), "stops_at": None, "warning": None}
+        stops_at, why = min(candidates)
+        remaining = (stops_at - now).total_seconds()
+        warning = None
+        if remaining <= self.warning:
+            minutes = max(1, round(remaining / 60))
+            when = f"in about {minutes} minute{'s' if minutes != 1 else ''}" if remaining > 30 else "in a moment"
+            if why == "idle":
+                warning = (
+                    f"This server will be stopped {when} because nobody has used it (no keyboard, pointer, notebook, "
+                    "terminal or SSH use). Do anything in it to keep it running; your files in your home stay."
+                )
+            else:
+                warning = (
+                    f"This server reaches its maximum running time and will be stopped {when}. Save your work; your "
+                    "files in your home stay, and you can start it again."
+                )
+        return {"last_activity": last.isoformat(), "stops_at": stops_at.isoformat(), "warning": warning}
+
+    async def notify_desktop(self) -> None:
+        """Show the warning on every desktop of this user while it holds; take it away when it no longer does."""
+        warning = self.status()["warning"]
+        for display in user_displays():
+            bus = session_bus(display)
+            if not bus:
+                continue
+            env = {**_x_env(display), "DBUS_SESSION_BUS_ADDRESS": bus}
+            if warning and display not in self.notified:
+                result = await asyncio.to_thread(
+                    subprocess.run,
+                    ["notify-send", "--print-id", "--urgency=critical", "--expire-time=0", "Your server is idle", warning],
+                    env=env, capture_output=True, text=True, timeout=10,
+                )  # fmt: skip
+                if result.returncode == 0:
+                    self.notified[display] = result.stdout.strip() or "0"
+                    self.app.log.info("devdock: idle warning shown on desktop %s", display)
+            elif not warning and display in self.notified:
+                await asyncio.to_thread(
+                    subprocess.run,
+                    ["gdbus", "call", "--session", "--dest", "org.freedesktop.Notifications", "--object-path",
+                     "/org/freedesktop/Notifications", "--method", "org.freedesktop.Notifications.CloseNotification",
+                     self.notified.pop(display)],
+                    env=env, capture_output=True, timeout=10,
+                )  # fmt: skip
+
+    async def tick(self) -> None:
+        try:
+            self.check_ssh()
+            await self.check_desktop()
+            await self.notify_desktop()
+        except Exception as e:  # noqa: BLE001 - activity tracking must never take the server down
+            self.app.log.warning("devdock: activity check failed: %s", e)
+
+
+def _status_handler(watch: IdleWatch):
+    from jupyter_server.base.handlers import APIHandler
+    from tornado import web
+
+    class StatusHandler(APIHandler):
+        # Asking when the server stops is not using it: the JupyterLab plugin polls this.
+        _track_activity = False
+
+        @web.authenticated
+        def get(self):
+            self.finish(json.dumps(watch.status()))
+
+    return StatusHandler
 
 
 def _jupyter_server_extension_points():
@@ -60,11 +233,12 @@ def _load_jupyter_server_extension(serverapp):
     settings = serverapp.web_app.settings
     if _secure_xsrf_cookie(settings):
         serverapp.log.info("devdock: the _xsrf cookie is Secure, as the hub's cookies are")
-    interval = float(os.environ.get("DEVDOCK_SSH_ACTIVITY_INTERVAL", "30"))
-
-    def check():
-        if ssh_sessions():
-            settings.setdefault("last_activity_times", {})["devdock-ssh"] = datetime.now(timezone.utc)
-
-    PeriodicCallback(check, interval * 1000).start()
-    serverapp.log.info("devdock: SSH sessions count as activity (checked every %ss)", interval)
+    interval = _seconds("DEVDOCK_SSH_ACTIVITY_INTERVAL", 30)
+    watch = IdleWatch(serverapp)
+    PeriodicCallback(watch.tick, interval * 1000).start()
+    base = settings.get("base_url", "/")
+    serverapp.web_app.add_handlers(".*$", [(f"{base.rstrip('/')}/api/devdock/status", _status_handler(watch))])
+    serverapp.log.info(
+        "devdock: SSH sessions and desktop input count as activity (checked every %ss); idle limit %ss, max age %ss",
+        interval, watch.idle_timeout or "none", watch.max_age or "none",
+    )  # fmt: skip

@@ -1,0 +1,190 @@
+"""Idle culling with jupyterhub-idle-culler: devdock's policy, as its ``cull_arbiter_hook``.
+
+jupyterhub-idle-culler (the ecosystem's own) runs as a hub-managed service with the least scopes it needs
+(:func:`culler_service`). It asks this module, for every ready server, whether to stop it
+(:func:`arbiter`), and devdock decides from the server's profile (:func:`decide`, pure):
+
+- a server is stopped after ``idle_timeout`` seconds without activity; a profile may set its own, and servers
+  holding GPUs default to the shorter ``gpu_idle_timeout``, so scarce GPUs are given back first;
+- a server is stopped at ``max_age`` seconds whatever its activity (off by default for CPU servers;
+  ``gpu_max_age`` for GPU servers): a fair share of a GPU, not a lease for ever;
+- what counts as activity is the server's own reports (devdock's proxy class ignores the proxy's per-message
+  activity): JupyterLab, terminals, kernels, SSH sessions and real desktop input.
+
+Before the stop, the culler tells the hub why (``POST /hub/api/devdock/culled/<user>/<server>``), so the
+user's home page can say why their server stopped and when, and admins can count culls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+
+#: Defaults that fit a shared GPU box (docs/sharing.md): a forgotten desktop gives its GPU back after two hours,
+#: a CPU-only server after eight, and nobody holds a GPU for more than three days in one go.
+IDLE_TIMEOUT = 8 * 3600
+GPU_IDLE_TIMEOUT = 2 * 3600
+GPU_MAX_AGE = 3 * 24 * 3600
+CULL_EVERY = 60
+POLICY_VARIABLE = "DEVDOCK_CULL_POLICY"
+NOTICE_SCOPE = "custom:devdock:cull-notice"
+
+
+@dataclass(frozen=True)
+class ProfileRule:
+    idle_timeout: int
+    max_age: int = 0  # 0: no maximum
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the culler applies; built by the hub from its settings and profiles, handed over as JSON."""
+
+    idle_timeout: int = IDLE_TIMEOUT
+    default_profile: str = ""
+    profiles: dict[str, ProfileRule] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "idle_timeout": self.idle_timeout,
+                "default_profile": self.default_profile,
+                "profiles": {k: vars(v) for k, v in self.profiles.items()},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Policy:
+        data = json.loads(text)
+        return cls(
+            idle_timeout=int(data["idle_timeout"]),
+            default_profile=str(data.get("default_profile", "")),
+            profiles={
+                k: ProfileRule(int(v["idle_timeout"]), int(v.get("max_age", 0))) for k, v in data["profiles"].items()
+            },
+        )
+
+
+def policy_for(
+    profiles, idle_timeout: int = IDLE_TIMEOUT, gpu_idle_timeout: int = GPU_IDLE_TIMEOUT, gpu_max_age: int = GPU_MAX_AGE
+) -> Policy:
+    """The policy for a hub's profiles (:class:`devdock_spawner.profiles.Profile`): their own ``idle_timeout`` and
+    ``max_age`` where set, else the GPU defaults for profiles with GPUs and the site's for the others."""
+    rules = {}
+    for p in profiles:
+        holds_gpus = bool(p.gpus)
+        rules[p.slug] = ProfileRule(
+            idle_timeout=p.idle_timeout
+            if p.idle_timeout is not None
+            else (gpu_idle_timeout if holds_gpus else idle_timeout),
+            max_age=p.max_age if p.max_age is not None else (gpu_max_age if holds_gpus else 0),
+        )
+    default = next((p.slug for p in profiles if p.default), profiles[0].slug if profiles else "")
+    return Policy(idle_timeout=idle_timeout, default_profile=default, profiles=rules)
+
+
+def decide(server: dict, inactive: timedelta | None, age: timedelta | None, policy: Policy) -> tuple[bool, str]:
+    """``(stop it?, why)`` for one ready server model of the hub's REST API."""
+    profile = ((server.get("user_options") or {}).get("profile")) or policy.default_profile
+    rule = policy.profiles.get(profile, ProfileRule(policy.idle_timeout))
+    if rule.max_age and age is not None and age.total_seconds() >= rule.max_age:
+        return True, f"it reached the maximum age of {_duration(rule.max_age)} for the {profile} profile"
+    if rule.idle_timeout and inactive is not None and inactive.total_seconds() >= rule.idle_timeout:
+        return (
+            True,
+            f"it was idle for {_duration(inactive.total_seconds())} (the limit is {_duration(rule.idle_timeout)})",
+        )
+    return False, ""
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 86400 and seconds % 3600 == 0:
+        return f"{seconds // 86400} d {seconds % 86400 // 3600} h" if seconds % 86400 else f"{seconds // 86400} d"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds % 3600 >= 60 else f"{seconds // 3600} h"
+    if seconds >= 60:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+_policy: Policy | None = None
+
+
+def _load_policy() -> Policy:
+    global _policy
+    if _policy is None:
+        _policy = Policy.from_json(os.environ[POLICY_VARIABLE])
+    return _policy
+
+
+async def arbiter(inactive: timedelta | None, inactive_limit: int, server: dict) -> bool:
+    """jupyterhub-idle-culler's ``cull_arbiter_hook``: devdock's decision, and a word to the hub before the stop."""
+    now_age = _age(server)
+    stop, reason = decide(server, inactive, now_age, _load_policy())
+    if stop:
+        await _tell_the_hub(server, reason)
+    return stop
+
+
+def _age(server: dict) -> timedelta | None:
+    from datetime import datetime
+
+    started = server.get("started")
+    if not started:
+        return None
+    return datetime.now(UTC) - datetime.fromisoformat(started.replace("Z", "+00:00"))
+
+
+async def _tell_the_hub(server: dict, reason: str) -> None:
+    """Record why the server stops, for its user's home page (best effort: the stop happens anyway)."""
+    from urllib.parse import quote
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    user, name = server.get("user", ""), server.get("name", "")
+    url = f"{os.environ['JUPYTERHUB_API_URL']}/devdock/culled/{quote(user, safe='')}/{quote(name, safe='')}"
+    request = HTTPRequest(
+        url,
+        method="POST",
+        headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}", "Content-Type": "application/json"},
+        body=json.dumps({"reason": reason}),
+        request_timeout=10,
+    )
+    try:
+        await AsyncHTTPClient().fetch(request)
+    except Exception as e:  # noqa: BLE001 - the culler must go on
+        print(f"devdock: could not tell the hub why {user}/{name} stops: {e}", flush=True)
+
+
+def culler_service(policy: Policy, cull_every: int = CULL_EVERY, concurrency: int = 10) -> tuple[dict, dict]:
+    """``(service, role)`` for ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles``.
+
+    The role holds what the culler needs and nothing more: list users, read their activity and servers, stop
+    servers, and tell the hub why (devdock's own scope).
+    """
+    config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "culler_config.py")
+    service = {
+        "name": "devdock-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--config={config}",
+            f"--timeout={policy.idle_timeout}",
+            f"--cull-every={cull_every}",
+            f"--concurrency={concurrency}",
+            "--cull-users=False",
+            "--remove-named-servers=False",
+        ],
+        "environment": {POLICY_VARIABLE: policy.to_json()},
+    }
+    role = {
+        "name": "devdock-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers", NOTICE_SCOPE],
+        "services": ["devdock-culler"],
+    }
+    return service, role

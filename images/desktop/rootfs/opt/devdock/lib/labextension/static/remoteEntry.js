@@ -1,0 +1,52 @@
+/*
+ * devdock-notices: a JupyterLab plugin, written as the federated module JupyterLab loads for prebuilt
+ * extensions (window._JUPYTERLAB[name] with init() and get()), so that the image needs no Node.js build.
+ * It uses only JupyterLab's own commands (apputils:notify, apputils:dismiss-notification), no shared module.
+ *
+ * Every 20 s it asks devdock's server extension (api/devdock/status; that request does not count as activity)
+ * when the server will be stopped for being idle; within the warning time it shows a notice that stays until
+ * the user does something, which cancels the stop.
+ */
+(function () {
+  var POLL_MS = 20000;
+  var plugin = {
+    id: "devdock-notices:idle",
+    description: "Warns before devdock stops an idle server",
+    autoStart: true,
+    activate: function (app) {
+      var shown = null;
+      var base = document.body.dataset.baseUrl ||
+        (JSON.parse(document.getElementById("jupyter-config-data").textContent).baseUrl) || "/";
+      function check() {
+        fetch(base + "api/devdock/status", { credentials: "same-origin" })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (status) {
+            var warn = status && status.warning;
+            if (warn && !shown) {
+              app.commands.execute("apputils:notify", {
+                message: warn,
+                type: "warning",
+                options: { autoClose: false, data: { devdock: "idle-warning" } }
+              }).then(function (id) { shown = id; });
+            } else if (!warn && shown) {
+              app.commands.execute("apputils:dismiss-notification", { id: shown });
+              shown = null;
+            }
+          })
+          .catch(function () {});
+      }
+      app.restored.then(function () {
+        check();
+        setInterval(check, POLL_MS);
+      });
+    }
+  };
+  var root = typeof window !== "undefined" ? window : self;
+  root._JUPYTERLAB = root._JUPYTERLAB || {};
+  root._JUPYTERLAB["devdock-notices"] = {
+    init: function () { return Promise.resolve(); },
+    get: function (module) {
+      return Promise.resolve(function () { return { __esModule: true, default: [plugin] }; });
+    }
+  };
+})();
