@@ -48,7 +48,14 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_SSH_PORTS         host port range for SSH, "42000-42999"
   DEVDOCK_SSH_BIND          address SSH ports are published on         (0.0.0.0)
   DEVDOCK_SSH_HOST          host name shown in ssh command lines       (this machine's FQDN)
-  DEVDOCK_ACTIVITY_INTERVAL seconds between activity reports of servers (JupyterHub's default: 300)
+  DEVDOCK_ACTIVITY_INTERVAL seconds between activity reports of servers                  (60)
+  DEVDOCK_CULL              1: the idle culler runs (jupyterhub-idle-culler as service devdock-culler)  (1)
+  DEVDOCK_CULL_TIMEOUT      seconds idle before a server without GPUs is stopped           (28800: 8 h)
+  DEVDOCK_CULL_GPU_TIMEOUT  seconds idle before a server holding GPUs is stopped           (7200: 2 h)
+  DEVDOCK_CULL_MAX_AGE      seconds a server without GPUs may run at most, 0: no limit     (0)
+  DEVDOCK_CULL_GPU_MAX_AGE  seconds a server holding GPUs may run at most, 0: no limit     (259200: 3 days)
+  DEVDOCK_CULL_WARNING      seconds before a stop that the user is warned                  (600)
+  DEVDOCK_CULL_EVERY        seconds between the culler's rounds                           (60)
   DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
   DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
   DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
@@ -67,6 +74,7 @@ from devdock_spawner import hub as devdock_hub
 from devdock_spawner.hubconfig import (
     ConfigError,
     admin_users,
+    configure_culling,
     configure_oauth,
     env,
     env_flag,
@@ -145,12 +153,20 @@ elif env("DEVDOCK_DEMO_PROFILES_FILE"):
     )
     c.DevDockSpawner.profile_list = read_profiles(pathlib.Path(env("DEVDOCK_DEMO_PROFILES_FILE")))
 
-# How often servers report activity (for idle culling), in seconds; SSH sessions count too.
-if env("DEVDOCK_ACTIVITY_INTERVAL"):
-    c.DevDockSpawner.environment = {
-        "JUPYTERHUB_ACTIVITY_INTERVAL": env("DEVDOCK_ACTIVITY_INTERVAL"),
-        "DEVDOCK_SSH_ACTIVITY_INTERVAL": str(max(1, env_int("DEVDOCK_ACTIVITY_INTERVAL", 300) // 2)),
-    }
+# Idle culling (docs/sharing.md): how often servers report activity, in seconds (a minute by default, so the
+# culler sees a stop of use within about a minute); SSH sessions and desktop input are checked twice as often.
+# The proxy's own per-message activity is ignored (devdock_spawner.proxy): noVNC's traffic is not a person.
+activity_interval = env_int("DEVDOCK_ACTIVITY_INTERVAL", 60)
+c.DevDockSpawner.environment = {
+    "JUPYTERHUB_ACTIVITY_INTERVAL": str(activity_interval),
+    "DEVDOCK_SSH_ACTIVITY_INTERVAL": str(max(1, activity_interval // 2)),
+}
+c.JupyterHub.proxy_class = "devdock"
+c.DevDockSpawner.cull_idle_timeout = env_int("DEVDOCK_CULL_TIMEOUT", 8 * 3600)
+c.DevDockSpawner.cull_gpu_idle_timeout = env_int("DEVDOCK_CULL_GPU_TIMEOUT", 2 * 3600)
+c.DevDockSpawner.cull_max_age = env_int("DEVDOCK_CULL_MAX_AGE", 0)
+c.DevDockSpawner.cull_gpu_max_age = env_int("DEVDOCK_CULL_GPU_MAX_AGE", 3 * 24 * 3600)
+c.DevDockSpawner.cull_warning = env_int("DEVDOCK_CULL_WARNING", 600)
 
 # SSH: keys live with the hub; ports come from a range the firewall opens.
 c.DevDockSpawner.ssh_keys_dir = os.path.join(data_dir, "ssh-keys")
@@ -204,3 +220,6 @@ if service_token:
 if site["config"]:
     print(f"[devdock] loading the site configuration {site['config']}", file=sys.stderr)
     load_subconfig(str(site["config"]))  # noqa: F821  (provided by JupyterHub)
+
+# The idle culler, with the profiles and limits the hub ends up with (the site's included); DEVDOCK_CULL=0: none.
+configure_culling(c)

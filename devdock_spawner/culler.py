@@ -69,27 +69,33 @@ class Policy:
 
 
 def policy_for(
-    profiles, idle_timeout: int = IDLE_TIMEOUT, gpu_idle_timeout: int = GPU_IDLE_TIMEOUT, gpu_max_age: int = GPU_MAX_AGE
+    profiles,
+    idle_timeout: int = IDLE_TIMEOUT,
+    gpu_idle_timeout: int = GPU_IDLE_TIMEOUT,
+    gpu_max_age: int = GPU_MAX_AGE,
+    max_age: int = 0,
 ) -> Policy:
     """The policy for a hub's profiles (:class:`devdock_spawner.profiles.Profile`): their own ``idle_timeout`` and
     ``max_age`` where set, else the GPU defaults for profiles with GPUs and the site's for the others."""
     rules = {}
     for p in profiles:
-        holds_gpus = bool(p.gpus)
+        gpu = bool(p.gpus)
         rules[p.slug] = ProfileRule(
-            idle_timeout=p.idle_timeout
-            if p.idle_timeout is not None
-            else (gpu_idle_timeout if holds_gpus else idle_timeout),
-            max_age=p.max_age if p.max_age is not None else (gpu_max_age if holds_gpus else 0),
+            idle_timeout=p.idle_timeout if p.idle_timeout is not None else (gpu_idle_timeout if gpu else idle_timeout),
+            max_age=p.max_age if p.max_age is not None else (gpu_max_age if gpu else max_age),
         )
     default = next((p.slug for p in profiles if p.default), profiles[0].slug if profiles else "")
     return Policy(idle_timeout=idle_timeout, default_profile=default, profiles=rules)
 
 
+def rule_for(policy: Policy, profile: str) -> ProfileRule:
+    return policy.profiles.get(profile or policy.default_profile, ProfileRule(policy.idle_timeout))
+
+
 def decide(server: dict, inactive: timedelta | None, age: timedelta | None, policy: Policy) -> tuple[bool, str]:
     """``(stop it?, why)`` for one ready server model of the hub's REST API."""
     profile = ((server.get("user_options") or {}).get("profile")) or policy.default_profile
-    rule = policy.profiles.get(profile, ProfileRule(policy.idle_timeout))
+    rule = rule_for(policy, profile)
     if rule.max_age and age is not None and age.total_seconds() >= rule.max_age:
         return True, f"it reached the maximum age of {_duration(rule.max_age)} for the {profile} profile"
     if rule.idle_timeout and inactive is not None and inactive.total_seconds() >= rule.idle_timeout:
@@ -126,7 +132,7 @@ async def arbiter(inactive: timedelta | None, inactive_limit: int, server: dict)
     now_age = _age(server)
     stop, reason = decide(server, inactive, now_age, _load_policy())
     if stop:
-        await _tell_the_hub(server, reason)
+        await _tell_the_hub(server, reason, inactive)
     return stop
 
 
@@ -139,7 +145,7 @@ def _age(server: dict) -> timedelta | None:
     return datetime.now(UTC) - datetime.fromisoformat(started.replace("Z", "+00:00"))
 
 
-async def _tell_the_hub(server: dict, reason: str) -> None:
+async def _tell_the_hub(server: dict, reason: str, inactive: timedelta | None = None) -> None:
     """Record why the server stops, for its user's home page (best effort: the stop happens anyway)."""
     from urllib.parse import quote
 
@@ -151,7 +157,7 @@ async def _tell_the_hub(server: dict, reason: str) -> None:
         url,
         method="POST",
         headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}", "Content-Type": "application/json"},
-        body=json.dumps({"reason": reason}),
+        body=json.dumps({"reason": reason, "inactive_seconds": inactive.total_seconds() if inactive else 0}),
         request_timeout=10,
     )
     try:

@@ -11,13 +11,17 @@ link on every hub page) to the Hub. Both pages run inside the Hub, behind its lo
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from datetime import UTC, datetime
 
+from jupyterhub.apihandlers import APIHandler
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import httputil, web
 
+from . import culler, metrics
 from .hubstate import hub_state
 from .ssh import InvalidKey, fingerprint, known_hosts_line, parse_keys
 
@@ -166,8 +170,45 @@ class AdminOverviewHandler(BaseHandler):
         return orm.User
 
 
+class CullNoticeHandler(APIHandler):
+    """``POST /hub/api/devdock/culled/<user>/<server>``: the idle culler says why it stops a server.
+
+    Only the culler's role holds the scope. The reason is kept in the server's state (its user's home page shows
+    it until the next start) and counted in the metrics.
+    """
+
+    async def post(self, user_name: str, server_name: str):
+        # A custom scope exists only once the hub has loaded its config, so it is checked here rather than by
+        # needs_scope (which checks scope names when this module is imported).
+        if self.current_user is None:
+            raise web.HTTPError(403, "Missing or invalid credentials.")
+        if not self.has_scope(culler.NOTICE_SCOPE):
+            raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {culler.NOTICE_SCOPE}")
+        user = self.find_user(user_name)
+        if user is None or server_name not in user.orm_spawners:
+            raise web.HTTPError(404, "No such server")
+        try:
+            body = json.loads(self.request.body or b"{}")
+            reason = str(body.get("reason", ""))[:300]
+            inactive = float(body.get("inactive_seconds", 0) or 0)
+        except (ValueError, TypeError, AttributeError):
+            raise web.HTTPError(400, "Send a JSON object with reason and inactive_seconds") from None
+        spawner = user.spawners[server_name]
+        now = datetime.now(UTC).replace(microsecond=0)
+        spawner.stop_reason = {"reason": reason, "at": now.isoformat(), "by": "the idle culler"}
+        held = len(getattr(spawner, "gpu_ids", []) or [])
+        metrics.CULLS.labels("gpu" if held else "cpu").inc()
+        metrics.IDLE_GPU_SECONDS.inc(inactive * held)
+        self.log.info("devdock: the idle culler stops %s: %s", spawner._log_name, reason)
+        self.set_status(204)
+
+
 def handlers() -> list[tuple]:
-    return [(r"/ssh", SSHPageHandler), (r"/devdock/admin", AdminOverviewHandler)]
+    return [
+        (r"/ssh", SSHPageHandler),
+        (r"/devdock/admin", AdminOverviewHandler),
+        (r"/api/devdock/culled/([^/]+)/([^/]*)", CullNoticeHandler),
+    ]
 
 
 def configure(c, report_gpu_support: bool = True) -> None:
@@ -178,6 +219,10 @@ def configure(c, report_gpu_support: bool = True) -> None:
     log shows).
     """
     c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *handlers()]
+    c.JupyterHub.custom_scopes = {
+        **c.JupyterHub.get("custom_scopes", {}),
+        culler.NOTICE_SCOPE: {"description": "Tell devdock why the idle culler stops a server"},
+    }
     c.JupyterHub.template_paths = [TEMPLATES, *c.JupyterHub.get("template_paths", [])]
     if report_gpu_support:
         print(f"[devdock] GPU support on this Docker engine: {_gpu_support_summary()}", file=sys.stderr)

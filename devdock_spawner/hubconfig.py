@@ -182,3 +182,38 @@ def configure_oauth(c, allowed_users: set[str]) -> None:
         "DEVDOCK_OAUTH_DENIED_MESSAGE",
         "Your account is not allowed on this devdock server. Ask its administrators for access.",
     )
+
+
+# --- idle culling ------------------------------------------------------------------------------------------------
+
+
+def _configured(c, name: str, default):
+    """A DevDockSpawner (or DevDockSwarmSpawner) setting as the configuration has it, else ``default``."""
+    for section in ("DevDockSwarmSpawner", "DevDockSpawner"):
+        if section in c and name in c[section]:
+            return c[section][name]
+    return default
+
+
+def configure_culling(c) -> None:
+    """jupyterhub-idle-culler as the hub-managed service ``devdock-culler`` (on unless ``DEVDOCK_CULL=0``).
+
+    Call it last (after the site's configuration), so that the culler applies the profiles the hub really has.
+    The spawner's limits come from the same settings (``c.DevDockSpawner.cull_*``, from ``DEVDOCK_CULL_*``).
+    """
+    from . import culler
+    from .profiles import load_profiles
+
+    if not env_flag("DEVDOCK_CULL", True):
+        return
+    profiles = load_profiles(_configured(c, "profile_list", []))
+    policy = culler.policy_for(
+        profiles,
+        idle_timeout=_configured(c, "cull_idle_timeout", culler.IDLE_TIMEOUT),
+        gpu_idle_timeout=_configured(c, "cull_gpu_idle_timeout", culler.GPU_IDLE_TIMEOUT),
+        gpu_max_age=_configured(c, "cull_gpu_max_age", culler.GPU_MAX_AGE),
+        max_age=_configured(c, "cull_max_age", 0),
+    )
+    service, role = culler.culler_service(policy, cull_every=env_int("DEVDOCK_CULL_EVERY", culler.CULL_EVERY))
+    c.JupyterHub.services = [*(c.JupyterHub.services if "services" in c.JupyterHub else []), service]
+    c.JupyterHub.load_roles = [*(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else []), role]

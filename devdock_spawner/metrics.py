@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 GPUS_TOTAL = Gauge("devdock_gpus_total", "GPUs in devdock's inventory")
 GPUS_ALLOCATED = Gauge("devdock_gpus_allocated", "GPUs held by at least one running devdock server")
@@ -11,6 +11,12 @@ SPAWN_PHASE = Histogram(
     "Time spent in each phase of a devdock spawn",
     ["phase"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+
+
+CULLS = Counter("devdock_culls", "Servers the idle culler stopped", ["kind"])
+IDLE_GPU_SECONDS = Counter(
+    "devdock_idle_gpu_seconds", "GPU-seconds held by servers between their last activity and their cull"
 )
 
 

@@ -12,6 +12,8 @@ A profile, in the style of KubeSpawner's ``profile_list``::
         "allowed_groups": ["vision-lab"],    # optional: only members of these hub groups see it
         "placement": ["node.labels.gpu-model == a100"],  # Swarm only: where the server may run
         "overrides": {"image": "devdock/desktop-cuda:latest", "mem_limit": "32G", "cpu_limit": 8},
+        "idle_timeout": 3600,                # optional: seconds idle before the culler stops it
+        "max_age": 86400,                    # optional: seconds of running at most (0: no limit)
     }
 
 ``user_options`` arrive from the form *and* from the REST API, which skips the form, so they are
@@ -41,6 +43,8 @@ _PROFILE_KEYS = {
     "allowed_groups",
     "overrides",
     "placement",
+    "idle_timeout",
+    "max_age",
 }
 
 
@@ -60,6 +64,10 @@ class Profile:
     overrides: dict = field(default_factory=dict)
     #: Swarm placement constraints (DevDockSwarmSpawner); a single engine has nowhere else to go
     placement: tuple[str, ...] = ()
+    #: seconds without activity before the idle culler stops it; None: the site's default for its kind
+    idle_timeout: int | None = None
+    #: seconds a server may run at most; 0: no limit; None: the site's default for its kind
+    max_age: int | None = None
 
     def allows(self, groups: set[str]) -> bool:
         return not self.allowed_groups or bool(set(self.allowed_groups) & groups)
@@ -101,6 +109,12 @@ def load_profiles(profile_list: list[dict]) -> list[Profile]:
             placement = tuple(check_constraint(c) for c in placement)
         except ValueError as e:
             raise ValueError(f"{where} ({slug}): {e}") from None
+        limits = {}
+        for key in ("idle_timeout", "max_age"):
+            value = entry.get(key)
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{where} ({slug}): {key} must be a number of seconds (0 or more), not {value!r}")
+            limits[key] = value
         profiles.append(
             Profile(
                 slug=slug,
@@ -112,6 +126,7 @@ def load_profiles(profile_list: list[dict]) -> list[Profile]:
                 allowed_groups=tuple(entry.get("allowed_groups", ()) or ()),
                 overrides=dict(overrides),
                 placement=placement,
+                **limits,
             )
         )
     slugs = [p.slug for p in profiles]

@@ -12,8 +12,8 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Int, Unicode, default
 
+from . import culler, metrics, naming, reconcile
 from . import gpu as gpus
-from . import metrics, naming, reconcile
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec, network_spec
 from .hubstate import hub_state
@@ -320,8 +320,84 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             DEVDOCK_UID=str(self.login_uid),
             DEVDOCK_DESKTOP_PRESTART="1" if self._prestart_desktop() else "0",
             **self.ssh_environment(),
+            **self.cull_environment(),
         )
         return env
+
+    # --- idle culling ------------------------------------------------------------------------
+
+    cull_idle_timeout = Int(
+        culler.IDLE_TIMEOUT,
+        config=True,
+        help="""
+        Seconds without activity after which the idle culler (the ``devdock-culler`` service) stops a server that
+        holds no GPU. A profile's ``idle_timeout`` wins. What counts as activity: JupyterLab, terminals and
+        kernels, SSH sessions, and keyboard or pointer input on the desktop (an open desktop tab alone does not).
+        0: never. Default: 28800 (8 hours).
+        """,
+    )
+
+    cull_gpu_idle_timeout = Int(
+        culler.GPU_IDLE_TIMEOUT,
+        config=True,
+        help="""
+        The same for servers whose profile holds GPUs, so that scarce GPUs are given back first. A profile's
+        ``idle_timeout`` wins. Default: 7200 (2 hours).
+        """,
+    )
+
+    cull_max_age = Int(
+        0,
+        config=True,
+        help="""
+        Seconds a server without GPUs may run at most, however busy. A profile's ``max_age`` wins. 0 (default):
+        no limit.
+        """,
+    )
+
+    cull_gpu_max_age = Int(
+        culler.GPU_MAX_AGE,
+        config=True,
+        help="""
+        Seconds a server holding GPUs may run at most, however busy (a fair share, not a lease for ever). A
+        profile's ``max_age`` wins. 0: no limit. Default: 259200 (3 days).
+        """,
+    )
+
+    cull_warning = Int(
+        600,
+        config=True,
+        help="""
+        Seconds before an idle stop (or the maximum age) that the user is warned, on the desktop and in
+        JupyterLab; any use cancels an idle stop. Default: 600 (10 minutes).
+        """,
+    )
+
+    def cull_policy(self) -> culler.Policy:
+        """The culling policy of this hub's profiles (the culler service gets the same, see jupyterhub_config.py)."""
+        return culler.policy_for(
+            self._profiles(),
+            self.cull_idle_timeout,
+            self.cull_gpu_idle_timeout,
+            self.cull_gpu_max_age,
+            self.cull_max_age,
+        )
+
+    #: The profile of the current (or last) start.
+    _profile_slug = ""
+
+    def cull_environment(self) -> dict:
+        """The limits of this server's profile, so that the server can warn its user before the stop."""
+        rule = culler.rule_for(self.cull_policy(), self._profile_slug)
+        return {
+            "DEVDOCK_CULL_IDLE_TIMEOUT": str(rule.idle_timeout),
+            "DEVDOCK_CULL_MAX_AGE": str(rule.max_age),
+            "DEVDOCK_CULL_WARNING": str(self.cull_warning),
+        }
+
+    #: Why the server last stopped when it was not its user's doing (the culler's reason), with the time: the
+    #: home page tells the user. Kept in the state while stopped; cleared by the next start.
+    stop_reason = Dict()
 
     def _ssh_progress_message(self) -> str:
         return f"SSH: {self.ssh_command}"
@@ -646,6 +722,8 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             raise web.HTTPError(400, str(e)) from e
         self.user_options = options
         self._apply_profile(profile)
+        self._profile_slug = profile.slug
+        self.stop_reason = {}
         self._ssh_keys = self.ssh_keys_for_spawn() if self.ssh_enabled else []
         t0 = time.perf_counter()
         await self.reconcile()
@@ -806,6 +884,8 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self.gpu_ids = [str(u) for u in state.get("gpu_ids") or []]
         # ssh_host_key: shown on /hub/ssh (fingerprint, known_hosts line), also while the server is stopped.
         self.ssh_host_key = str(state.get("ssh_host_key") or "")
+        # stop_reason: why the culler stopped it, for the home page, until the next start.
+        self.stop_reason = dict(state.get("stop_reason") or {})
 
     def _forget_stored_ssh_keys(self) -> None:
         """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.2 took keys there).
@@ -831,15 +911,17 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             state["gpu_ids"] = list(self.gpu_ids)
         if self.ssh_host_key:
             state["ssh_host_key"] = self.ssh_host_key
+        if self.stop_reason:
+            state["stop_reason"] = dict(self.stop_reason)
         return state
 
     def clear_state(self):
         # Keep ssh_port and the host key: a stopped server keeps its port (and its home, the key) for the next start.
         # GPUs are freed here: JupyterHub calls clear_state after every stop, also when the container
         # died or vanished on its own (then it does not call stop()).
-        port, host_key = self.ssh_port, self.ssh_host_key
+        port, host_key, reason = self.ssh_port, self.ssh_host_key, self.stop_reason
         super().clear_state()
-        self.ssh_port, self.ssh_host_key = port, host_key
+        self.ssh_port, self.ssh_host_key, self.stop_reason = port, host_key, reason
         self.release_gpus()
 
     # --- progress ----------------------------------------------------------------------------
