@@ -29,7 +29,8 @@ IDLE_TIMEOUT = 8 * 3600
 GPU_IDLE_TIMEOUT = 2 * 3600
 GPU_MAX_AGE = 3 * 24 * 3600
 CULL_EVERY = 60
-POLICY_VARIABLE = "DEVDOCK_CULL_POLICY"
+#: How long the culler keeps the policy it asked the hub for (the hub's configuration changes only at restarts).
+POLICY_TTL = 60
 NOTICE_SCOPE = "custom:devdock:cull-notice"
 
 
@@ -117,20 +118,31 @@ def _duration(seconds: float) -> str:
     return f"{seconds} s"
 
 
-_policy: Policy | None = None
+_policy: tuple[float, Policy] | None = None
 
 
-def _load_policy() -> Policy:
+async def _load_policy() -> Policy:
+    """The hub's policy (``GET /hub/api/devdock/cull-policy``), asked again every ``POLICY_TTL`` seconds."""
     global _policy
-    if _policy is None:
-        _policy = Policy.from_json(os.environ[POLICY_VARIABLE])
-    return _policy
+    import time
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    if _policy is None or time.monotonic() - _policy[0] > POLICY_TTL:
+        request = HTTPRequest(
+            f"{os.environ['JUPYTERHUB_API_URL']}/devdock/cull-policy",
+            headers={"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}"},
+            request_timeout=10,
+        )
+        response = await AsyncHTTPClient().fetch(request)
+        _policy = (time.monotonic(), Policy.from_json(response.body.decode()))
+    return _policy[1]
 
 
 async def arbiter(inactive: timedelta | None, inactive_limit: int, server: dict) -> bool:
     """jupyterhub-idle-culler's ``cull_arbiter_hook``: devdock's decision, and a word to the hub before the stop."""
     now_age = _age(server)
-    stop, reason = decide(server, inactive, now_age, _load_policy())
+    stop, reason = decide(server, inactive, now_age, await _load_policy())
     if stop:
         await _tell_the_hub(server, reason, inactive)
     return stop
@@ -151,7 +163,8 @@ async def _tell_the_hub(server: dict, reason: str, inactive: timedelta | None = 
 
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-    user, name = server.get("user", ""), server.get("name", "")
+    # The REST API's server model names its owner in full_name ("user/server"); server names hold no "/".
+    user, _, name = server.get("full_name", "").rpartition("/")
     url = f"{os.environ['JUPYTERHUB_API_URL']}/devdock/culled/{quote(user, safe='')}/{quote(name, safe='')}"
     request = HTTPRequest(
         url,
@@ -166,11 +179,14 @@ async def _tell_the_hub(server: dict, reason: str, inactive: timedelta | None = 
         print(f"devdock: could not tell the hub why {user}/{name} stops: {e}", flush=True)
 
 
-def culler_service(policy: Policy, cull_every: int = CULL_EVERY, concurrency: int = 10) -> tuple[dict, dict]:
+def culler_service(
+    timeout: int = IDLE_TIMEOUT, cull_every: int = CULL_EVERY, concurrency: int = 10
+) -> tuple[dict, dict]:
     """``(service, role)`` for ``c.JupyterHub.services`` and ``c.JupyterHub.load_roles``.
 
     The role holds what the culler needs and nothing more: list users, read their activity and servers, stop
-    servers, and tell the hub why (devdock's own scope).
+    servers, and devdock's own scope to ask for the policy and say why it stops a server. ``timeout`` is only
+    the culler's fallback: the arbiter decides with the hub's policy.
     """
     config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "culler_config.py")
     service = {
@@ -180,13 +196,12 @@ def culler_service(policy: Policy, cull_every: int = CULL_EVERY, concurrency: in
             "-m",
             "jupyterhub_idle_culler",
             f"--config={config}",
-            f"--timeout={policy.idle_timeout}",
+            f"--timeout={timeout}",
             f"--cull-every={cull_every}",
             f"--concurrency={concurrency}",
             "--cull-users=False",
             "--remove-named-servers=False",
         ],
-        "environment": {POLICY_VARIABLE: policy.to_json()},
     }
     role = {
         "name": "devdock-culler",

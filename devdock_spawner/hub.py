@@ -11,6 +11,7 @@ link on every hub page) to the Hub. Both pages run inside the Hub, behind its lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -157,9 +158,15 @@ class AdminOverviewHandler(BaseHandler):
         own = _devdock_spawners(self.current_user) or [self.current_user.spawners[""]]
         if hasattr(own[0], "reconcile"):
             await own[0].reconcile()  # what runs without the database knowing it, found once per hub
-        rows = []
+        rows, spawners = [], []
         for orm_user in sorted(self.db.query(self.orm_user_class()), key=lambda u: u.name):
-            rows.extend(_server_rows(self.users[orm_user]))
+            user = self.users[orm_user]
+            rows.extend(_server_rows(user))
+            spawners.extend(_devdock_spawners(user))
+        statuses = await asyncio.gather(*(s.activity_status() for s in spawners))
+        now = datetime.now(UTC)
+        for row, status in zip(rows, statuses, strict=True):
+            row["idle"] = _idle_text(now, status)
         html = await self.render_template("devdock_admin.html", rows=rows, unknown=hub_state().unknown_containers)
         self.finish(html)
 
@@ -168,6 +175,17 @@ class AdminOverviewHandler(BaseHandler):
         from jupyterhub import orm
 
         return orm.User
+
+
+def _idle_text(now: datetime, status: dict) -> str:
+    """``"12 min (desktop input)"``: how long a running server has been idle, and its last kind of activity."""
+    if not status.get("last_activity"):
+        return ""
+    idle = (now - datetime.fromisoformat(status["last_activity"])).total_seconds()
+    minutes = int(max(0, idle) // 60)
+    text = f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+    source = status.get("last_activity_source")
+    return f"{text} ({source})" if source else text
 
 
 class CullNoticeHandler(APIHandler):
@@ -203,11 +221,24 @@ class CullNoticeHandler(APIHandler):
         self.set_status(204)
 
 
+class CullPolicyHandler(APIHandler):
+    """``GET /hub/api/devdock/cull-policy``: the culling policy of this hub's final configuration, for the culler."""
+
+    async def get(self):
+        if self.current_user is None or not self.has_scope(culler.NOTICE_SCOPE):
+            raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {culler.NOTICE_SCOPE}")
+        from .hubconfig import culling_policy
+
+        self.set_header("Content-Type", "application/json")
+        self.finish(culling_policy(self.settings["config"]).to_json())
+
+
 def handlers() -> list[tuple]:
     return [
         (r"/ssh", SSHPageHandler),
         (r"/devdock/admin", AdminOverviewHandler),
         (r"/api/devdock/culled/([^/]+)/([^/]*)", CullNoticeHandler),
+        (r"/api/devdock/cull-policy", CullPolicyHandler),
     ]
 
 

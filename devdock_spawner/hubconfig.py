@@ -195,25 +195,34 @@ def _configured(c, name: str, default):
     return default
 
 
-def configure_culling(c) -> None:
-    """jupyterhub-idle-culler as the hub-managed service ``devdock-culler`` (on unless ``DEVDOCK_CULL=0``).
-
-    Call it last (after the site's configuration), so that the culler applies the profiles the hub really has.
-    The spawner's limits come from the same settings (``c.DevDockSpawner.cull_*``, from ``DEVDOCK_CULL_*``).
-    """
+def culling_policy(c):
+    """The culling policy of a hub's configuration: its profiles and ``cull_*`` settings, as they end up after
+    every configuration file was loaded (the hub hands it to the culler: ``/hub/api/devdock/cull-policy``)."""
     from . import culler
     from .profiles import load_profiles
 
-    if not env_flag("DEVDOCK_CULL", True):
-        return
-    profiles = load_profiles(_configured(c, "profile_list", []))
-    policy = culler.policy_for(
-        profiles,
+    return culler.policy_for(
+        load_profiles(_configured(c, "profile_list", [])),
         idle_timeout=_configured(c, "cull_idle_timeout", culler.IDLE_TIMEOUT),
         gpu_idle_timeout=_configured(c, "cull_gpu_idle_timeout", culler.GPU_IDLE_TIMEOUT),
         gpu_max_age=_configured(c, "cull_gpu_max_age", culler.GPU_MAX_AGE),
         max_age=_configured(c, "cull_max_age", 0),
     )
-    service, role = culler.culler_service(policy, cull_every=env_int("DEVDOCK_CULL_EVERY", culler.CULL_EVERY))
+
+
+def configure_culling(c) -> None:
+    """jupyterhub-idle-culler as the hub-managed service ``devdock-culler`` (on unless ``DEVDOCK_CULL=0``).
+
+    The culler asks the hub for the policy at run time, so that profiles a site sets in a file loaded after this
+    one (a site_config.py, a config that loads devdock's first) are the ones it applies.
+    """
+    from . import culler
+
+    if not env_flag("DEVDOCK_CULL", True):
+        return
+    service, role = culler.culler_service(
+        env_int("DEVDOCK_CULL_TIMEOUT", culler.IDLE_TIMEOUT),
+        cull_every=env_int("DEVDOCK_CULL_EVERY", culler.CULL_EVERY),
+    )
     c.JupyterHub.services = [*(c.JupyterHub.services if "services" in c.JupyterHub else []), service]
     c.JupyterHub.load_roles = [*(c.JupyterHub.load_roles if "load_roles" in c.JupyterHub else []), role]

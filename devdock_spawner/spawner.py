@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
 
 from docker.errors import APIError, DockerException
@@ -394,6 +395,24 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             "DEVDOCK_CULL_MAX_AGE": str(rule.max_age),
             "DEVDOCK_CULL_WARNING": str(self.cull_warning),
         }
+
+    async def activity_status(self) -> dict:
+        """What the running server says about its activity (``api/devdock/status`` of devdock's server extension):
+        the last activity, of which kind, and when the culler will stop it. Empty when it cannot say."""
+        server = self.server
+        if not (self.active and self.ready and server is not None and self.api_token):
+            return {}
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+        url = f"http://{server.ip}:{server.port}{server.base_url}api/devdock/status"
+        try:
+            response = await AsyncHTTPClient().fetch(
+                HTTPRequest(url, headers={"Authorization": f"token {self.api_token}"}, request_timeout=3)
+            )
+            return json.loads(response.body)
+        except Exception as e:  # noqa: BLE001 - an image without devdock's extension, a server starting up
+            self.log.debug("No activity status from %s: %s", self._log_name, e)
+            return {}
 
     #: Why the server last stopped when it was not its user's doing (the culler's reason), with the time: the
     #: home page tells the user. Kept in the state while stopped; cleared by the next start.

@@ -85,7 +85,7 @@ step_system() {
         openssh-server \
         dbus-x11 xfce4-session xfwm4 xfce4-panel xfdesktop4 xfdesktop4-data xfce4-settings xfce4-terminal thunar \
         x11-xserver-utils xauth tigervnc-standalone-server tigervnc-tools \
-        xprintidle xfce4-notifyd libnotify-bin \
+        xprintidle xfce4-notifyd libnotify-bin libglib2.0-bin \
         fonts-dejavu-core adwaita-icon-theme
     set_timezone
     sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen >/dev/null

@@ -48,12 +48,12 @@ def test_cull_decision(options, inactive, age, stop, words):
     assert words in reason
 
 
-def test_policy_survives_its_trip_to_the_culler_process():
+def test_policy_survives_its_trip_to_the_culler_process():  # the hub sends it as JSON
     assert Policy.from_json(POLICY.to_json()) == POLICY
 
 
 def test_the_culler_service_holds_the_least_scopes_it_needs():
-    service, role = culler_service(POLICY, cull_every=30)
+    service, role = culler_service(28800, cull_every=30)
     assert set(role["scopes"]) == {
         "list:users", "read:users:activity", "read:servers", "delete:servers", "custom:devdock:cull-notice"
     }  # fmt: skip

@@ -128,18 +128,51 @@ class IdleWatch:
             if idle is not None:
                 self.record("devdock-desktop", _now() - timedelta(milliseconds=idle))
 
+    #: jupyter_server's names for its activity sources, and this extension's, in words for the admin page
+    SOURCES = {
+        "devdock-desktop": "desktop input",
+        "devdock-ssh": "SSH",
+        "api_last_activity": "JupyterLab",
+        "terminal_last_activity": "terminal",
+        "kernels": "kernels",
+        "started": "start",
+    }
+
+    def sources(self) -> dict[str, datetime]:
+        """The last time of each kind of activity (what ``web_app.last_activity()`` takes the maximum of)."""
+        settings = self.settings
+        found = {"started": settings.get("started")}
+        for key, value in settings.items():
+            if key.endswith("_last_activity") and isinstance(value, datetime):
+                found[key] = value
+        for key, value in (settings.get("last_activity_times") or {}).items():
+            found[key] = value
+        kernels = getattr(self.app, "kernel_manager", None)
+        if kernels is not None and getattr(kernels, "last_kernel_activity", None):
+            found["kernels"] = kernels.last_kernel_activity
+        return {self.SOURCES.get(k, k): v for k, v in found.items() if isinstance(v, datetime)}
+
     def status(self) -> dict:
         """When the culler will stop this server, and what to tell the user (None: nothing to say)."""
         now = _now()
         last = self.app.web_app.last_activity()
+        sources = self.sources()
+        last_source = max(sources, key=sources.get) if sources else ""
         started = self.settings.get("started", now)
         candidates = []
         if self.idle_timeout:
             candidates.append((last + timedelta(seconds=self.idle_timeout), "idle"))
         if self.max_age:
             candidates.append((started + timedelta(seconds=self.max_age), "age"))
+        base = {
+            "last_activity": last.isoformat(),
+            "last_activity_source": last_source,
+            "sources": {k: v.isoformat() for k, v in sources.items()},
+            # how often the JupyterLab plugin should ask: often enough to warn in time
+            "poll_seconds": max(5, min(20, int(self.warning / 4) or 20)),
+        }
         if not candidates:
-            return {"last_activity": last.isoformat(), "stops_at": None, "warning": None}
+            return {**base, "stops_at": None, "warning": None}
         stops_at, why = min(candidates)
         remaining = (stops_at - now).total_seconds()
         warning = None
@@ -156,7 +189,7 @@ class IdleWatch:
                     f"This server reaches its maximum running time and will be stopped {when}. Save your work; your "
                     "files in your home stay, and you can start it again."
                 )
-        return {"last_activity": last.isoformat(), "stops_at": stops_at.isoformat(), "warning": warning}
+        return {**base, "stops_at": stops_at.isoformat(), "warning": warning}
 
     async def notify_desktop(self) -> None:
         """Show the warning on every desktop of this user while it holds; take it away when it no longer does."""
@@ -183,6 +216,7 @@ class IdleWatch:
                      self.notified.pop(display)],
                     env=env, capture_output=True, timeout=10,
                 )  # fmt: skip
+                self.app.log.info("devdock: idle warning withdrawn from desktop %s", display)
 
     async def tick(self) -> None:
         try:

@@ -3,7 +3,7 @@
  * extensions (window._JUPYTERLAB[name] with init() and get()), so that the image needs no Node.js build.
  * It uses only JupyterLab's own commands (apputils:notify, apputils:dismiss-notification), no shared module.
  *
- * Every 20 s it asks devdock's server extension (api/devdock/status; that request does not count as activity)
+ * Every 20 s (or as often as the server says) it asks devdock's server extension (api/devdock/status; that request does not count as activity)
  * when the server will be stopped for being idle; within the warning time it shows a notice that stays until
  * the user does something, which cancels the stop.
  */
@@ -17,10 +17,18 @@
       var shown = null;
       var base = document.body.dataset.baseUrl ||
         (JSON.parse(document.getElementById("jupyter-config-data").textContent).baseUrl) || "/";
+      var every = POLL_MS;
+      function schedule() { setTimeout(function () { check(); }, every); }
+      function xsrf() {
+        // What JupyterLab's own requests send: cookie-authenticated API calls must carry the _xsrf token.
+        var m = document.cookie.match("\\b_xsrf=([^;]*)\\b");
+        return m ? decodeURIComponent(m[1]) : "";
+      }
       function check() {
-        fetch(base + "api/devdock/status", { credentials: "same-origin" })
+        fetch(base + "api/devdock/status", { credentials: "same-origin", headers: { "X-XSRFToken": xsrf() } })
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (status) {
+            if (status && status.poll_seconds) { every = status.poll_seconds * 1000; }
             var warn = status && status.warning;
             if (warn && !shown) {
               app.commands.execute("apputils:notify", {
@@ -33,12 +41,10 @@
               shown = null;
             }
           })
-          .catch(function () {});
+          .catch(function () {})
+          .then(schedule);
       }
-      app.restored.then(function () {
-        check();
-        setInterval(check, POLL_MS);
-      });
+      app.restored.then(check);
     }
   };
   var root = typeof window !== "undefined" ? window : self;

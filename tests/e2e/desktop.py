@@ -1,0 +1,46 @@
+"""What the browser tier's tests share: logging in, and looking at the desktop like a person."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from PIL import Image
+
+from tests.harness import ARTIFACTS
+
+SHOTS = ARTIFACTS / "screenshots"
+
+
+def login(page, hub, username: str) -> None:
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input#username_input", username)
+    page.fill("input#password_input", hub.password)
+    page.click("#login_submit")
+
+
+def frame_stats(png: bytes) -> tuple[int, float]:
+    """(distinct colours, share of black pixels) of a screenshot."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 24) or []
+    black = sum(n for n, rgb in colours if max(rgb) < 16)
+    return len(colours), black / (image.width * image.height)
+
+
+def desktop_drawn(png: bytes) -> bool:
+    """A drawn XFCE desktop: wallpaper and panel (many colours), not a black, just-connected screen."""
+    colours, black = frame_stats(png)
+    return colours >= 64 and black < 0.5
+
+
+def wait_for_desktop_frame(canvas, timeout: float = 90) -> bytes:
+    """Screenshots of the noVNC canvas until the desktop has been drawn."""
+    deadline = time.monotonic() + timeout
+    png = b""
+    while time.monotonic() < deadline:
+        png = canvas.screenshot()
+        if desktop_drawn(png):
+            return png
+        time.sleep(1)
+    (SHOTS / "desktop-not-drawn.png").write_bytes(png)
+    raise AssertionError(f"desktop never drawn after {timeout}s: (colours, black share) = {frame_stats(png)}")
