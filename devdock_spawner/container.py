@@ -74,6 +74,13 @@ class ContainerSettings:
     mounts: list = field(default_factory=list)
     mem_limit: int | None = None
     cpu_limit: float | None = None
+    #: size of the tmpfs on /tmp and /var/tmp (they count against mem_limit), e.g. "2g"; empty: no tmpfs
+    tmp_size: str | None = None
+    #: Docker's json-file log rotation: size of one file ("10m") and how many are kept
+    log_max_size: str | None = None
+    log_max_files: int = 3
+    #: how readily the host's OOM killer picks this container over the hub (-1000..1000)
+    oom_score_adj: int | None = None
     shm_size: str | None = None
     pids_limit: int | None = None
     stop_timeout: int | None = None
@@ -252,11 +259,23 @@ def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
         host["port_bindings"] = {key.split("/")[0]: value for key, value in s.published.items()}
     if s.mem_limit is not None:
         host["mem_limit"] = s.mem_limit
+        host["memswap_limit"] = s.mem_limit  # no swap beyond the limit: an out-of-memory kill, not a slow host
     if s.cpu_limit is not None:
         host["cpu_period"] = 100_000
         host["cpu_quota"] = int(s.cpu_limit * 100_000)
     if s.shm_size:
         host["shm_size"] = s.shm_size
+    if s.tmp_size:
+        # The only places outside the home a user can write to: bounded, so the container layer stays small.
+        options = f"rw,exec,nosuid,nodev,size={s.tmp_size},mode=1777"
+        host["tmpfs"] = {"/tmp": options, "/var/tmp": options, "/run/lock": "rw,noexec,nosuid,nodev,size=8m,mode=1777"}
+    if s.log_max_size:
+        host["log_config"] = {
+            "type": "json-file",
+            "config": {"max-size": s.log_max_size, "max-file": str(s.log_max_files)},
+        }
+    if s.oom_score_adj is not None:
+        host["oom_score_adj"] = s.oom_score_adj
     if s.pids_limit:
         host["pids_limit"] = s.pids_limit
     if s.device_requests:
@@ -268,3 +287,10 @@ def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
     host = deep_merge(host, s.extra_host)
     check_host_config(host, s.network, s.devices, s.device_requests)
     return create, host
+
+
+def last_lines(logs: bytes | str) -> str:
+    """A container's last output lines on one line, for an error message."""
+    if isinstance(logs, bytes):
+        logs = logs.decode(errors="replace")
+    return logs.strip().replace("\n", " | ")[-600:] or "(none)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import time
 
 from docker.errors import APIError, DockerException
@@ -13,17 +12,20 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Int, Unicode, default
 
-from . import culler, metrics, naming, reconcile
 from . import gpu as gpus
+from . import metrics, naming, reconcile
 from ._version import __version__
-from .container import ContainerSettings, UnsafeConfiguration, container_spec, network_spec
+from .container import ContainerSettings, UnsafeConfiguration, container_spec, last_lines, network_spec
 from .hubstate import hub_state
 from .profiles import InvalidOptions, validate_user_options
+from .spawner_culling import CullingMixin
 from .spawner_gpu import GPUMixin
+from .spawner_homes import HomesMixin
+from .spawner_resources import ResourcesMixin
 from .spawner_ssh import SSH_CONTAINER_PORT, SSHMixin
 
 
-class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
+class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixin, DockerSpawner):
     """A personal Linux desktop, JupyterLab and a terminal in one container per user.
 
     Builds on :class:`dockerspawner.DockerSpawner` (its ``self.docker(...)`` seam, image, volume and
@@ -151,26 +153,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         """One thread pool of ``docker_workers`` threads for the whole hub (DockerSpawner has one thread)."""
         return hub_state().executor(max(1, self.docker_workers))
 
-    # --- resources ---------------------------------------------------------------------------
-
-    shm_size = Unicode(
-        "512m",
-        config=True,
-        help="""
-        Size of ``/dev/shm``. Docker's 64m default is too small for browsers and PyTorch data
-        loaders running in the desktop. Example: ``"2g"``. Empty: Docker's default.
-        """,
-    )
-
-    pids_limit = Int(
-        4096,
-        config=True,
-        help="""
-        Most processes (and threads) one container may run, so that a fork bomb in one desktop
-        cannot exhaust the host. 0 means no limit. Default: 4096.
-        """,
-    )
-
     desktop_prestart = Bool(
         True,
         config=True,
@@ -247,49 +229,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         )
         return ns
 
-    #: The home volume found for this spawn by ``resolve_home_volume`` (empty: not looked up yet).
-    _home_volume = ""
-
-    @property
-    def home_volume(self) -> str:
-        """Name of this server's home volume: ``<prefix>-home-<user>[_<server>]``, or the one found for it."""
-        return self._home_volume or naming.home_volume_name(self.prefix, self.user_slug, self.server_slug)
-
-    async def resolve_home_volume(self) -> str:
-        """This spawn's home volume: the one named for this server, else one devdock made under its old naming.
-
-        A home made before devdock 0.2 is named after a slug with a 32-bit hash; it is used again only if its
-        ``io.devdock.owner`` and ``io.devdock.server`` labels name this very user and server, so that nobody
-        can reach another user's old home by choosing a username whose old slug matches.
-        """
-        current = naming.home_volume_name(self.prefix, self.user_slug, self.server_slug)
-        server = self.name or ""
-        legacy = naming.home_volume_name(
-            self.prefix, naming.legacy_slug(self.user.name), naming.legacy_slug(server) if server else ""
-        )
-        self._home_volume = self._legacy_login = ""
-        if legacy != current and await self._inspect_volume(current) is None:
-            info = await self._inspect_volume(legacy)
-            labels = (info or {}).get("Labels") or {}
-            if labels.get(naming.OWNER_LABEL) == self.user.name and labels.get(naming.SERVER_LABEL) == server:
-                self.log.info("Using %s's home %s, named before devdock 0.2", self._log_name, legacy)
-                self._home_volume = legacy
-                self._legacy_login = naming.checked_login(labels.get(naming.LOGIN_LABEL, ""))
-        return self.home_volume
-
-    async def _inspect_volume(self, name: str) -> dict | None:
-        try:
-            return await self.docker("inspect_volume", name)
-        except APIError as e:
-            if e.status_code == 404:
-                return None
-            raise
-
-    @default("volumes")
-    def _default_volumes(self):
-        """``{"{home_volume}": "/home/{login}"}``: one persistent home per user and named server."""
-        return {"{home_volume}": "/home/{login}"}
-
     def _labels(self) -> dict:
         return naming.labels(
             username=self.user.name,
@@ -325,99 +264,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         )
         return env
 
-    # --- idle culling ------------------------------------------------------------------------
-
-    cull_idle_timeout = Int(
-        culler.IDLE_TIMEOUT,
-        config=True,
-        help="""
-        Seconds without activity after which the idle culler (the ``devdock-culler`` service) stops a server that
-        holds no GPU. A profile's ``idle_timeout`` wins. What counts as activity: JupyterLab, terminals and
-        kernels, SSH sessions, and keyboard or pointer input on the desktop (an open desktop tab alone does not).
-        0: never. Default: 28800 (8 hours).
-        """,
-    )
-
-    cull_gpu_idle_timeout = Int(
-        culler.GPU_IDLE_TIMEOUT,
-        config=True,
-        help="""
-        The same for servers whose profile holds GPUs, so that scarce GPUs are given back first. A profile's
-        ``idle_timeout`` wins. Default: 7200 (2 hours).
-        """,
-    )
-
-    cull_max_age = Int(
-        0,
-        config=True,
-        help="""
-        Seconds a server without GPUs may run at most, however busy. A profile's ``max_age`` wins. 0 (default):
-        no limit.
-        """,
-    )
-
-    cull_gpu_max_age = Int(
-        culler.GPU_MAX_AGE,
-        config=True,
-        help="""
-        Seconds a server holding GPUs may run at most, however busy (a fair share, not a lease for ever). A
-        profile's ``max_age`` wins. 0: no limit. Default: 259200 (3 days).
-        """,
-    )
-
-    cull_warning = Int(
-        600,
-        config=True,
-        help="""
-        Seconds before an idle stop (or the maximum age) that the user is warned, on the desktop and in
-        JupyterLab; any use cancels an idle stop. Default: 600 (10 minutes).
-        """,
-    )
-
-    def cull_policy(self) -> culler.Policy:
-        """The culling policy of this hub's profiles (the culler service gets the same, see jupyterhub_config.py)."""
-        return culler.policy_for(
-            self._profiles(),
-            self.cull_idle_timeout,
-            self.cull_gpu_idle_timeout,
-            self.cull_gpu_max_age,
-            self.cull_max_age,
-        )
-
-    #: The profile of the current (or last) start.
-    _profile_slug = ""
-
-    def cull_environment(self) -> dict:
-        """The limits of this server's profile, so that the server can warn its user before the stop."""
-        rule = culler.rule_for(self.cull_policy(), self._profile_slug)
-        return {
-            "DEVDOCK_CULL_IDLE_TIMEOUT": str(rule.idle_timeout),
-            "DEVDOCK_CULL_MAX_AGE": str(rule.max_age),
-            "DEVDOCK_CULL_WARNING": str(self.cull_warning),
-        }
-
-    async def activity_status(self) -> dict:
-        """What the running server says about its activity (``api/devdock/status`` of devdock's server extension):
-        the last activity, of which kind, and when the culler will stop it. Empty when it cannot say."""
-        server = self.server
-        if not (self.active and self.ready and server is not None and self.api_token):
-            return {}
-        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
-        url = f"http://{server.ip}:{server.port}{server.base_url}api/devdock/status"
-        try:
-            response = await AsyncHTTPClient().fetch(
-                HTTPRequest(url, headers={"Authorization": f"token {self.api_token}"}, request_timeout=3)
-            )
-            return json.loads(response.body)
-        except Exception as e:  # noqa: BLE001 - an image without devdock's extension, a server starting up
-            self.log.debug("No activity status from %s: %s", self._log_name, e)
-            return {}
-
-    #: Why the server last stopped when it was not its user's doing (the culler's reason), with the time: the
-    #: home page tells the user. Kept in the state while stopped; cleared by the next start.
-    stop_reason = Dict()
-
     def _ssh_progress_message(self) -> str:
         return f"SSH: {self.ssh_command}"
 
@@ -441,39 +287,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             await self.docker(
                 "create_network", **network_spec(self.network_name, self.isolate_containers, self.extra_labels)
             )
-
-    def _own_volumes(self) -> list[str]:
-        """Named volumes of this server alone: those whose name in ``volumes`` is a template ({home_volume},
-        {username}, ...). A volume named literally (a shared dataset) belongs to nobody in particular."""
-        own = []
-        for template in self.volumes:
-            source = self.format_volume_name(template, self)
-            if "{" in template and "/" not in source:
-                own.append(source)
-        return own
-
-    async def ensure_volumes(self):
-        """Create this server's own volumes up front with devdock's labels; refuse one another user owns."""
-        for source in self._own_volumes():
-            info = await self._inspect_volume(source)
-            if info is None:
-                await self.docker("create_volume", name=source, labels=self._labels())
-                continue
-            labels = info.get("Labels") or {}
-            owner = labels.get(naming.OWNER_LABEL)
-            if owner is not None and (
-                owner != self.user.name or labels.get(naming.SERVER_LABEL, "") != (self.name or "")
-            ):
-                self.log.error(
-                    "Refusing to mount volume %s for %s: its %s label says it belongs to %r (server %r)",
-                    source, self._log_name, naming.OWNER_LABEL, owner, labels.get(naming.SERVER_LABEL, ""),
-                )  # fmt: skip
-                raise web.HTTPError(
-                    409,
-                    f"The volume {source} belongs to another user or server, so devdock will not mount it for "
-                    f"{self.user.name}. Nothing was changed. An admin can see whose it is with "
-                    f"'docker volume inspect {source}'.",
-                )
 
     async def _resolve_extra(self, value):
         value = self._eval_if_callable(value)
@@ -503,6 +316,10 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             mem_limit=self.mem_limit or None,
             cpu_limit=self.cpu_limit or None,
             shm_size=self.shm_size or None,
+            tmp_size=self.tmp_size or None,
+            log_max_size=self.log_max_size or None,
+            log_max_files=self.log_max_files,
+            oom_score_adj=self.oom_score_adj,
             pids_limit=self.pids_limit or None,
             stop_timeout=self.stop_grace_seconds,
             published=(
@@ -533,49 +350,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         self.log.debug("Creating container %s with %s", self.object_name, create_kwargs)
         return await self.docker("create_container", **create_kwargs)
 
-    # --- offboarding -------------------------------------------------------------------------
-
-    offboarding = CaselessStrEnum(
-        ["remove", "archive", "keep"],
-        "remove",
-        config=True,
-        help="""
-        What happens to a server's home when an admin deletes its user (or the user deletes a named server):
-        ``remove`` (the default) removes the home volume, ``archive`` first writes it to
-        ``offboarding_archive`` as ``<volume>-<UTC time>.tar.gz`` and then removes it, ``keep`` leaves it (as
-        devdock 0.1 did). With ``remove`` and ``archive`` a username created again never finds the old
-        person's files; the user's SSH key file goes with their default server either way (with ``keep``
-        too: keys of a deleted user must never open the next person's server).
-        """,
-    )
-
-    offboarding_archive = Unicode(
-        "",
-        config=True,
-        help="""
-        Where ``offboarding = "archive"`` writes homes: a host folder (absolute path) or a Docker volume name.
-        The archives are readable by root only. Required with ``archive``. Example: ``"/srv/devdock/archive"``.
-        """,
-    )
-
-    async def delete_forever(self):
-        """The user (or this named server) is deleted for good: remove what devdock keeps for them.
-
-        JupyterHub calls this after the server stopped, for every server of a deleted user and for a named
-        server deleted with ``remove``. The default server only goes with its user, so its key file goes with it.
-        """
-        await self._remove_leftover_container()
-        if self.offboarding != "keep":
-            await self.resolve_home_volume()
-            for volume in self._own_volumes():
-                await self._offboard_volume(volume)
-        if not self.name:
-            for path in self.key_store().delete(self.user.name):
-                self.log.info("devdock: removed the SSH keys of deleted user %s (%s)", self.user.name, path)
-        self.port_allocator.release(self.server_key)
-        self.release_gpus()
-        self.ssh_port, self.ssh_host_key = 0, ""
-
     async def remove_object(self):
         """Remove this server's container, stopping it first if it still runs.
 
@@ -589,64 +363,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             if e.status_code not in (304, 404, 409):
                 raise
         return await super().remove_object()
-
-    async def _remove_leftover_container(self) -> None:
-        """A stopped container kept for inspection (``keep_failed_containers``) would hold the home volume."""
-        try:
-            await self.docker("remove_container", self.object_name, force=True)
-        except APIError as e:
-            if e.status_code != 404:
-                raise
-
-    async def _offboard_volume(self, volume: str) -> None:
-        info = await self._inspect_volume(volume)
-        if info is None:
-            return
-        owner = (info.get("Labels") or {}).get(naming.OWNER_LABEL)
-        if owner is not None and owner != self.user.name:
-            self.log.error("devdock: not removing %s of %s: it belongs to %r", volume, self._log_name, owner)
-            return
-        if self.offboarding == "archive":
-            await self._archive_volume(volume)
-        try:
-            await self.docker("remove_volume", volume)
-        except APIError as e:
-            self.log.error("devdock: could not remove %s of deleted %s: %s", volume, self._log_name, e)
-            return
-        self.log.info("devdock: removed home %s of deleted %s", volume, self._log_name)
-
-    async def _archive_volume(self, volume: str) -> None:
-        """``<offboarding_archive>/<volume>-<UTC time>.tar.gz`` by a one-shot container of the desktop image."""
-        if not self.offboarding_archive:
-            raise web.HTTPError(500, "offboarding = 'archive' needs c.DevDockSpawner.offboarding_archive")
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = f"/archive/{volume}-{stamp}.tar.gz"
-        host = self.client.create_host_config(
-            binds={
-                volume: {"bind": "/home", "mode": "ro"},
-                self.offboarding_archive: {"bind": "/archive", "mode": "rw"},
-            },
-            network_mode="none",
-            cap_drop=["ALL"],
-            cap_add=["DAC_READ_SEARCH"],  # read every file of the home; the archive belongs to root
-            security_opt=["no-new-privileges:true"],
-        )
-        container = await self.docker(
-            "create_container",
-            self.image,
-            entrypoint=["sh", "-c", 'umask 077 && tar -C /home -czf "$0.partial" . && mv "$0.partial" "$0"', target],
-            host_config=host,
-            labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: "offboarding", **self.extra_labels},
-        )
-        try:
-            await self.docker("start", container["Id"])
-            result = await self.docker("wait", container["Id"], timeout=3600)
-            if result.get("StatusCode") != 0:
-                logs = await self.docker("logs", container["Id"], tail=5)
-                raise web.HTTPError(500, f"Archiving {volume} failed, so it was not removed: {_last_lines(logs)}")
-        finally:
-            await self.docker("remove_container", container["Id"], force=True)
-        self.log.info("devdock: archived home %s of deleted %s to %s", volume, self._log_name, target)
 
     # --- reconciliation ----------------------------------------------------------------------
 
@@ -852,7 +568,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
         logs = await self.docker("logs", self.container_id, tail=8)
         return (
             f"The server stopped right after starting (exit code {state['ExitCode']}). "
-            f"Its last output: {_last_lines(logs)}"
+            f"Its last output: {last_lines(logs)}"
         )
 
     def _keep_failed_object(self) -> bool:
@@ -964,10 +680,3 @@ class DevDockSpawner(SSHMixin, GPUMixin, DockerSpawner):
             if self._spawn_future is not None and self._spawn_future.done():
                 return
             await asyncio.sleep(0.25)
-
-
-def _last_lines(logs: bytes | str) -> str:
-    """A container's last output lines on one line, for an error message."""
-    if isinstance(logs, bytes):
-        logs = logs.decode(errors="replace")
-    return logs.strip().replace("\n", " | ")[-600:] or "(none)"

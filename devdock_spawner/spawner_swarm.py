@@ -25,10 +25,10 @@ from traitlets import Bool, CaselessStrEnum, Dict, List, Unicode, default, valid
 
 from . import gpu as gpus
 from . import metrics, naming, reconcile, swarm
-from .container import UnsafeConfiguration
+from .container import UnsafeConfiguration, last_lines
 from .hubstate import hub_state
 from .naming import HUB_LABEL, MANAGED_LABEL, OWNER_LABEL
-from .spawner import DevDockSpawner, _last_lines
+from .spawner import DevDockSpawner
 
 
 class DevDockSwarmSpawner(DevDockSpawner):
@@ -583,7 +583,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
         reason = swarm.task_problem(task or {}) or "no reason given"
         if state in ("rejected", "gone"):
             return f"Swarm could not start the server ({state}: {reason})."
-        return f"The server stopped right after starting ({state}: {reason}). Its last output: {_last_lines(logs)}"
+        return f"The server stopped right after starting ({state}: {reason}). Its last output: {last_lines(logs)}"
 
     async def _poll_object(self):
         try:

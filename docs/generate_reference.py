@@ -57,12 +57,13 @@ def render() -> str:
         "default devdock changes are listed at the end of each part.",
         "",
     ]
-    # devdock's own settings: those defined by DevDockSpawner and its mixins (SSH, GPUs).
-    lines += _section(
-        DevDockSpawner,
-        DockerSpawner,
-        ("devdock_spawner.spawner", "devdock_spawner.spawner_ssh", "devdock_spawner.spawner_gpu"),
+    # devdock's own settings: those defined by DevDockSpawner and its mixins (one module per concern).
+    mixins = tuple(
+        f"devdock_spawner.{m.__module__.rsplit('.', 1)[-1]}"
+        for m in DevDockSpawner.__mro__
+        if m.__module__.startswith("devdock_spawner.spawner") and m.__module__ != "devdock_spawner.spawner_swarm"
     )
+    lines += _section(DevDockSpawner, DockerSpawner, mixins)
     lines += [
         "",
         "# DevDockSwarmSpawner (`devdock-swarm`)",

@@ -28,6 +28,8 @@ c.DevDockSpawner.profile_list = [
     },
 ]
 c.Spawner.poll_interval = 2
+c.DevDockSpawner.mem_limit = "3G"
+c.DevDockSpawner.cpu_limit = 1.25
 """
 
 
@@ -80,7 +82,8 @@ def test_profile_limits_reach_the_container_and_do_not_leak_into_the_next_spawn(
     fhub.stop_server("limited")
     fhub.spawn("limited", options={"profile": "cpu"})
     host = fhub.container("limited").attrs["HostConfig"]
-    assert (host["Memory"], host["CpuQuota"], host["PidsLimit"]) == (0, 0, 4096)
+    # back to the site's settings (EXTRA), not the last profile's
+    assert (host["Memory"], host["CpuQuota"], host["PidsLimit"]) == (3 * 1024**3, 125_000, 4096)
     assert host["ShmSize"] == 512 * 1024**2
     fhub.stop_server("limited")
 

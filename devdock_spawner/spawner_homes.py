@@ -1,0 +1,199 @@
+"""Homes: which volume is a server's home, who it belongs to, and what happens to it when its user goes (a mixin).
+
+Mixed into :class:`~devdock_spawner.spawner.DevDockSpawner`; uses its ``docker()`` seam and names. A home is a
+named volume labelled with its owner; another owner's volume is never mounted, one made under devdock 0.1's
+naming is found again by its labels, and offboarding removes (or archives) it with its user.
+"""
+
+from __future__ import annotations
+
+import time
+
+from docker.errors import APIError
+from tornado import web
+from traitlets import CaselessStrEnum, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from . import naming
+from .container import last_lines
+
+
+class HomesMixin(LoggingConfigurable):
+    """Home volumes: resolution, the owner check, offboarding."""
+
+    #: The home volume found for this spawn by ``resolve_home_volume`` (empty: not looked up yet).
+    _home_volume = ""
+
+    @property
+    def home_volume(self) -> str:
+        """Name of this server's home volume: ``<prefix>-home-<user>[_<server>]``, or the one found for it."""
+        return self._home_volume or naming.home_volume_name(self.prefix, self.user_slug, self.server_slug)
+
+    async def resolve_home_volume(self) -> str:
+        """This spawn's home volume: the one named for this server, else one devdock made under its old naming.
+
+        A home made before devdock 0.2 is named after a slug with a 32-bit hash; it is used again only if its
+        ``io.devdock.owner`` and ``io.devdock.server`` labels name this very user and server, so that nobody
+        can reach another user's old home by choosing a username whose old slug matches.
+        """
+        current = naming.home_volume_name(self.prefix, self.user_slug, self.server_slug)
+        server = self.name or ""
+        legacy = naming.home_volume_name(
+            self.prefix, naming.legacy_slug(self.user.name), naming.legacy_slug(server) if server else ""
+        )
+        self._home_volume = self._legacy_login = ""
+        if legacy != current and await self._inspect_volume(current) is None:
+            info = await self._inspect_volume(legacy)
+            labels = (info or {}).get("Labels") or {}
+            if labels.get(naming.OWNER_LABEL) == self.user.name and labels.get(naming.SERVER_LABEL) == server:
+                self.log.info("Using %s's home %s, named before devdock 0.2", self._log_name, legacy)
+                self._home_volume = legacy
+                self._legacy_login = naming.checked_login(labels.get(naming.LOGIN_LABEL, ""))
+        return self.home_volume
+
+    async def _inspect_volume(self, name: str) -> dict | None:
+        try:
+            return await self.docker("inspect_volume", name)
+        except APIError as e:
+            if e.status_code == 404:
+                return None
+            raise
+
+    @default("volumes")
+    def _default_volumes(self):
+        """``{"{home_volume}": "/home/{login}"}``: one persistent home per user and named server."""
+        return {"{home_volume}": "/home/{login}"}
+
+    def _own_volumes(self) -> list[str]:
+        """Named volumes of this server alone: those whose name in ``volumes`` is a template ({home_volume},
+        {username}, ...). A volume named literally (a shared dataset) belongs to nobody in particular."""
+        own = []
+        for template in self.volumes:
+            source = self.format_volume_name(template, self)
+            if "{" in template and "/" not in source:
+                own.append(source)
+        return own
+
+    async def ensure_volumes(self):
+        """Create this server's own volumes up front with devdock's labels; refuse one another user owns."""
+        for source in self._own_volumes():
+            info = await self._inspect_volume(source)
+            if info is None:
+                await self.docker("create_volume", name=source, labels=self._labels())
+                continue
+            labels = info.get("Labels") or {}
+            owner = labels.get(naming.OWNER_LABEL)
+            if owner is not None and (
+                owner != self.user.name or labels.get(naming.SERVER_LABEL, "") != (self.name or "")
+            ):
+                self.log.error(
+                    "Refusing to mount volume %s for %s: its %s label says it belongs to %r (server %r)",
+                    source, self._log_name, naming.OWNER_LABEL, owner, labels.get(naming.SERVER_LABEL, ""),
+                )  # fmt: skip
+                raise web.HTTPError(
+                    409,
+                    f"The volume {source} belongs to another user or server, so devdock will not mount it for "
+                    f"{self.user.name}. Nothing was changed. An admin can see whose it is with "
+                    f"'docker volume inspect {source}'.",
+                )
+
+    # --- offboarding -------------------------------------------------------------------------
+
+    offboarding = CaselessStrEnum(
+        ["remove", "archive", "keep"],
+        "remove",
+        config=True,
+        help="""
+        What happens to a server's home when an admin deletes its user (or the user deletes a named server):
+        ``remove`` (the default) removes the home volume, ``archive`` first writes it to
+        ``offboarding_archive`` as ``<volume>-<UTC time>.tar.gz`` and then removes it, ``keep`` leaves it (as
+        devdock 0.1 did). With ``remove`` and ``archive`` a username created again never finds the old
+        person's files; the user's SSH key file goes with their default server either way (with ``keep``
+        too: keys of a deleted user must never open the next person's server).
+        """,
+    )
+
+    offboarding_archive = Unicode(
+        "",
+        config=True,
+        help="""
+        Where ``offboarding = "archive"`` writes homes: a host folder (absolute path) or a Docker volume name.
+        The archives are readable by root only. Required with ``archive``. Example: ``"/srv/devdock/archive"``.
+        """,
+    )
+
+    async def delete_forever(self):
+        """The user (or this named server) is deleted for good: remove what devdock keeps for them.
+
+        JupyterHub calls this after the server stopped, for every server of a deleted user and for a named
+        server deleted with ``remove``. The default server only goes with its user, so its key file goes with it.
+        """
+        await self._remove_leftover_container()
+        if self.offboarding != "keep":
+            await self.resolve_home_volume()
+            for volume in self._own_volumes():
+                await self._offboard_volume(volume)
+        if not self.name:
+            for path in self.key_store().delete(self.user.name):
+                self.log.info("devdock: removed the SSH keys of deleted user %s (%s)", self.user.name, path)
+        self.port_allocator.release(self.server_key)
+        self.release_gpus()
+        self.ssh_port, self.ssh_host_key = 0, ""
+
+    async def _remove_leftover_container(self) -> None:
+        """A stopped container kept for inspection (``keep_failed_containers``) would hold the home volume."""
+        try:
+            await self.docker("remove_container", self.object_name, force=True)
+        except APIError as e:
+            if e.status_code != 404:
+                raise
+
+    async def _offboard_volume(self, volume: str) -> None:
+        info = await self._inspect_volume(volume)
+        if info is None:
+            return
+        owner = (info.get("Labels") or {}).get(naming.OWNER_LABEL)
+        if owner is not None and owner != self.user.name:
+            self.log.error("devdock: not removing %s of %s: it belongs to %r", volume, self._log_name, owner)
+            return
+        if self.offboarding == "archive":
+            await self._archive_volume(volume)
+        try:
+            await self.docker("remove_volume", volume)
+        except APIError as e:
+            self.log.error("devdock: could not remove %s of deleted %s: %s", volume, self._log_name, e)
+            return
+        self.log.info("devdock: removed home %s of deleted %s", volume, self._log_name)
+
+    async def _archive_volume(self, volume: str) -> None:
+        """``<offboarding_archive>/<volume>-<UTC time>.tar.gz`` by a one-shot container of the desktop image."""
+        if not self.offboarding_archive:
+            raise web.HTTPError(500, "offboarding = 'archive' needs c.DevDockSpawner.offboarding_archive")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = f"/archive/{volume}-{stamp}.tar.gz"
+        host = self.client.create_host_config(
+            binds={
+                volume: {"bind": "/home", "mode": "ro"},
+                self.offboarding_archive: {"bind": "/archive", "mode": "rw"},
+            },
+            network_mode="none",
+            cap_drop=["ALL"],
+            cap_add=["DAC_READ_SEARCH"],  # read every file of the home; the archive belongs to root
+            security_opt=["no-new-privileges:true"],
+        )
+        container = await self.docker(
+            "create_container",
+            self.image,
+            entrypoint=["sh", "-c", 'umask 077 && tar -C /home -czf "$0.partial" . && mv "$0.partial" "$0"', target],
+            host_config=host,
+            labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: "offboarding", **self.extra_labels},
+        )
+        try:
+            await self.docker("start", container["Id"])
+            result = await self.docker("wait", container["Id"], timeout=3600)
+            if result.get("StatusCode") != 0:
+                logs = await self.docker("logs", container["Id"], tail=5)
+                raise web.HTTPError(500, f"Archiving {volume} failed, so it was not removed: {last_lines(logs)}")
+        finally:
+            await self.docker("remove_container", container["Id"], force=True)
+        self.log.info("devdock: archived home %s of deleted %s to %s", volume, self._log_name, target)
