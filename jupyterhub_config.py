@@ -170,6 +170,7 @@ c.DevDockSpawner.cull_warning = env_int("DEVDOCK_CULL_WARNING", 600)
 
 # SSH: keys live with the hub; ports come from a range the firewall opens.
 c.DevDockSpawner.ssh_keys_dir = os.path.join(data_dir, "ssh-keys")
+c.DevDockSpawner.hub_data_dir = data_dir  # servers do not start when the database's disk is full
 if env("DEVDOCK_SSH_PORTS"):
     c.DevDockSpawner.ssh_port_range = parse_port_range(env("DEVDOCK_SSH_PORTS"))
 if env("DEVDOCK_SSH_BIND"):

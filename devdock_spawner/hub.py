@@ -25,6 +25,7 @@ from tornado import httputil, web
 from . import culler, metrics
 from .hubstate import hub_state
 from .ssh import InvalidKey, fingerprint, known_hosts_line, parse_keys
+from .usage import human_bytes
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
@@ -165,9 +166,18 @@ class AdminOverviewHandler(BaseHandler):
             spawners.extend(_devdock_spawners(user))
         statuses = await asyncio.gather(*(s.activity_status() for s in spawners))
         now = datetime.now(UTC)
-        for row, status in zip(rows, statuses, strict=True):
+        for row, status, spawner in zip(rows, statuses, spawners, strict=True):
             row["idle"] = _idle_text(now, status)
-        html = await self.render_template("devdock_admin.html", rows=rows, unknown=hub_state().unknown_containers)
+            use = spawner.usage_now if spawner.active else None
+            row["memory"] = f"{human_bytes(use.memory_bytes)} of {human_bytes(use.memory_limit_bytes)}" if use else ""
+            row["cpu"] = f"{use.cpu_cores:.2f}" if use else ""
+            home = hub_state().home_bytes.get(spawner.server_key)
+            row["home"] = human_bytes(home) if home is not None else ""
+            row["oom"] = f"{spawner.last_oom:%Y-%m-%d %H:%M} UTC" if spawner.last_oom else ""
+        disk = own[0].hub_disk_problem() if hasattr(own[0], "hub_disk_problem") else ""
+        html = await self.render_template(
+            "devdock_admin.html", rows=rows, unknown=hub_state().unknown_containers, disk_problem=disk
+        )
         self.finish(html)
 
     @staticmethod

@@ -29,8 +29,13 @@ class HubState:
     #: containers of this hub that run but that the hub database does not know (new or restored database):
     #: left running, their GPUs and ports held; shown on the admin page
     unknown_containers: list = field(default_factory=list)
-    #: servers the idle culler stopped: {(user, server): {"at": iso time, "reason": str}}
-    culled: dict = field(default_factory=dict)
+    #: the last out-of-memory kill inside each server: {server key: datetime}
+    oom: dict = field(default_factory=dict)
+    #: what each running server uses: {server key: usage.Usage}, and its home's size: {server key: bytes}
+    usage: dict = field(default_factory=dict)
+    home_bytes: dict = field(default_factory=dict)
+    #: the hub's data folder is (nearly) full: servers do not start until there is room again
+    disk_full: bool = False
     #: things done once per hub (reconciliation, Swarm's network keeper), by name
     done: set = field(default_factory=set)
     _locks: dict = field(default_factory=dict)

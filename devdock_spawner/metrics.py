@@ -23,3 +23,12 @@ IDLE_GPU_SECONDS = Counter(
 def update_gpu_gauges(allocator) -> None:
     GPUS_TOTAL.set(allocator.total)
     GPUS_ALLOCATED.set(allocator.allocated())
+
+
+SERVER_MEMORY = Gauge("devdock_server_memory_bytes", "Memory a server uses (page cache excluded)", ["user", "server"])
+SERVER_MEMORY_LIMIT = Gauge("devdock_server_memory_limit_bytes", "A server's memory limit", ["user", "server"])
+SERVER_CPU = Gauge("devdock_server_cpu_cores", "CPU cores a server uses (1.0: one busy core)", ["user", "server"])
+SERVER_HOME = Gauge("devdock_server_home_bytes", "Size of a server's home volume", ["user", "server"])
+SERVER_OOM_KILLS = Counter(
+    "devdock_server_oom_kills", "Processes the kernel killed for memory in a server", ["user", "server"]
+)

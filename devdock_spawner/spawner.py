@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from datetime import UTC, datetime
 
 from docker.errors import APIError, DockerException
 from dockerspawner import DockerSpawner
@@ -406,6 +407,7 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
                 )  # fmt: skip
             state.unknown_containers = list(decided.keep_unknown)
             state.done.add(f"reconciled:{self.hub_id}")
+        self.start_watching()
 
     def _running_server_keys(self) -> set[str] | None:
         """``user/server`` of every server the hub database says is running (None: no database here)."""
@@ -450,6 +452,10 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
         self._start_began = time.monotonic()
         self._progress_events = []
         self._emit(5, f"Preparing the desktop for {self.user.name}")
+        problem = self.hub_disk_problem()
+        if problem:
+            self.log.error("devdock: not starting %s: %s", self._log_name, problem)
+            raise web.HTTPError(503, problem)
         # Validate everything the user sent before creating anything.
         try:
             profile, options = validate_user_options(self.user_options, self._profiles(), self._groups())
@@ -459,6 +465,11 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
         self._apply_profile(profile)
         self._profile_slug = profile.slug
         self.stop_reason = {}
+        if self.last_oom:
+            self._emit(
+                6,
+                f"Last time this server ran out of memory ({self.last_oom:%H:%M} UTC, limit {self.memory_limit_text})",
+            )
         self._ssh_keys = self.ssh_keys_for_spawn() if self.ssh_enabled else []
         t0 = time.perf_counter()
         await self.reconcile()
@@ -533,8 +544,24 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
             return None
 
     async def _poll_object(self):
-        """None while the Docker object runs, else its exit status (DockerSpawner's container poll)."""
-        return await super().poll()
+        """None while the Docker object runs, else its exit status (DockerSpawner's container poll).
+
+        A server whose main process the kernel killed for memory says so on its user's home page.
+        """
+        status = await super().poll()
+        if status is not None and self.container_id:
+            try:
+                state = (await self.docker("inspect_container", self.container_id))["State"]
+            except APIError:
+                return status
+            if state.get("OOMKilled"):
+                hub_state().oom[self.server_key] = datetime.now(UTC)
+                self.stop_reason = {
+                    "reason": f"it ran out of memory (its limit is {self.memory_limit_text})",
+                    "at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+                    "by": "the kernel",
+                }
+        return status
 
     async def _wait_for_server(self, ip: str, port: int) -> None:
         """Wait until the server accepts connections, or fail at once, with its output, if it exited.

@@ -31,7 +31,8 @@ def from_stats(stats: dict) -> Usage:
     )
     system_delta = (cpu.get("system_cpu_usage", 0) or 0) - (pre.get("system_cpu_usage", 0) or 0)
     cpus = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
-    cores = cpu_delta / system_delta * cpus if system_delta > 0 and cpu_delta > 0 else 0.0
+    measured = bool(pre.get("system_cpu_usage"))  # the first sample of a container has nothing to compare with
+    cores = cpu_delta / system_delta * cpus if measured and system_delta > 0 and cpu_delta > 0 else 0.0
     return Usage(memory_bytes=used, memory_limit_bytes=int(memory.get("limit", 0) or 0), cpu_cores=round(cores, 3))
 
 

@@ -377,6 +377,47 @@ def run_in_terminal(server_url: str, token: str, command: str, expect: str, time
         requests.delete(f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=10)
 
 
+def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 120, kernel: str = "python3") -> dict:
+    """Run ``code`` in a new kernel of the server, as a notebook cell would (the Jupyter messaging protocol over
+    the kernel's websocket). Returns ``{"status": "ok"|"error", "stdout": str, "stderr": str, "error": str}``;
+    the kernel is shut down afterwards."""
+    import uuid
+
+    headers = {"Authorization": f"token {token}"}
+    r = requests.post(f"{server_url}api/kernels", json={"name": kernel}, headers=headers, timeout=60)
+    r.raise_for_status()
+    kernel_id = r.json()["id"]
+    session, msg_id = uuid.uuid4().hex, uuid.uuid4().hex
+    result = {"status": "", "stdout": "", "stderr": "", "error": ""}
+    ws = ws_connect(f"{server_url}api/kernels/{kernel_id}/channels", token)
+    try:
+        ws.send(json.dumps({
+            "header": {"msg_id": msg_id, "username": "tests", "session": session, "msg_type": "execute_request",
+                       "version": "5.3"},
+            "parent_header": {}, "metadata": {}, "channel": "shell",
+            "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                        "allow_stdin": False, "stop_on_error": True},
+        }))  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ws.settimeout(max(0.1, deadline - time.monotonic()))
+            message = json.loads(ws.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = message["msg_type"], message["content"]
+            if kind == "stream":
+                result[content["name"]] += content["text"]
+            elif kind == "error":
+                result["error"] = f"{content['ename']}: {content['evalue']}"
+            elif kind == "execute_reply":
+                result["status"] = content["status"]
+                return result
+        raise AssertionError(f"the kernel did not finish within {timeout}s: {result}")
+    finally:
+        ws.close()
+        requests.delete(f"{server_url}api/kernels/{kernel_id}", headers=headers, timeout=30)
+
+
 def cleanup(client: docker.DockerClient) -> None:
     """Remove every container, volume and network this run labelled."""
     selector = {"label": f"{RUN_LABEL}={RUN_ID}"}
