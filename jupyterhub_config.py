@@ -56,6 +56,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_CULL_GPU_MAX_AGE  seconds a server holding GPUs may run at most, 0: no limit     (259200: 3 days)
   DEVDOCK_CULL_WARNING      seconds before a stop that the user is warned                  (600)
   DEVDOCK_CULL_EVERY        seconds between the culler's rounds                           (60)
+  DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
   DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
   DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
   DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
@@ -142,6 +143,8 @@ c.DevDockSpawner.isolate_containers = env_flag("DEVDOCK_ISOLATE", True)
 c.DevDockSpawner.prefix = env("DEVDOCK_PREFIX", "devdock")
 c.DevDockSpawner.hub_id = env("DEVDOCK_HUB_ID", "devdock")
 c.DevDockSpawner.extra_labels = parse_labels(env_list("DEVDOCK_EXTRA_LABELS"))
+# A fair share of the GPUs: at most this many per person across all their servers (0: no cap).
+c.DevDockSpawner.gpu_max_per_user = env_int("DEVDOCK_GPU_PER_USER", 2)
 if site["profiles"]:
     print(f"[devdock] spawn form profiles from {site['profiles']}", file=sys.stderr)
     c.DevDockSpawner.profile_list = read_profiles(site["profiles"])

@@ -117,12 +117,16 @@ class GPUAllocator:
 
     # --- changes -----------------------------------------------------------------------------
 
-    def allocate(self, key: str, count: int | str, pinned: list[str] | None = None) -> list[str]:
+    def allocate(self, key: str, count: int | str, pinned: list[str] | None = None, per_owner: int = 0) -> list[str]:
         """UUIDs for ``key``: ``count`` GPUs (or ``"all"``), from ``pinned`` ones if given.
 
-        A server asking again gets what it already holds when that still fits the request.
+        A server asking again gets what it already holds when that still fits the request. ``per_owner`` caps
+        the GPUs one person holds across all their servers (keys ``user/server``); 0: no cap.
         """
         with self._lock:
+            if per_owner:
+                # The cap first: with it reached, "not enough free" would tell the user the wrong thing.
+                self._check_owner_cap(key, count, pinned, per_owner)
             chosen = self._choose(count, pinned, key)
             for uuid in list(self._holders):
                 self._holders[uuid].discard(key)
@@ -143,6 +147,21 @@ class GPUAllocator:
                     self._holders[uuid].add(key)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _check_owner_cap(self, key: str, count: int | str, pinned: list[str] | None, per_owner: int) -> None:
+        pool = [g for g in self.inventory if g.uuid in pinned or str(g.index) in pinned] if pinned else self.inventory
+        wanted = len(pool) if count == "all" else max(0, int(count))
+        owner = key.rpartition("/")[0]
+        others = {
+            u for u, holders in self._holders.items() for k in holders if k != key and k.rpartition("/")[0] == owner
+        }
+        if wanted and len(others) + wanted > per_owner:
+            held, plural = len(others), "s" if len(others) != 1 else ""
+            raise NotEnoughGPUs(
+                f"You already hold {held} GPU{plural} in your other servers, and this profile asks for {wanted}: at "
+                f"most {per_owner} per person. Stop one of your other servers (or choose a profile with fewer GPUs) "
+                "to start this one."
+            )
 
     def _choose(self, count: int | str, pinned: list[str] | None, key: str) -> list[str]:
         """The GPUs to give ``key`` (called with the lock held); raises with a sentence for the user."""

@@ -86,6 +86,16 @@ class GPUMixin(LoggingConfigurable):
         """,
     )
 
+    gpu_max_per_user = Int(
+        0,
+        config=True,
+        help="""
+        The most GPUs one person may hold across all their servers (default and named), so that nobody takes
+        every GPU by starting several servers. A start past it gets a 409 with a sentence. 0: no cap. devdock's
+        jupyterhub_config.py sets 2 (``DEVDOCK_GPU_PER_USER``). Default: 0.
+        """,
+    )
+
     gpu_common_devices = List(
         Unicode(),
         ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"],
@@ -227,7 +237,9 @@ class GPUMixin(LoggingConfigurable):
     async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
         allocator = await self.gpu_allocator()
         try:
-            uuids = allocator.allocate(self.server_key, profile.gpus, list(profile.gpu_ids) or None)
+            uuids = allocator.allocate(
+                self.server_key, profile.gpus, list(profile.gpu_ids) or None, per_owner=self.gpu_max_per_user
+            )
         except gpus.NotEnoughGPUs as e:
             raise web.HTTPError(409, str(e)) from e
         finally:

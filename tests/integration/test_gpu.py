@@ -164,3 +164,19 @@ def test_admins_see_who_holds_which_gpu(devices_hub):
     for user in ("gpu-b", "gpu-c"):
         hub.stop_server(user)
     assert hub.metric("devdock_gpus_allocated") == 0
+
+
+def test_one_person_holds_at_most_the_gpu_cap_across_their_servers(devices_hub):
+    """devdock's config caps GPUs per person at 2 (DEVDOCK_GPU_PER_USER): named servers do not get around it."""
+    hub = devices_hub
+    hub.spawn("capper", options={"profile": "gpu-1"})
+    r = hub.api("POST", "/users/capper/servers/more", json={"profile": "gpu-2"})
+    assert r.status_code == 409, r.text
+    message = r.json()["message"]
+    assert "You already hold 1 GPU in your other servers" in message and "at most 2 per person" in message
+    assert hub.container("capper", "more") is None
+    # Positive control: within the cap, the second server starts (1 + 1 GPUs); nobody else is affected.
+    hub.spawn("capper", "more", options={"profile": "gpu-1"})
+    assert len(hub.server_state("capper", "more")["gpu_ids"]) == 1
+    hub.stop_server("capper", "more")
+    hub.stop_server("capper")

@@ -218,3 +218,31 @@ def test_inventory_config_is_checked():
         GPU.from_config({"index": 0, "uuid": "x", "vram": 3})
     with pytest.raises(ValueError, match="need 'index' and 'uuid'"):
         GPU.from_config({"name": "A100"})
+
+
+# (id, cap per person, [(key, count, expected uuids or error words)])
+CAPS = [
+    ("one-server-at-the-cap", 2, [("ann/", 2, ["GPU-0000", "GPU-0001"])]),
+    ("second-server-past-the-cap", 2, [("ann/", 2, ["GPU-0000", "GPU-0001"]), ("ann/big", 1, "at most 2 per person")]),
+    ("others-are-not-counted", 2, [("ann/", 2, ["GPU-0000", "GPU-0001"]), ("bob/", 2, ["GPU-0002", "GPU-0003"])]),
+    ("same-server-again", 2, [("ann/", 2, ["GPU-0000", "GPU-0001"]), ("ann/", 2, ["GPU-0000", "GPU-0001"])]),
+    ("no-cap", 0, [("ann/", 2, ["GPU-0000", "GPU-0001"]), ("ann/x", 2, ["GPU-0002", "GPU-0003"])]),
+    ("cpu-server-not-capped", 1, [("ann/", 1, ["GPU-0000"]), ("ann/cpu", 0, [])]),
+    (
+        "slash-in-username",
+        1,
+        [("a/b/", 1, ["GPU-0000"]), ("a/", 1, ["GPU-0001"]), ("a/b/x", 1, "at most 1 per person")],
+    ),
+]
+
+
+@pytest.mark.parametrize(("cap", "steps"), [c[1:] for c in CAPS], ids=[c[0] for c in CAPS])
+def test_gpus_per_person_are_capped_across_their_servers(cap, steps):
+    a = allocator()
+    for key, count, expected in steps:
+        if isinstance(expected, str):
+            with pytest.raises(NotEnoughGPUs, match=expected):
+                a.allocate(key, count, per_owner=cap)
+            assert a.held_by(key) == []  # nothing half-allotted
+        else:
+            assert a.allocate(key, count, per_owner=cap) == expected
