@@ -39,6 +39,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_ADMIN_USERS       comma-separated admin usernames            (admin with dummy; none with oauth)
   DEVDOCK_ALLOWED_USERS     comma-separated allowed usernames; empty means everyone who can log in
   DEVDOCK_SERVICE_TOKEN     API token of an admin service "devdock-ops", for automation (optional)
+  DEVDOCK_METRICS_TOKEN     API token of a service "prometheus" that may only read /hub/metrics (optional)
   DEVDOCK_EXTRA_LABELS      extra container/volume labels, "key=value,key=value" (optional)
   DEVDOCK_DATA_DIR          where the hub keeps its database and cookie secret (current directory)
   DEVDOCK_SITE_DIR          the site's folder, outside the checkout: profiles.json and site_config.py (loaded
@@ -214,11 +215,18 @@ elif authenticator == "oauth":
 else:
     raise ConfigError(f"DEVDOCK_AUTHENTICATOR must be 'dummy' or 'oauth', not {authenticator!r}")
 
-# --- automation -----------------------------------------------------------------------------------
+# --- automation and monitoring --------------------------------------------------------------------
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
 service_token = env("DEVDOCK_SERVICE_TOKEN")
 if service_token:
-    c.JupyterHub.services = [{"name": "devdock-ops", "api_token": service_token}]
-    c.JupyterHub.load_roles = [{"name": "admin", "services": ["devdock-ops"]}]
+    c.JupyterHub.services.append({"name": "devdock-ops", "api_token": service_token})
+    c.JupyterHub.load_roles.append({"name": "admin", "services": ["devdock-ops"]})
+metrics_token = env("DEVDOCK_METRICS_TOKEN")
+if metrics_token:
+    # Prometheus scrapes /hub/metrics with this token, which may read metrics and nothing else.
+    c.JupyterHub.services.append({"name": "prometheus", "api_token": metrics_token})
+    c.JupyterHub.load_roles.append({"name": "prometheus", "scopes": ["read:metrics"], "services": ["prometheus"]})
 
 # --- the site's own configuration, last: what it sets wins ----------------------------------------
 if site["config"]:

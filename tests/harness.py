@@ -92,6 +92,7 @@ class Hub:
         self.command_prefix = list(command_prefix or [])
         self.url = f"http://{host}:{self.port}"
         self.service_token = secrets.token_hex(16)
+        self.metrics_token = secrets.token_hex(16)
         self.proxy_token = secrets.token_hex(16)
         self.password = secrets.token_urlsafe(12)
         self.network = f"devdock-test-{RUN_ID}"
@@ -113,6 +114,7 @@ class Hub:
             "DEVDOCK_DUMMY_PASSWORD": self.password,
             "DEVDOCK_ADMIN_USERS": "admin",
             "DEVDOCK_SERVICE_TOKEN": self.service_token,
+            "DEVDOCK_METRICS_TOKEN": self.metrics_token,
             "DEVDOCK_EXTRA_LABELS": f"{RUN_LABEL}={RUN_ID}",
             "DEVDOCK_DATA_DIR": str(data_dir),
             "DEVDOCK_CLEANUP_SERVERS": "0",

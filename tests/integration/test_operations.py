@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import tarfile
 import time
 
 import pytest
 import requests
 
-from tests.harness import PREFIX, RUN_ID, Hub, keygen, ssh
+from tests.harness import PREFIX, ROOT, RUN_ID, Hub, keygen, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -154,3 +156,52 @@ def test_a_hub_with_a_new_or_restored_database_leaves_running_servers_running(
         second.stop_server("neighbour")
     finally:
         second.stop()
+
+
+def test_a_metrics_token_reads_metrics_and_nothing_else(hub):
+    """The Prometheus recipe: DEVDOCK_METRICS_TOKEN is a service token with read:metrics only."""
+    headers = {"Authorization": f"token {hub.metrics_token}"}
+    metrics = requests.get(f"{hub.url}/hub/metrics", headers=headers, timeout=30)
+    assert metrics.status_code == 200 and "devdock_gpus_total" in metrics.text
+    assert requests.get(f"{hub.url}/hub/metrics", timeout=30).status_code == 403  # no token, no metrics
+    for path in ("/users", "/users/admin", "/services"):
+        assert requests.get(f"{hub.url}/hub/api{path}", headers=headers, timeout=30).status_code in (403, 404), path
+    r = requests.post(f"{hub.url}/hub/api/users/intruder", headers=headers, timeout=30)
+    assert r.status_code == 403
+
+
+def test_backup_while_running_then_restore_finds_servers_keys_and_files_again(docker_client, tmp_path_factory):
+    """scripts/backup.sh with the hub and a server running; everything lost; scripts/restore.sh; all back."""
+    data = tmp_path_factory.mktemp("backed-up")
+    hub = Hub(docker_client, data)
+    hub.start()
+    key, line = keygen(tmp_path_factory.mktemp("bkeys"), "bea")
+    try:
+        hub.save_ssh_keys("bea", line)
+        hub.spawn("bea")
+        _write(hub, "bea", "", "experiment-results")
+        backup = tmp_path_factory.mktemp("backup") / "devdock-backup"
+        env = {**os.environ, "DEVDOCK_DATA_DIR": str(data), "DEVDOCK_HUB_ID": hub.env["DEVDOCK_HUB_ID"]}
+        result = subprocess.run([str(ROOT / "scripts/backup.sh"), str(backup)], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        hub.stop_server("bea")
+    finally:
+        hub.stop()
+    # Disaster: the database, the keys and the home are gone.
+    for name in ("jupyterhub.sqlite", "jupyterhub_cookie_secret"):
+        (data / name).unlink()
+    shutil.rmtree(data / "ssh-keys")
+    (home,) = _homes(docker_client, "bea")
+    docker_client.volumes.get(home).remove()
+    result = subprocess.run([str(ROOT / "scripts/restore.sh"), str(backup)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    hub.start()
+    try:
+        assert "bea" in {u["name"] for u in hub.api("GET", "/users").json()}
+        hub.spawn("bea")
+        assert _read(hub, "bea") == "experiment-results"
+        assert ssh(hub.server_state("bea")["ssh_port"], "bea", key).stdout.strip() == "bea"
+        assert docker_client.volumes.get(home).attrs["Labels"]["io.devdock.owner"] == "bea"
+        hub.stop_server("bea")
+    finally:
+        hub.stop()

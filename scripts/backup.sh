@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Back up a devdock hub while it runs: its database (an online, consistent copy), cookie secret and SSH keys, and
+# every user's home volume (with its labels), into one folder.
+#
+#   scripts/backup.sh BACKUP_DIR
+#
+# Where the hub keeps its data (one of):
+#   DEVDOCK_DATA_DIR=/path        a hub run by scripts/up.sh (default: .devdock in the checkout)
+#   DEVDOCK_HUB_VOLUME=name       the compose stack's volume (devdock_hub-data)
+# Which homes: those of hub DEVDOCK_HUB_ID (default devdock). Restore with scripts/restore.sh.
+#
+# The database copy uses SQLite's backup API, so it is consistent while the hub writes; homes are read through a
+# read-only mount while their servers may run (a file being written at that moment may be caught half-way: stop
+# servers first for a perfect copy of a home).
+set -euo pipefail
+
+out=${1:?usage: scripts/backup.sh BACKUP_DIR}
+root=$(cd "$(dirname "$0")/.." && pwd)
+hub_id=${DEVDOCK_HUB_ID:-devdock}
+image=${DEVDOCK_IMAGE:-devdock/desktop:latest}
+log() { printf '[backup] %s\n' "$*" >&2; }
+
+mkdir -p "$out/homes"
+out=$(cd "$out" && pwd)
+chmod 700 "$out"
+
+# --- the hub's data --------------------------------------------------------------------------------------------
+copy_data='
+import os, shutil, sqlite3, sys
+src, dst = sys.argv[1], sys.argv[2]
+with sqlite3.connect(os.path.join(src, "jupyterhub.sqlite")) as db, sqlite3.connect(os.path.join(dst, "jupyterhub.sqlite")) as copy:
+    db.backup(copy)
+for name in ("jupyterhub_cookie_secret",):
+    if os.path.exists(os.path.join(src, name)):
+        shutil.copy2(os.path.join(src, name), dst)
+if os.path.isdir(os.path.join(src, "ssh-keys")):
+    shutil.copytree(os.path.join(src, "ssh-keys"), os.path.join(dst, "ssh-keys"), dirs_exist_ok=True)
+'
+mkdir -p "$out/hub"
+if [ -n "${DEVDOCK_HUB_VOLUME:-}" ]; then
+    log "hub data from volume $DEVDOCK_HUB_VOLUME"
+    docker run --rm --network none -v "$DEVDOCK_HUB_VOLUME:/data:ro" -v "$out/hub:/backup" \
+        --entrypoint python3 "${DEVDOCK_HUB_IMAGE:-devdock/hub:latest}" -c "$copy_data" /data /backup
+else
+    data=${DEVDOCK_DATA_DIR:-$root/.devdock}
+    log "hub data from $data"
+    python3 -c "$copy_data" "$data" "$out/hub"
+fi
+
+# --- homes -----------------------------------------------------------------------------------------------------
+: >"$out/homes/volumes.tsv"
+docker volume ls -q --filter "label=io.devdock.hub=$hub_id" --filter label=io.devdock.owner | while read -r volume; do
+    labels=$(docker volume inspect -f '{{json .Labels}}' "$volume")
+    printf '%s\t%s\n' "$volume" "$labels" >>"$out/homes/volumes.tsv"
+    docker run --rm --network none --cap-drop ALL --cap-add DAC_READ_SEARCH --security-opt no-new-privileges \
+        -v "$volume:/home:ro" -v "$out/homes:/backup" --entrypoint tar "$image" \
+        -C /home --numeric-owner -czf "/backup/$volume.tar.gz" .
+    log "home $volume"
+done
+log "done: $(wc -l <"$out/homes/volumes.tsv") homes and the hub's database in $out"
