@@ -46,15 +46,13 @@ pip_env() {
     export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 }
 
-# The hub's venv with devdock's dependencies, read from pyproject.toml: this layer stays cached until they change.
-# Usage: python_deps <pyproject.toml> <venv>
+# The hub's venv with devdock's dependencies exactly as images/hub/requirements.lock pins them (scripts/lock.sh
+# writes it from pyproject.toml): every build installs the same versions. This layer stays cached until the lock
+# changes. Usage: python_deps <requirements.lock> <venv>
 step_python_deps() {
     pip_env
     python3 -m venv "$2"
-    "$2/bin/python" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' \
-        "$1" > /tmp/requirements.txt
-    "$2/bin/pip" install -q -r /tmp/requirements.txt
-    rm -f /tmp/requirements.txt
+    "$2/bin/pip" install -q -r "$1"
 }
 
 # devdock itself, into the venv made by python_deps. Usage: python_app <source dir> <venv>

@@ -10,7 +10,7 @@ import pytest
 from packaging.version import Version
 
 from tests.advisories import ADVISORIES, IMAGE_ADVISORIES
-from tests.harness import IMAGE, RUN_ID, Hub
+from tests.harness import IMAGE, ROOT, RUN_ID, Hub
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,16 @@ def test_desktop_image_holds_no_package_below_an_advisory_fix(docker_client):
     assert not below, below
 
 
-def test_hub_image_holds_no_package_below_an_advisory_fix(docker_client):
+def test_hub_image_holds_exactly_its_lock_and_nothing_below_an_advisory_fix(docker_client):
     installed = _installed(docker_client, "devdock/hub:latest", "/opt/devdock/hub/bin/pip")
     assert "devdock-spawner" in installed
+    lock = {}
+    for line in (ROOT / "images/hub/requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            lock[name.lower().replace("_", "-")] = Version(pinned)
+    drift = {n: (str(v), str(installed.get(n))) for n, v in lock.items() if installed.get(n) != v}
+    assert not drift, drift
     below = [(p, str(installed[p]), fixed, why) for p, why, fixed in ADVISORIES if installed[p] < Version(fixed)]
     assert not below, below
 

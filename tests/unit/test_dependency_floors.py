@@ -57,3 +57,24 @@ def test_desktop_image_pin_is_above_the_advisory(package, fixed):
     pins = _image_pins()
     assert package in pins, f"images/desktop/requirements.txt pins no {package}"
     assert pins[package] >= Version(fixed)
+
+
+def _lock() -> dict[str, Version]:
+    pins = {}
+    for line in (ROOT / "images/hub/requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            pins[name.strip().lower().replace("_", "-")] = Version(pinned.strip())
+    return pins
+
+
+def test_the_hub_lock_pins_every_dependency_above_its_floor():
+    lock = _lock()
+    for name, floor in _floors().items():
+        assert name in lock, f"images/hub/requirements.lock has no {name}: run scripts/lock.sh"
+        assert lock[name] >= floor, f"the lock pins {name}=={lock[name]}, below pyproject's >={floor}"
+
+
+@pytest.mark.parametrize(("package", "fixed"), [(a[0], a[2]) for a in ADVISORIES], ids=[a[1] for a in ADVISORIES])
+def test_the_hub_lock_is_above_the_advisory(package, fixed):
+    assert _lock()[package] >= Version(fixed)
