@@ -14,6 +14,18 @@ cd "$root"
 data=${DEVDOCK_DATA_DIR:-$root/.devdock}
 mkdir -p "$data"
 
+# What a fresh Debian or Ubuntu lacks: Node.js and npm (configurable-http-proxy), Python's venv module.
+need=()
+command -v npm >/dev/null || need+=(nodejs npm)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "devdock: install ${need[*]} first (or run this as root on Debian/Ubuntu)" >&2
+        exit 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 scripts/engine.sh
 scripts/build-images.sh desktop
 if ! command -v configurable-http-proxy >/dev/null; then

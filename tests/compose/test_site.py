@@ -50,3 +50,11 @@ def test_the_project_name_is_fixed_in_the_file(stack):
     )  # fmt: skip
     assert plain.returncode == 0, plain.stderr
     assert yaml.safe_load(plain.stdout)["name"] == "devdock"
+
+
+def test_the_runbooks_database_upgrade_step_runs(stack):
+    """docs/operations.md's upgrade: `docker compose run --rm hub upgrade-db` on the running stack's database."""
+    result = stack.compose("run", "--rm", "hub", "upgrade-db", check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Upgrading sqlite:////srv/devdock/data/jupyterhub.sqlite" in result.stdout + result.stderr
+    assert requests.get(f"{stack.url}/hub/api/", timeout=10).status_code == 200  # the running hub is unharmed
