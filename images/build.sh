@@ -114,6 +114,10 @@ step_python() {
     "$VENV/bin/pip" uninstall -q -y rfc3987-syntax lark
     # Compile bytecode once at build time, so no server start pays for it.
     "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null || true
+    # The user's own packages: the venv belongs to root, so `pip install` (terminal, %pip, SSH) falls back to
+    # the user's site-packages in their home (~/.local), which only a venv that includes the system site sees.
+    # Switched on after the install above, so that the venv itself holds everything it needs.
+    sed -i 's/^include-system-site-packages = false/include-system-site-packages = true/' "$VENV/pyvenv.cfg"
 }
 
 # devdock's own files: the server extension on the venv's path, its config in the venv's etc/.
@@ -126,6 +130,8 @@ step_devdock() {
     # The JupyterLab side of devdock's notices (a prebuilt extension: no build step, no npm in the image).
     cp -r "$DEVDOCK/lib/labextension" "$VENV/share/jupyter/labextensions/devdock-notices"
     "$VENV/bin/python" -m compileall -q "$DEVDOCK/lib" >/dev/null
+    # Interactive shells (JupyterLab terminals, the desktop's) read bash.bashrc: the same environment as SSH.
+    echo '. /etc/profile.d/devdock.sh' >> /etc/bash.bashrc
     # No "news" prompt in JupyterLab: it would fetch announcements from the internet for every user.
     "$VENV/bin/jupyter" labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null
 }

@@ -171,6 +171,13 @@ class IdleWatch:
             # how often the JupyterLab plugin should ask: often enough to warn in time
             "poll_seconds": max(5, min(20, int(self.warning / 4) or 20)),
         }
+        safe_mode = os.environ.get("DEVDOCK_SAFE_MODE")
+        if safe_mode:
+            base["notice"] = (
+                f"Your server could not start with your own Python packages ({safe_mode}), so it runs without them "
+                "(~/.local is not used by JupyterLab now). Find the package that breaks it in a terminal "
+                "(pip list --user; python -c 'import ...'), remove it with pip uninstall, then restart your server."
+            )
         if not candidates:
             return {**base, "stops_at": None, "warning": None}
         stops_at, why = min(candidates)

@@ -15,6 +15,7 @@
     autoStart: true,
     activate: function (app) {
       var shown = null;
+      var noticed = false;
       var base = document.body.dataset.baseUrl ||
         (JSON.parse(document.getElementById("jupyter-config-data").textContent).baseUrl) || "/";
       var every = POLL_MS;
@@ -29,6 +30,12 @@
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (status) {
             if (status && status.poll_seconds) { every = status.poll_seconds * 1000; }
+            if (status && status.notice && !noticed) {
+              noticed = true;
+              app.commands.execute("apputils:notify", {
+                message: status.notice, type: "error", options: { autoClose: false }
+              });
+            }
             var warn = status && status.warning;
             if (warn && !shown) {
               app.commands.execute("apputils:notify", {
