@@ -107,13 +107,19 @@ class GPUAllocator:
         with self._lock:
             return [g.uuid for g in self.inventory if key in self._holders[g.uuid]]
 
-    def can_satisfy(self, count: int | str, pinned: list[str] | None = None, key: str = "") -> bool:
+    def can_satisfy(self, count: int | str, pinned: list[str] | None = None, key: str = "", per_owner: int = 0) -> bool:
+        return not self.refusal(count, pinned, key, per_owner)
+
+    def refusal(self, count: int | str, pinned: list[str] | None = None, key: str = "", per_owner: int = 0) -> str:
+        """Why ``allocate`` would refuse this request now, in the user's words ("" if it would not)."""
         with self._lock:
             try:
+                if per_owner:
+                    self._check_owner_cap(key, count, pinned, per_owner)
                 self._choose(count, pinned, key)
-            except NotEnoughGPUs:
-                return False
-            return True
+            except NotEnoughGPUs as e:
+                return str(e)
+            return ""
 
     # --- changes -----------------------------------------------------------------------------
 

@@ -180,13 +180,15 @@ class GPUMixin(LoggingConfigurable):
             total = len(p.gpu_ids) if p.gpu_ids else allocator.total
             available, reason = True, ""
             if p.gpus:
-                available = allocator.can_satisfy(p.gpus, list(p.gpu_ids) or None, key)
-                if not available:
-                    reason = (
-                        "No GPUs on this server."
-                        if allocator.total == 0
-                        else f"Not enough free GPUs right now ({allocator.free(key)} free)."
-                    )
+                refusal = allocator.refusal(p.gpus, list(p.gpu_ids) or None, key, self.gpu_max_per_user)
+                available = not refusal
+                if refusal:
+                    if allocator.total == 0:
+                        reason = "No GPUs on this server."
+                    elif "per person" in refusal:
+                        reason = f"At most {self.gpu_max_per_user} GPUs per person, across your servers."
+                    else:
+                        reason = f"Not enough free GPUs right now ({allocator.free(key)} free)."
             rows.append(
                 {
                     "slug": p.slug,

@@ -29,14 +29,21 @@ install_ca_certs() {
     log "installed extra CA certificates: $(ls "$dir"/*.crt | wc -l)"
 }
 
-# Point apt at a site mirror, for Debian's deb822 sources and the older sources.list alike.
+# Point apt at a site mirror, for deb822 sources and the older sources.list alike: on Debian the main archive
+# (deb.debian.org/debian), on Ubuntu the archive (archive.ubuntu.com/ubuntu, ports.ubuntu.com/ubuntu-ports).
+# Security updates keep coming from their own archives. (APT_ROOT: another root, for the tests.)
 use_apt_mirror() {
     [ -n "${APT_MIRROR:-}" ] || return 0
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    root=${APT_ROOT:-}
+    id=$(. "$root/etc/os-release" && echo "${ID:-debian}")
+    for f in "$root"/etc/apt/sources.list "$root"/etc/apt/sources.list.d/*.list "$root"/etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
-        sed -i -E "s#https?://deb\.debian\.org/debian/?#${APT_MIRROR}#g" "$f"
+        case "$id" in
+            ubuntu) sed -i -E "s#https?://(archive|ports)\.ubuntu\.com/ubuntu(-ports)?/?([[:space:]]|\$)#${APT_MIRROR}\3#g" "$f" ;;
+            *) sed -i -E "s#https?://deb\.debian\.org/debian/?([[:space:]]|\$)#${APT_MIRROR}\1#g" "$f" ;;
+        esac
     done
-    log "apt mirror: $APT_MIRROR"
+    log "apt mirror for $id: $APT_MIRROR"
 }
 
 # A debootstrapped base lists only "<suite> main": make sure there are sources at all, and on Debian

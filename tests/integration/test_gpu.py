@@ -175,6 +175,12 @@ def test_one_person_holds_at_most_the_gpu_cap_across_their_servers(devices_hub):
     message = r.json()["message"]
     assert "You already hold 1 GPU in your other servers" in message and "at most 2 per person" in message
     assert hub.container("capper", "more") is None
+    # The form says so before anyone clicks: gpu-2 is greyed out for the cap, gpu-1 is still open.
+    page = hub.browser_session("capper").get(f"{hub.url}/hub/spawn/capper/more", timeout=30).text
+    two = re.search(r'<input[^>]*id="profile-gpu-2"[^>]*>', page).group(0)
+    one = re.search(r'<input[^>]*id="profile-gpu-1"[^>]*>', page).group(0)
+    assert "disabled" in two and "disabled" not in one
+    assert "At most 2 GPUs per person, across your servers." in page
     # Positive control: within the cap, the second server starts (1 + 1 GPUs); nobody else is affected.
     hub.spawn("capper", "more", options={"profile": "gpu-1"})
     assert len(hub.server_state("capper", "more")["gpu_ids"]) == 1

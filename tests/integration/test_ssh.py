@@ -328,6 +328,18 @@ def test_ssh_page_refuses_a_huge_form_before_reading_it_and_keeps_the_keys(hub, 
     assert forged.status_code == 403
 
 
+def test_an_error_page_says_its_sentence_once(hub, sam):
+    """JupyterHub's error page would print an HTTPError's sentence as the heading and again below it."""
+    session = hub.browser_session("sam")
+    page = session.get(f"{hub.url}/hub/ssh", timeout=30)
+    huge = {"keys": "A" * (128 * 1024), "_xsrf": xsrf_from(page.text)}
+    r = session.post(f"{hub.url}/hub/ssh", data=huge, timeout=60)
+    assert r.status_code == 413
+    body = r.text.split('<div class="error">', 1)[1].split("</div>", 1)[0]
+    assert body.count("nothing was saved") == 1, body
+    assert "<h1>413" in body, body
+
+
 def test_a_token_that_may_only_start_the_server_cannot_add_an_ssh_key(hub, keys, tmp_path):
     """A course tool or a culler holds servers!user=dee: it may start dee's server, not get a shell in it."""
     _, intruder = keygen(tmp_path, "intruder")

@@ -246,3 +246,13 @@ def test_gpus_per_person_are_capped_across_their_servers(cap, steps):
             assert a.held_by(key) == []  # nothing half-allotted
         else:
             assert a.allocate(key, count, per_owner=cap) == expected
+
+
+def test_refusal_names_the_per_person_cap_before_free_gpus():
+    a = allocator()
+    a.allocate("ann/", 2, per_owner=2)
+    assert "at most 2 per person" in a.refusal(1, key="ann/more", per_owner=2)
+    assert not a.can_satisfy(1, key="ann/more", per_owner=2)
+    # Controls: without the cap the same request fits, and another person is not counted against ann.
+    assert a.refusal(1, key="ann/more") == ""
+    assert a.can_satisfy(2, key="bob/", per_owner=2)
