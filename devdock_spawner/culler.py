@@ -20,8 +20,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 #: Defaults that fit a shared GPU box (docs/sharing.md): a forgotten desktop gives its GPU back after two hours,
 #: a CPU-only server after eight, and nobody holds a GPU for more than three days in one go.
@@ -124,9 +128,6 @@ _policy: tuple[float, Policy] | None = None
 async def _load_policy() -> Policy:
     """The hub's policy (``GET /hub/api/devdock/cull-policy``), asked again every ``POLICY_TTL`` seconds."""
     global _policy
-    import time
-
-    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
     if _policy is None or time.monotonic() - _policy[0] > POLICY_TTL:
         request = HTTPRequest(
@@ -149,7 +150,6 @@ async def arbiter(inactive: timedelta | None, inactive_limit: int, server: dict)
 
 
 def _age(server: dict) -> timedelta | None:
-    from datetime import datetime
 
     started = server.get("started")
     if not started:
@@ -159,9 +159,6 @@ def _age(server: dict) -> timedelta | None:
 
 async def _tell_the_hub(server: dict, reason: str, inactive: timedelta | None = None) -> None:
     """Record why the server stops, for its user's home page (best effort: the stop happens anyway)."""
-    from urllib.parse import quote
-
-    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
     # The REST API's server model names its owner in full_name ("user/server"); server names hold no "/".
     user, _, name = server.get("full_name", "").rpartition("/")

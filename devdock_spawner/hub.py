@@ -17,13 +17,18 @@ import os
 import sys
 from datetime import UTC, datetime
 
+import docker
+from jupyterhub import orm
 from jupyterhub.apihandlers import APIHandler
 from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import httputil, web
 
 from . import culler, metrics
+from .gpu import engine_gpu_support
+from .hubconfig import culling_policy
 from .hubstate import hub_state
+from .spawner import DevDockSpawner
 from .ssh import InvalidKey, fingerprint, known_hosts_line, parse_keys
 from .usage import human_bytes
 
@@ -32,7 +37,6 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 
 def _devdock_spawners(user):
     """The user's spawners that are DevDockSpawners (the default server first)."""
-    from .spawner import DevDockSpawner
 
     names = sorted(user.orm_spawners, key=lambda n: (n != "", n))
     spawners = [user.spawners[name] for name in names]
@@ -182,7 +186,6 @@ class AdminOverviewHandler(BaseHandler):
 
     @staticmethod
     def orm_user_class():
-        from jupyterhub import orm
 
         return orm.User
 
@@ -237,7 +240,6 @@ class CullPolicyHandler(APIHandler):
     async def get(self):
         if self.current_user is None or not self.has_scope(culler.NOTICE_SCOPE):
             raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {culler.NOTICE_SCOPE}")
-        from .hubconfig import culling_policy
 
         self.set_header("Content-Type", "application/json")
         self.finish(culling_policy(self.settings["config"]).to_json())
@@ -271,10 +273,6 @@ def configure(c, report_gpu_support: bool = True) -> None:
 
 def _gpu_support_summary() -> str:
     try:
-        import docker
-
-        from .gpu import engine_gpu_support
-
         return engine_gpu_support(docker.from_env(timeout=10).info())["summary"]
     except Exception as e:  # noqa: BLE001 - the hub must start even when the engine does not answer
         return f"unknown: the Docker engine does not answer ({e})"

@@ -11,6 +11,12 @@ import json
 import os
 from pathlib import Path
 
+import docker
+
+from . import culler
+from .container import network_spec
+from .profiles import load_profiles
+
 
 class ConfigError(SystemExit):
     """A setting that cannot be honoured: the hub stops with this sentence."""
@@ -63,9 +69,6 @@ def parse_port_range(text: str, name: str = "DEVDOCK_SSH_PORTS") -> tuple[int, i
 
 def network_gateway(network: str, isolated: bool) -> str:
     """The gateway address of the users' network (created if missing): where a hub on this host is reachable."""
-    import docker
-
-    from .container import network_spec
 
     client = docker.from_env()
     try:
@@ -198,8 +201,6 @@ def _configured(c, name: str, default):
 def culling_policy(c):
     """The culling policy of a hub's configuration: its profiles and ``cull_*`` settings, as they end up after
     every configuration file was loaded (the hub hands it to the culler: ``/hub/api/devdock/cull-policy``)."""
-    from . import culler
-    from .profiles import load_profiles
 
     return culler.policy_for(
         load_profiles(_configured(c, "profile_list", [])),
@@ -216,7 +217,6 @@ def configure_culling(c) -> None:
     The culler asks the hub for the policy at run time, so that profiles a site sets in a file loaded after this
     one (a site_config.py, a config that loads devdock's first) are the ones it applies.
     """
-    from . import culler
 
     if not env_flag("DEVDOCK_CULL", True):
         return

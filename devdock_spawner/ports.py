@@ -188,3 +188,13 @@ class PortAllocator:
         self._by_key[key] = port
         self._by_port[port] = key
         return port
+
+
+def port_taken(message: str) -> bool:
+    """Whether the engine's error says a published port is already bound (by something devdock cannot see).
+
+    Docker says "port is already allocated" (its own proxy) or "address already in use" (the kernel); Swarm's
+    tasks carry the same words in their status.
+    """
+    message = message.lower()
+    return "port is already" in message or "address already in use" in message

@@ -174,3 +174,45 @@ def validate_user_options(options, profiles: list[Profile], groups: set[str]) ->
         profile = matches[0]
     clean["profile"] = profile.slug
     return profile, clean
+
+
+def form_rows(profiles: list[Profile], allocator, key: str, chosen: str | None, per_person: int = 0) -> list[dict]:
+    """The spawn form's rows: each profile with its free/total GPUs, whether it can start now and why not.
+
+    ``allocator`` is the hub's :class:`~devdock_spawner.gpu.GPUAllocator` (only asked, never changed); ``key``
+    the server the form is for; ``chosen`` the profile of its last start, which stays selected while it can
+    start. A pure function of its arguments, so that a site's own template gets the same rows
+    (``profile_form_template``).
+    """
+    rows = []
+    for p in profiles:
+        total = len(p.gpu_ids) if p.gpu_ids else allocator.total
+        refusal = allocator.refusal(p.gpus, list(p.gpu_ids) or None, key, per_person) if p.gpus else ""
+        reason = ""
+        if refusal:
+            if allocator.total == 0:
+                reason = "No GPUs on this server."
+            elif "per person" in refusal:
+                reason = f"At most {per_person} GPUs per person, across your servers."
+            else:
+                reason = f"Not enough free GPUs right now ({allocator.free(key)} free)."
+        rows.append(
+            {
+                "slug": p.slug,
+                "display_name": p.display_name,
+                "description": p.description,
+                "gpus": p.gpus,
+                "gpu_label": p.gpu_label,
+                "free": allocator.free(key) if not p.gpu_ids else total,
+                "total": total,
+                "available": not refusal,
+                "reason": reason,
+                "checked": False,
+            }
+        )
+    preferred = [r for r in rows if r["available"] and r["slug"] == chosen]
+    preferred = preferred or [r for r, p in zip(rows, profiles, strict=True) if r["available"] and p.default]
+    preferred = preferred or [r for r in rows if r["available"]]
+    if preferred:
+        preferred[0]["checked"] = True
+    return rows

@@ -8,7 +8,9 @@ import time
 from datetime import UTC, datetime
 
 from docker.errors import APIError, DockerException
+from docker.types import Mount
 from dockerspawner import DockerSpawner
+from jupyterhub import orm
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Int, Unicode, default
@@ -18,15 +20,17 @@ from . import metrics, naming, reconcile
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec, last_lines, network_spec
 from .hubstate import hub_state
+from .ports import port_taken
 from .profiles import InvalidOptions, validate_user_options
 from .spawner_culling import CullingMixin
 from .spawner_gpu import GPUMixin
 from .spawner_homes import HomesMixin
+from .spawner_profiles import ProfilesMixin
 from .spawner_resources import ResourcesMixin
 from .spawner_ssh import SSH_CONTAINER_PORT, SSHMixin
 
 
-class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixin, DockerSpawner):
+class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixin, DockerSpawner):
     """A personal Linux desktop, JupyterLab and a terminal in one container per user.
 
     Builds on :class:`dockerspawner.DockerSpawner` (its ``self.docker(...)`` seam, image, volume and
@@ -333,7 +337,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
         )
 
     def _mount(self, mount: dict):
-        from docker.types import Mount
 
         return Mount(**{k: self.format_volume_name(v, self) if isinstance(v, str) else v for k, v in mount.items()})
 
@@ -414,7 +417,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
         db = getattr(self.user, "db", None)
         if db is None:
             return None
-        from jupyterhub import orm
 
         return {
             naming.server_key(s.user.name, s.name or "")
@@ -443,14 +445,16 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
 
     async def start(self):
         hub_state().starting += 1
+        self._progress_events = []
+        self._start_finished = False
         try:
             return await self._start()
         finally:
+            self._start_finished = True
             hub_state().starting -= 1
 
     async def _start(self):
         self._start_began = time.monotonic()
-        self._progress_events = []
         self._emit(5, f"Preparing the desktop for {self.user.name}")
         problem = self.hub_disk_problem()
         if problem:
@@ -625,15 +629,23 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
                         "runtime (the NVIDIA container toolkit is missing or broken). Choose a profile "
                         "without GPUs, or ask an admin to install the toolkit or change gpu_mode.",
                     ) from e
-                bind_error = "port is already allocated" in message or "address already in use" in message
-                if not (self.ssh_enabled and self.ssh_port and bind_error) or attempt == 2:
+                if not (self.ssh_enabled and self.ssh_port and port_taken(message)) or attempt == 2:
                     raise
-                self.log.warning("SSH port %s of %s is taken outside devdock: %s", self.ssh_port, self._log_name, e)
-                self.port_allocator.mark_unusable(self.ssh_port)
-                await self.remove_object()
-                await self.allocate_ssh_port()
-                obj = await self.create_object()
-                self.object_id = obj[self.object_id_key]
+                await self.recreate_with_new_ssh_port(message)
+
+    async def recreate_object(self) -> None:
+        """Remove this server's Docker object and create it again from fresh settings (not started)."""
+        await self.remove_object()
+        obj = await self.create_object()
+        self.object_id = obj[self.object_id_key]
+
+    async def recreate_with_new_ssh_port(self, problem: str) -> None:
+        """The engine could not bind the SSH port after all (something outside devdock holds it): never try
+        that port again, take the next one, and make the object again."""
+        self.log.warning("SSH port %s of %s is taken outside devdock: %s", self.ssh_port, self._log_name, problem)
+        self.port_allocator.mark_unusable(self.ssh_port)
+        await self.allocate_ssh_port()
+        await self.recreate_object()
 
     # --- state -------------------------------------------------------------------------------
 
@@ -704,6 +716,6 @@ class DevDockSpawner(SSHMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixi
             while sent < len(events):
                 yield events[sent]
                 sent += 1
-            if self._spawn_future is not None and self._spawn_future.done():
+            if getattr(self, "_start_finished", True):  # JupyterHub stops asking at the same moment
                 return
             await asyncio.sleep(0.25)

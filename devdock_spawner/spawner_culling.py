@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Dict, Int
 from traitlets.config import LoggingConfigurable
 
@@ -95,7 +96,6 @@ class CullingMixin(LoggingConfigurable):
         server = self.server
         if not (self.active and self.ready and server is not None and self.api_token):
             return {}
-        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
         url = f"http://{server.ip}:{server.port}{server.base_url}api/devdock/status"
         try:

@@ -1,49 +1,30 @@
-"""The GPU and profile part of DevDockSpawner: settings, the spawn form, allocation (a mixin).
+"""The GPU part of DevDockSpawner: settings, the hub's allocator, allotting and giving back (a mixin).
 
-The pure logic lives in gpu.py (inventory, allocator, DeviceRequests) and profiles.py (profiles,
-user_options validation).
+The pure logic lives in gpu.py (inventory, allocator, DeviceRequests); the profiles and the spawn form that
+ask for GPUs are in spawner_profiles.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
-import os
 
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import gpu as gpus
 from . import metrics, naming
 from .hubstate import hub_state
-from .profiles import OVERRIDABLE, Profile, load_profiles, visible_profiles
+from .profiles import Profile
 
 
 class GPUMixin(LoggingConfigurable):
-    """Profiles on the spawn form and GPUs allotted to servers.
+    """GPUs allotted to servers, exclusively unless configured otherwise.
 
     Mixed into :class:`~devdock_spawner.spawner.DevDockSpawner`; uses its ``docker()`` seam and names.
     """
 
-    # --- profiles and GPUs -------------------------------------------------------------------
-
-    profile_list = List(
-        Dict(),
-        config=True,
-        help="""
-        The choices on the spawn form, in the style of KubeSpawner's ``profile_list``. Each entry:
-        ``slug`` (what the form and the REST API send), ``display_name``, ``description``,
-        ``default``, ``gpus`` (0, N or ``"all"``), ``gpu_ids`` (pin to these devices),
-        ``allowed_groups`` (hub groups that see it) and ``overrides`` (``image``, ``mem_limit``,
-        ``cpu_limit``, ``shm_size``, ``pids_limit``, ``environment``). Example::
-
-            [{"slug": "cpu", "display_name": "Desktop", "default": True},
-             {"slug": "gpu", "display_name": "1 GPU", "gpus": 1, "overrides": {"mem_limit": "32G"}}]
-
-        Default: one GPU-less "Desktop" profile (then no form is shown).
-        """,
-    )
+    # --- GPUs ------------------------------------------------------------------------------
 
     gpu_inventory = List(
         Dict(),
@@ -155,87 +136,6 @@ class GPUMixin(LoggingConfigurable):
         metrics.update_gpu_gauges(allocator)
         return allocator
 
-    def _profiles(self) -> list[Profile]:
-        try:
-            return load_profiles(self.profile_list)
-        except ValueError as e:
-            raise web.HTTPError(500, f"devdock's profile_list is misconfigured: {e}") from e
-
-    def _groups(self) -> set[str]:
-        return {g.name for g in getattr(self.user, "groups", []) or []}
-
-    @default("options_form")
-    def _default_options_form(self):
-        return self._render_options_form
-
-    async def _render_options_form(self, spawner=None) -> str:
-        profiles = visible_profiles(self._profiles(), self._groups())
-        if len(profiles) <= 1:
-            return ""  # nothing to choose: the hub starts the server straight away
-        allocator = await self.gpu_allocator()
-        key = self.server_key
-        chosen = self.user_options.get("profile") if isinstance(self.user_options, dict) else None
-        rows = []
-        for p in profiles:
-            total = len(p.gpu_ids) if p.gpu_ids else allocator.total
-            available, reason = True, ""
-            if p.gpus:
-                refusal = allocator.refusal(p.gpus, list(p.gpu_ids) or None, key, self.gpu_max_per_user)
-                available = not refusal
-                if refusal:
-                    if allocator.total == 0:
-                        reason = "No GPUs on this server."
-                    elif "per person" in refusal:
-                        reason = f"At most {self.gpu_max_per_user} GPUs per person, across your servers."
-                    else:
-                        reason = f"Not enough free GPUs right now ({allocator.free(key)} free)."
-            rows.append(
-                {
-                    "slug": p.slug,
-                    "display_name": p.display_name,
-                    "description": p.description,
-                    "gpus": p.gpus,
-                    "gpu_label": p.gpu_label,
-                    "free": allocator.free(key) if not p.gpu_ids else total,
-                    "total": total,
-                    "available": available,
-                    "reason": reason,
-                    "checked": False,
-                }
-            )
-        preferred = [r for r in rows if r["available"] and r["slug"] == chosen]
-        preferred = preferred or [r for r, p in zip(rows, profiles, strict=True) if r["available"] and p.default]
-        preferred = preferred or [r for r in rows if r["available"]]
-        if preferred:
-            preferred[0]["checked"] = True
-        return (
-            _templates()
-            .get_template("devdock_form.html")
-            .render(profiles=rows, gpu_total=allocator.total, gpu_free=allocator.free(key), gpu_scope=self.gpu_scope)
-        )
-
-    @default("options_from_form")
-    def _default_options_from_form(self):
-        def options_from_form(formdata):
-            return {"profile": formdata.get("profile", [""])[0]}
-
-        return options_from_form
-
-    _configured: dict | None = None
-
-    def _apply_profile(self, profile: Profile) -> None:
-        """Start from the site's configuration, then apply the profile: nothing leaks between spawns."""
-        if self._configured is None:
-            self._configured = {name: copy.deepcopy(getattr(self, name)) for name in OVERRIDABLE}
-        for name, value in self._configured.items():
-            # The configured value was validated when it was set; restore it as it was (a trait
-            # assignment would re-validate, turning mem_limit=None into 0).
-            self._trait_values[name] = copy.deepcopy(value)
-        for name, value in profile.overrides.items():
-            if name == "environment":
-                value = {**self._configured["environment"], **value}
-            setattr(self, name, copy.deepcopy(value))
-
     async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
         allocator = await self.gpu_allocator()
         try:
@@ -255,19 +155,3 @@ class GPUMixin(LoggingConfigurable):
             allocator.release(self.server_key)
             metrics.update_gpu_gauges(allocator)
         self.gpu_ids = []
-
-
-_jinja = None
-
-
-def _templates():
-    """devdock's jinja2 templates (autoescaped), loaded on first use."""
-    global _jinja
-    if _jinja is None:
-        import jinja2
-
-        _jinja = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-            autoescape=True,
-        )
-    return _jinja

@@ -11,6 +11,7 @@ import os
 import socket
 import tarfile
 
+from jupyterhub import orm
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Int, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
@@ -141,7 +142,6 @@ class SSHMixin(LoggingConfigurable):
         db = getattr(self.user, "db", None)
         if db is None:
             return
-        from jupyterhub import orm
 
         for orm_spawner in db.query(orm.Spawner):
             port = (orm_spawner.state or {}).get("ssh_port")
@@ -230,7 +230,6 @@ class SSHMixin(LoggingConfigurable):
         db = getattr(self.user, "db", None)
         if db is None:
             return False
-        from jupyterhub import orm
 
         legacy = naming.legacy_slug(username)
         return any(u.name != username and naming.legacy_slug(u.name) == legacy for u in db.query(orm.User))

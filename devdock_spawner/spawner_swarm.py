@@ -263,35 +263,9 @@ class DevDockSwarmSpawner(DevDockSpawner):
         if not self._gpu_count:
             return []
         view, _ = await self._gpu_view()
-        wanted = self._gpu_count
-        if home is not None:
-            entry = view.get(home)
-            if entry is None or len(entry.ids) < wanted:
-                raise web.HTTPError(
-                    409,
-                    f"Your home is on node {self.location}, which has {len(entry.ids) if entry else 0} GPUs, and "
-                    f"this profile needs {wanted}. Choose a profile without GPUs, or ask an admin to move your "
-                    "home to a GPU node (or to share homes across nodes).",
-                )
-            if entry.free < wanted:
-                raise web.HTTPError(
-                    409,
-                    f"Not enough free GPUs on node {self.location}, where your home is: {entry.free} of "
-                    f"{len(entry.ids)} free, {wanted} needed. Try again later or choose a profile with fewer GPUs.",
-                )
-            return []
-        total = sum(len(e.ids) for e in view.values())
-        best = max((e.free for e in view.values()), default=0)
-        if total == 0:
-            raise web.HTTPError(409, "The cluster has no GPUs to hand out. Choose a profile without GPUs.")
-        if best < wanted:
-            free = sum(e.free for e in view.values())
-            raise web.HTTPError(
-                409,
-                f"Not enough free GPUs right now: this profile needs {wanted} on one node, and the most free on "
-                f"any node is {best} ({free} of {total} free in the cluster). Try again later or choose a profile "
-                "with fewer GPUs.",
-            )
+        refusal = swarm.gpu_refusal(view, self._gpu_count, home, self.location)
+        if refusal:
+            raise web.HTTPError(409, refusal)
         return []
 
     async def _check_home_node(self) -> str | None:
@@ -486,46 +460,37 @@ class DevDockSwarmSpawner(DevDockSpawner):
         problem = ""
         while time.monotonic() < deadline:
             task = await self.get_task()
-            if task is None and time.monotonic() - created > 10:
-                raise web.HTTPError(500, f"The service {self.object_name} disappeared while it was starting.")
-            state = (task or {}).get("Status", {}).get("State", "new")
             problem = swarm.task_problem(task or {})
-            if state == "running":
+            if (task or {}).get("Status", {}).get("State") == "pending" and swarm.NO_NODE in problem:
+                no_node_since = no_node_since or time.monotonic()
+            now = time.monotonic()
+            no_node_for = now - no_node_since if no_node_since else 0
+            has_ssh_port = bool(self.ssh_enabled and self.ssh_port)
+            step = swarm.start_step(task, now - created, no_node_for, replaced, has_ssh_port)
+            if step == swarm.RUNNING:
                 await self._record_placement(task)
                 return
-            if state in swarm.STARTING_STATES:
-                if state == "pending" and swarm.NO_NODE in problem:
-                    # A server stopped a moment ago may still hold its GPUs: give the scheduler a few seconds.
-                    no_node_since = no_node_since or time.monotonic()
-                    if time.monotonic() - no_node_since > 10:
-                        raise web.HTTPError(409, self._no_node_message(problem))
+            if step == swarm.WAIT:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
                 continue
-            if swarm.ENFORCER_REJECTED in problem and replaced < 3:
-                # Swarm's constraint enforcer drops tasks holding named generic resources when their node
-                # changes (its first overlay attachment, a label): a new task is placed normally.
+            if step == swarm.GONE:
+                raise web.HTTPError(500, f"The service {self.object_name} disappeared while it was starting.")
+            if step == swarm.NO_NODE_FAIL:
+                raise web.HTTPError(409, self._no_node_message(problem))
+            if step in (swarm.RECREATE, swarm.NEW_SSH_PORT):
                 replaced += 1
-                self.log.warning("Task of %s rejected by Swarm (%s); creating it again", self._log_name, problem)
-                await self._replace_service()
+                if step == swarm.RECREATE:
+                    self.log.warning("Task of %s rejected by Swarm (%s); creating it again", self._log_name, problem)
+                    await self.recreate_object()
+                else:
+                    await self.recreate_with_new_ssh_port(problem)
                 created = time.monotonic()
                 continue
-            if self._port_taken(problem) and replaced < 3:
-                replaced += 1
-                self.log.warning("SSH port %s of %s is taken on its node: %s", self.ssh_port, self._log_name, problem)
-                self.port_allocator.mark_unusable(self.ssh_port)
-                await self.allocate_ssh_port()
-                await self._replace_service()
-                created = time.monotonic()
-                continue
+            state = task.get("Status", {}).get("State")
             raise web.HTTPError(500, await self._exit_report() or f"The server did not start ({state}).")
         raise web.HTTPError(
             504, f"The server was not running after {self.start_timeout} s (Swarm says: {problem or 'nothing'})."
-        )
-
-    def _port_taken(self, problem: str) -> bool:
-        return bool(
-            self.ssh_enabled and self.ssh_port and ("address already in use" in problem or "port is already" in problem)
         )
 
     def _no_node_message(self, problem: str) -> str:
@@ -539,11 +504,6 @@ class DevDockSwarmSpawner(DevDockSpawner):
             f"{', '.join(what) or 'a ready, active node'}. Try again later or choose another "
             "profile; an admin can see which nodes are full."
         )
-
-    async def _replace_service(self):
-        await self.remove_object()
-        obj = await self.create_object()
-        self.object_id = obj[self.object_id_key]
 
     async def _record_placement(self, task: dict) -> None:
         """Remember where the task runs (node, GPUs): shown to the user and the admin, pins the home."""
@@ -594,15 +554,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
             # A manager without a leader (an election, a lost quorum) says nothing about the server: keep it.
             self.log.error("devdock: Swarm cannot answer for %s (%s); keeping it as running", self._log_name, e)
             return None
-        if task is None:
-            return 0
-        state = task.get("Status", {}).get("State")
-        if task.get("DesiredState") not in ("running", "ready", None):
-            # Swarm is shutting it down (its node is gone or was drained): it will not serve again.
-            return f"task {state}, Swarm wants it {task.get('DesiredState')}: {swarm.task_problem(task)}"
-        if state == "running" or state in swarm.STARTING_STATES:
-            return None
-        return f"task {state}: {swarm.task_problem(task)}"
+        return swarm.task_poll(task)
 
     async def stop_object(self):
         """Nothing: removing the service stops its task (with ``stop_grace_seconds``)."""

@@ -23,6 +23,7 @@ from .container import (
     exposes_docker_socket,
 )
 from .naming import server_key_from_labels
+from .ports import port_taken
 
 #: How the SSH port is published: on every node (Swarm's routing mesh) or on the task's node only.
 PUBLISH_MODES = ("ingress", "host")
@@ -330,3 +331,90 @@ def task_problem(task: dict) -> str:
 def service_key(service: dict) -> str | None:
     """``user/server`` of one of devdock's services (from its labels), None for anyone else's."""
     return server_key_from_labels(service.get("Spec", {}).get("Labels"))
+
+
+def gpu_refusal(view: dict[str, NodeGPUs], wanted: int, home_node: str | None = None, home_name: str = "") -> str:
+    """Why a server that needs ``wanted`` GPUs on one node cannot start now ("" if one node can take it).
+
+    ``view`` is :func:`gpus_by_node`; ``home_node`` the node a pinned home ties the server to (None: any).
+    The scheduler picks the GPUs; this only says, before anything is created, when it could not.
+    """
+    if not wanted:
+        return ""
+    if home_node is not None:
+        entry = view.get(home_node)
+        if entry is None or len(entry.ids) < wanted:
+            return (
+                f"Your home is on node {home_name}, which has {len(entry.ids) if entry else 0} GPUs, and this "
+                f"profile needs {wanted}. Choose a profile without GPUs, or ask an admin to move your home to a "
+                "GPU node (or to share homes across nodes)."
+            )
+        if entry.free < wanted:
+            return (
+                f"Not enough free GPUs on node {home_name}, where your home is: {entry.free} of {len(entry.ids)} "
+                f"free, {wanted} needed. Try again later or choose a profile with fewer GPUs."
+            )
+        return ""
+    total = sum(len(e.ids) for e in view.values())
+    best = max((e.free for e in view.values()), default=0)
+    if total == 0:
+        return "The cluster has no GPUs to hand out. Choose a profile without GPUs."
+    if best < wanted:
+        free = sum(e.free for e in view.values())
+        return (
+            f"Not enough free GPUs right now: this profile needs {wanted} on one node, and the most free on any "
+            f"node is {best} ({free} of {total} free in the cluster). Try again later or choose a profile with "
+            "fewer GPUs."
+        )
+    return ""
+
+
+#: What the spawner does next while it waits for a service's task (:func:`start_step`).
+RUNNING, WAIT, NO_NODE_FAIL, RECREATE, NEW_SSH_PORT, GONE, FAILED = (
+    "running", "wait", "no-node", "recreate", "new-ssh-port", "gone", "failed",
+)  # fmt: skip
+
+#: Seconds a task may stay "no suitable node" (a stopped server may still hold its GPUs) or missing.
+NO_NODE_GRACE = 10
+#: How often a rejected task is replaced (the constraint enforcer, a taken SSH port) before giving up.
+MAX_REPLACEMENTS = 3
+
+
+def start_step(task: dict | None, since_created: float, no_node_for: float, replaced: int, ssh_port: bool) -> str:
+    """The next step while a service starts, from its newest task (pure; the spawner does the calls).
+
+    ``since_created``: seconds since the service was (re)created; ``no_node_for``: seconds the task has been
+    pending with no suitable node (0 when it is not); ``replaced``: replacements so far; ``ssh_port``: the
+    server publishes an SSH port (so a port clash can be mended with another).
+    """
+    if task is None:
+        return GONE if since_created > NO_NODE_GRACE else WAIT
+    state = task.get("Status", {}).get("State", "new")
+    problem = task_problem(task)
+    if state == "running":
+        return RUNNING
+    if state in STARTING_STATES:
+        if state == "pending" and NO_NODE in problem and no_node_for > NO_NODE_GRACE:
+            return NO_NODE_FAIL
+        return WAIT
+    if replaced < MAX_REPLACEMENTS:
+        if ENFORCER_REJECTED in problem:
+            # Swarm's constraint enforcer drops tasks holding named generic resources when their node changes
+            # (its first overlay attachment, a label): a new task is placed normally.
+            return RECREATE
+        if ssh_port and port_taken(problem):
+            return NEW_SSH_PORT
+    return FAILED
+
+
+def task_poll(task: dict | None) -> int | str | None:
+    """``poll()``'s answer from a service's newest task: None running (or starting), else why it is not."""
+    if task is None:
+        return 0
+    state = task.get("Status", {}).get("State")
+    if task.get("DesiredState") not in ("running", "ready", None):
+        # Swarm is shutting it down (its node is gone or was drained): it will not serve again.
+        return f"task {state}, Swarm wants it {task.get('DesiredState')}: {task_problem(task)}"
+    if state == "running" or state in STARTING_STATES:
+        return None
+    return f"task {state}: {task_problem(task)}"

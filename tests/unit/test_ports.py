@@ -14,6 +14,7 @@ from devdock_spawner.ports import (
     PortAllocator,
     held_ports,
     host_port_free,
+    port_taken,
     ports_from_containers,
 )
 
@@ -167,3 +168,21 @@ def test_held_ports_needs_one_call_once_foreign_stopped_containers_are_known():
     listing.pop()
     asyncio.run(held_ports(docker, "io.devdock.ssh-port", cache))
     assert cache == {}  # removed containers are forgotten
+
+
+@pytest.mark.parametrize(
+    ("message", "taken"),
+    [
+        (
+            "driver failed programming external connectivity: Bind for 0.0.0.0:42001 failed: port is already allocated",
+            True,
+        ),
+        ("listen tcp4 0.0.0.0:42001: bind: address already in use", True),
+        ("Error starting userland proxy: listen tcp 0.0.0.0:42001: bind: Address already in use", True),
+        ("OCI runtime create failed: unable to start container process", False),
+        ("no suitable node (insufficient resources on 1 node)", False),
+    ],
+    ids=["docker-proxy", "kernel", "kernel-capitalised", "other-error", "no-node"],
+)
+def test_port_taken_reads_the_engines_words(message, taken):
+    assert port_taken(message) is taken

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devdock_spawner.profiles import InvalidOptions, load_profiles, validate_user_options
+from devdock_spawner.gpu import GPU, GPUAllocator
+from devdock_spawner.profiles import InvalidOptions, form_rows, load_profiles, validate_user_options
 
 PROFILES = load_profiles(
     [
@@ -73,3 +74,66 @@ def test_profile_list_errors_name_the_problem(profile_list, message):
 def test_default_profile_list_is_one_cpu_desktop():
     (profile,) = load_profiles([])
     assert profile.gpus == 0 and profile.slug == "desktop"
+
+
+# The spawn form's rows from a real allocator of two GPUs, one of them held by ann's default server.
+FORM_PROFILES = [
+    {"slug": "cpu", "display_name": "Desktop"},
+    {"slug": "gpu-1", "display_name": "1 GPU", "gpus": 1, "default": True},
+    {"slug": "gpu-2", "display_name": "2 GPUs", "gpus": 2},
+    {"slug": "pinned", "display_name": "GPU 1", "gpus": 1, "gpu_ids": ["GPU-0001"]},
+]
+# (id, the form is for, per-person cap, the last start's profile, {slug: (available, reason words)}, checked)
+FORM_CASES = [
+    (
+        "another-person",
+        "bob/",
+        0,
+        None,
+        {"cpu": (True, ""), "gpu-1": (True, ""), "gpu-2": (False, "Not enough free"), "pinned": (True, "")},
+        "gpu-1",
+    ),
+    (
+        "same-person-past-the-cap",
+        "ann/more",
+        2,
+        None,
+        {"cpu": (True, ""), "gpu-1": (True, ""), "gpu-2": (False, "At most 2 GPUs per person"), "pinned": (True, "")},
+        "gpu-1",
+    ),
+    (
+        "last-choice-kept",
+        "bob/",
+        0,
+        "pinned",
+        {"cpu": (True, ""), "gpu-1": (True, ""), "gpu-2": (False, "Not enough free"), "pinned": (True, "")},
+        "pinned",
+    ),
+    (
+        "last-choice-cannot-start",
+        "bob/",
+        0,
+        "gpu-2",
+        {"cpu": (True, ""), "gpu-1": (True, ""), "gpu-2": (False, "Not enough free"), "pinned": (True, "")},
+        "gpu-1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "cap", "chosen", "expected", "checked"), [c[1:] for c in FORM_CASES], ids=[c[0] for c in FORM_CASES]
+)
+def test_spawn_form_rows_say_what_can_start_and_why_not(key, cap, chosen, expected, checked):
+    allocator = GPUAllocator([GPU(0, "GPU-0000", "T4"), GPU(1, "GPU-0001", "T4")], 1)
+    allocator.allocate("ann/", 1)
+    rows = form_rows(load_profiles(FORM_PROFILES), allocator, key, chosen, cap)
+    for row in rows:
+        available, words = expected[row["slug"]]
+        assert row["available"] is available, row
+        assert words in row["reason"] if words else row["reason"] == "", row
+    assert [r["slug"] for r in rows if r["checked"]] == [checked]
+    assert {r["slug"]: (r["free"], r["total"]) for r in rows if r["gpus"]} == {
+        "gpu-1": (1, 2),
+        "gpu-2": (1, 2),
+        "pinned": (1, 1),
+    }

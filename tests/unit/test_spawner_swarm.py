@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-import requests
 from docker.errors import APIError
 from tornado import web
 from traitlets.config import Config
 
 from devdock_spawner import DevDockSwarmSpawner
 from devdock_spawner.profiles import Profile
-
-
-def api_error(status: int) -> APIError:
-    response = requests.Response()
-    response.status_code = status
-    return APIError(f"{status}", response=response)
-
-
-class ScriptedDocker:
-    """``spawner.docker(...)`` answering from a table; an exception in the table is raised."""
-
-    def __init__(self, **answers):
-        self.answers, self.calls = answers, []
-
-    async def __call__(self, method, *args, **kwargs):
-        self.calls.append(method)
-        answer = self.answers[method]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer(*args, **kwargs) if callable(answer) else answer
+from tests.unit import fake_docker
+from tests.unit.fake_docker import api_error
 
 
 def make(config=None, **answers) -> DevDockSwarmSpawner:
-    user = SimpleNamespace(name="ana", url="/user/ana/", id=1, escaped_name="ana")
-    orm_spawner = SimpleNamespace(name="", state=None, server=None, user=None, id=1)
-    spawner = DevDockSwarmSpawner(user=user, orm_spawner=orm_spawner, config=config or Config())
-    answers.setdefault("inspect_volume", api_error(404))  # no home from before a move to Swarm
-    spawner.docker = ScriptedDocker(**answers)
-    return spawner
+    return fake_docker.make(DevDockSwarmSpawner, config, **answers)
 
 
 def task(state="running", desired="running", node="n1", gpus=()):

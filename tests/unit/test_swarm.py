@@ -248,3 +248,71 @@ def test_gpus_by_node_counts_what_tasks_hold():
     assert set(view) == {n1["ID"], "second-node-id"}  # a drained node offers nothing
     assert view[n1["ID"]].held == ["B"] and view[n1["ID"]].free == 1
     assert view["second-node-id"].free == 1 and len(view["second-node-id"].held) == 1
+
+
+def node_gpus(node_id, ids, held=()):
+    return swarm.NodeGPUs(node_id, f"host-{node_id}", list(ids), list(held))
+
+
+TWO_NODES = {"a": node_gpus("a", ["g0", "g1"], ["g0"]), "b": node_gpus("b", ["g2", "g3", "g4"], ["g2"])}
+# (id, view, GPUs wanted, home node, words of the refusal or "" when it fits)
+GPU_FITS = [
+    ("no-gpus-wanted", {}, 0, None, ""),
+    ("fits-on-the-freest-node", TWO_NODES, 2, None, ""),
+    ("more-than-any-one-node-has-free", TWO_NODES, 3, None, "the most free on any node is 2 (3 of 5 free"),
+    ("cluster-without-gpus", {"a": node_gpus("a", [])}, 1, None, "The cluster has no GPUs"),
+    ("home-node-fits", TWO_NODES, 1, "a", ""),
+    ("home-node-full", TWO_NODES, 2, "a", "on node host-a, where your home is: 1 of 2 free, 2 needed"),
+    ("home-node-too-small", TWO_NODES, 3, "a", "which has 2 GPUs, and this profile needs 3"),
+    ("home-node-gone", TWO_NODES, 1, "c", "which has 0 GPUs"),
+]
+
+
+@pytest.mark.parametrize(("view", "wanted", "home", "words"), [c[1:] for c in GPU_FITS], ids=[c[0] for c in GPU_FITS])
+def test_swarm_gpu_fit_is_decided_before_anything_is_created(view, wanted, home, words):
+    refusal = swarm.gpu_refusal(view, wanted, home, f"host-{home}")
+    assert (words in refusal) if words else refusal == "", refusal
+
+
+def swarm_task(state, err="", desired="running"):
+    return {"DesiredState": desired, "Status": {"State": state, "Err": err}}
+
+
+# (id, newest task, seconds since (re)created, seconds with no node, replacements so far, SSH port, next step)
+NO_NODE_YET = swarm_task("pending", "no suitable node (insufficient resources)")
+START_STEPS = [
+    ("running", swarm_task("running"), 1, 0, 0, True, swarm.RUNNING),
+    ("preparing", swarm_task("preparing"), 1, 0, 0, True, swarm.WAIT),
+    ("no-task-yet", None, 2, 0, 0, True, swarm.WAIT),
+    ("service-gone", None, 11, 0, 0, True, swarm.GONE),
+    ("no-node-for-a-moment", NO_NODE_YET, 5, 5, 0, True, swarm.WAIT),
+    ("no-node-for-long", NO_NODE_YET, 12, 11, 0, True, swarm.NO_NODE_FAIL),
+    ("enforcer-dropped-it", swarm_task("rejected", swarm.ENFORCER_REJECTED), 1, 0, 0, True, swarm.RECREATE),
+    ("enforcer-too-often", swarm_task("rejected", swarm.ENFORCER_REJECTED), 1, 0, 3, True, swarm.FAILED),
+    ("ssh-port-taken", swarm_task("rejected", "bind: address already in use"), 1, 0, 0, True, swarm.NEW_SSH_PORT),
+    ("port-taken-without-ssh", swarm_task("rejected", "bind: address already in use"), 1, 0, 0, False, swarm.FAILED),
+    ("failed", swarm_task("failed", "exit 1"), 1, 0, 0, True, swarm.FAILED),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("task", "since", "no_node", "replaced", "ssh", "expected"),
+    [c[1:] for c in START_STEPS],
+    ids=[c[0] for c in START_STEPS],
+)
+def test_swarm_start_step_follows_the_task(task, since, no_node, replaced, ssh, expected):
+    assert swarm.start_step(task, since, no_node, replaced, ssh) == expected
+
+
+POLLS = [
+    ("running", swarm_task("running"), None),
+    ("starting", swarm_task("starting"), None),
+    ("gone", None, 0),
+    ("failed", swarm_task("failed", "exit 1"), "task failed: exit 1"),
+    ("drained", swarm_task("running", desired="shutdown"), "task running, Swarm wants it shutdown: "),
+]
+
+
+@pytest.mark.parametrize(("task", "expected"), [c[1:] for c in POLLS], ids=[c[0] for c in POLLS])
+def test_swarm_poll_answer_from_the_newest_task(task, expected):
+    assert swarm.task_poll(task) == expected
