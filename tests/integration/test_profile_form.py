@@ -3,6 +3,8 @@ devdock's rows, and what it posts is still validated."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.harness import Hub, xsrf_from
@@ -37,7 +39,7 @@ def test_a_sites_own_spawn_form_template_replaces_devdocks_and_its_posts_are_sti
     session = hub.browser_session("fay")
     page = session.get(f"{hub.url}/hub/spawn/fay", timeout=30).text
     assert '<ul class="site-profiles">' in page and "devdock-profiles" not in page
-    names = [line.split('<span class="site-name">')[1].split("<")[0] for line in page.splitlines() if "site-name" in line]
+    names = re.findall(r'<span class="site-name">([^<]*)</span>', page)
     assert names == ["Small desktop", "Large desktop"]  # the rows devdock built: staff's profile is not shown
     assert 'value="small" checked' in page
     # A post for a profile the user may not use is refused, whatever the template offered.
