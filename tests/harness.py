@@ -121,6 +121,8 @@ class Hub:
             "DEVDOCK_SSH_BIND": "127.0.0.1",
             "DEVDOCK_SSH_HOST": "127.0.0.1",
             "DEVDOCK_ACTIVITY_INTERVAL": "4",
+            # A hub that dies of a signal leaves every thread's Python stack in its log.
+            "PYTHONFAULTHANDLER": "1",
             # *.localhost names resolve to loopback; tests send the Host header to 127.0.0.1.
             **({"DEVDOCK_SUBDOMAIN_HOST": f"http://devdock.localhost:{self.port}"} if subdomains else {}),
             **env_overrides,

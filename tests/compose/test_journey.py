@@ -86,6 +86,11 @@ def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
     assert proof().endswith(" made 42")
     time.sleep(1)  # let xterm draw the echoed line for the screenshot
     alice.shot("journey-terminal")
+    # Her SSH page: the ssh line of her running server and its host key's fingerprint.
+    alice.page.goto(f"{stack.url}/hub/ssh")
+    alice.page.get_by_role("heading", name="SSH access").wait_for(timeout=30_000)
+    assert "SHA256:" in alice.page.locator(".ssh-fingerprint").first.inner_text()
+    alice.shot("journey-ssh")
 
     # 6. bob, signed in too, cannot open alice's lab or desktop.
     bob = person()
@@ -100,6 +105,10 @@ def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
     # 7. admin (an admin through the IdP's devdock-admins group) stops alice's server in the admin panel.
     admin = person()
     admin.sign_in("admin")
+    # devdock's own admin page first: alice's server with its container, SSH port and use.
+    admin.page.goto(f"{stack.url}/hub/devdock/admin")
+    admin.page.locator('tr[data-user="alice"]').wait_for(timeout=30_000)
+    admin.shot("journey-devdock-admin")
     admin.page.goto(f"{stack.url}/hub/admin")
     row = admin.page.locator('[data-testid="user-row-alice"]')
     row.locator(".stop-button").click()

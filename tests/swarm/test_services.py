@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import docker
 import pytest
 import requests
 
 from devdock_spawner.naming import server_key
 from devdock_spawner.ports import PortAllocator
-from tests.harness import assert_desktop_answers, run_in_terminal, ssh
+from tests.harness import IMAGE, RUN_ID, RUN_LABEL, assert_desktop_answers, run_in_terminal, ssh
 from tests.swarm.cluster import idle_service, service_of
 
 pytestmark = pytest.mark.swarm
@@ -92,15 +95,35 @@ def test_hub_restart_finds_every_service(docker_client, swarm_hub, ana, keys):
     assert swarm_hub.server_state("ana")["ssh_port"] == before["ssh_port"]
 
 
-def test_orphaned_service_is_removed_at_the_next_spawn(docker_client, swarm_hub):
-    """A service of this hub that no running server owns (a spawn cut short by a crash) goes away."""
+def test_a_running_service_the_database_does_not_know_is_kept_and_an_ended_one_is_removed(docker_client, swarm_hub):
+    """Reconciliation on Swarm, as on one engine: a service of this hub that no server of its database owns is left
+    running (a new or restored database must not take anyone's server away); one whose task has ended (a spawn cut
+    short by a crash) is removed."""
     hub_id = swarm_hub.env["DEVDOCK_HUB_ID"]
-    labels = {"io.devdock.hub": hub_id, "io.devdock.owner": "ghost", "io.devdock.server": ""}
-    orphan = idle_service(docker_client, "orphan", labels)
-    swarm_hub.restart()  # reconciliation runs once per hub process
-    swarm_hub.spawn("dora")
-    assert orphan.id not in [s.id for s in docker_client.services.list()]
-    swarm_hub.stop_server("dora")
+    running = idle_service(docker_client, "unknown", {"io.devdock.hub": hub_id, "io.devdock.owner": "ghost"})
+    ended = docker_client.services.create(
+        docker_client.images.get(IMAGE).id, ["true"], name=f"ended-{RUN_ID}",
+        labels={RUN_LABEL: RUN_ID, "io.devdock.hub": hub_id, "io.devdock.owner": "crashed"},
+        restart_policy=docker.types.RestartPolicy(condition="none"),
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        states = [t["Status"]["State"] for t in ended.tasks()]
+        if states and "running" not in states and all(s in ("complete", "failed", "shutdown") for s in states):
+            break
+        time.sleep(1)
+    try:
+        swarm_hub.restart()  # reconciliation runs once per hub process
+        swarm_hub.spawn("dora")
+        ids = [s.id for s in docker_client.services.list()]
+        assert ended.id not in ids
+        assert running.id in ids  # positive control: the same step kept the running one
+        assert "runs but this hub's database does not know it" in swarm_hub.log_tail(400)
+        swarm_hub.stop_server("dora")
+    finally:
+        running.remove()
+        if ended.id in [s.id for s in docker_client.services.list()]:
+            ended.remove()
 
 
 def test_stop_removes_the_service_and_keeps_the_home(docker_client, swarm_hub, ana):
