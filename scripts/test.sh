@@ -8,7 +8,7 @@
 #    images, built with layer reuse (scripts/build-images.sh)
 # 3. configurable-http-proxy (npm), Debian's Chromium and an OpenSSH client
 # 4. a virtualenv (.venv) with devdock and its test extra
-# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v over the unit, integration, e2e, compose
+# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v (modules side by side, pytest-xdist) over the unit, integration, e2e, compose
 #    and swarm tiers (the swarm tier makes its own swarm on the engine and a second engine in a container).
 # Nothing is skipped: a missing engine, image or browser fails the run.
 set -euo pipefail
@@ -52,7 +52,11 @@ log "lint"
 log "pytest"
 mkdir -p artifacts
 set +e
-.venv/bin/python -m pytest -v -p no:cacheprovider --junitxml=artifacts/junit.xml "${@:-tests}"
+# Modules run side by side on DEVDOCK_TEST_WORKERS workers (most of a test's time is spent waiting for
+# containers, timeouts and browsers); each module stays whole on one worker (tests/conftest.py).
+workers=${DEVDOCK_TEST_WORKERS:-3}
+.venv/bin/python -m pytest -v -p no:cacheprovider -n "$workers" --dist loadgroup \
+    --junitxml=artifacts/junit.xml "${@:-tests}"
 status=$?
 set -e
 if [ $status -eq 5 ]; then
