@@ -55,7 +55,7 @@ set +e
 # Modules run side by side on DEVDOCK_TEST_WORKERS workers (most of a test's time is spent waiting for
 # containers, timeouts and browsers); each module stays whole on one worker (tests/conftest.py).
 workers=${DEVDOCK_TEST_WORKERS:-3}
-.venv/bin/python -m pytest -v -p no:cacheprovider -n "$workers" --dist loadgroup \
+.venv/bin/python -m pytest -v -p no:cacheprovider -n "$workers" \
     --junitxml=artifacts/junit.xml "${@:-tests}"
 status=$?
 set -e

@@ -29,14 +29,18 @@ def device_nodes(tmp_path_factory):
     return harness.make_device_nodes(tmp_path_factory.mktemp("dev"), 2)
 
 
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (``--dist loadgroup``), each module runs whole on one worker, in order, with its own
-    hub; the compose tier (one stack with a fixed project name) and the swarm tier (the engine's one swarm) each
-    run on one worker too."""
-    for item in items:
-        path = item.path.as_posix()
-        tier = next((t for t in ("compose", "swarm") if f"/tests/{t}/" in path), None)
-        item.add_marker(pytest.mark.xdist_group(tier or item.module.__name__))
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, there only when it is
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist, each module runs whole on one worker, in order, with its own hub; the compose tier (one
+    stack with a fixed project name) and the swarm tier (the engine's one swarm) each run whole on one worker."""
+    from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the tests
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            tier = next((t for t in ("compose", "swarm") if nodeid.startswith(f"tests/{t}/")), None)
+            return tier or nodeid.split("::", 1)[0]
+
+    return TierScheduling(config, log)
 
 
 @pytest.hookimpl(wrapper=True)

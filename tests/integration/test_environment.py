@@ -114,7 +114,7 @@ def _env(text: str, names: list[str]) -> dict:
     return found
 
 
-def test_ssh_finds_python_pip_and_jupyter_with_the_same_environment_as_the_lab_terminal(hub, keys):
+def test_ssh_finds_python_pip_and_jupyter_with_the_same_environment_as_terminals_notebooks_and_the_desktop(hub, keys):
     container, token, port = _server(hub, "eve2", keys)
     found = ssh(port, "eve2", keys[0], "command -v python pip jupyter")
     assert found.returncode == 0 and len(found.stdout.split()) == 3, found
@@ -124,9 +124,26 @@ def test_ssh_finds_python_pip_and_jupyter_with_the_same_environment_as_the_lab_t
     login = _env(ssh(port, "eve2", keys[0], f"bash -lc '{script}'", "-tt").stdout, names)  # an interactive session
     typed = run_in_terminal(hub.server_url("eve2"), token, script + " ; echo EN''D", expect="END\r\n")
     terminal = _env(typed, names)
+    # A notebook's kernel, and a terminal on the desktop (an interactive shell in the desktop session's environment,
+    # as xfce4-terminal starts it).
+    code = "import os\n" + "".join(f"print('{n}=' + os.environ.get('{n}', ''))\n" for n in names)
+    kernel = _env(run_in_kernel(hub.server_url("eve2"), token, code)["stdout"], names)
+    desktop_shell = (
+        "import subprocess, time\n"
+        "for _ in range(60):  # the desktop starts with the server, a moment after it\n"
+        "    pid = subprocess.run(['pgrep', '-o', '-u', '1000', 'xfce4-session'], capture_output=True).stdout\n"
+        "    if pid.strip():\n"
+        "        break\n"
+        "    time.sleep(1)\n"
+        "raw = open(f'/proc/{pid.decode().strip()}/environ', 'rb').read().split(b'\\0')\n"
+        "env = dict(e.decode().split('=', 1) for e in raw if b'=' in e)\n"
+        f"subprocess.run(['bash', '-ic', {script!r}], env=env, stderr=subprocess.DEVNULL)\n"
+    )
+    desktop = _env(container.exec_run(["/usr/bin/python3", "-c", desktop_shell], user="1000").output.decode(), names)
     assert len(over_ssh) == len(names), over_ssh
     for name in names:
-        assert over_ssh[name] == login[name] == terminal[name], (name, over_ssh, login, terminal)
+        views = (over_ssh, login, terminal, kernel, desktop)
+        assert len({v.get(name) for v in views}) == 1, (name, over_ssh, login, terminal, kernel, desktop)
     assert over_ssh["PATH"].split(":")[0] == "/home/eve2/.local/bin"
     hub.stop_server("eve2")
 
