@@ -3,6 +3,7 @@ devdock's rows, and what it posts is still validated."""
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -44,7 +45,9 @@ def test_a_sites_own_spawn_form_template_replaces_devdocks_and_its_posts_are_sti
     assert 'value="small" checked' in page
     # A post for a profile the user may not use is refused, whatever the template offered.
     forged = session.post(f"{hub.url}/hub/spawn/fay", data={"profile": "staff", "_xsrf": xsrf_from(page)}, timeout=60)
-    assert "There is no profile 'staff' you can use" in forged.text
+    assert forged.status_code == 400
+    assert "There is no profile 'staff' you can use" in html.unescape(forged.text)
+    assert '<ul class="site-profiles">' in forged.text  # the form comes back in the site's markup
     assert hub.container("fay") is None
     # Positive control: the template's choice starts the server with that profile.
     r = session.post(f"{hub.url}/hub/spawn/fay", data={"profile": "large", "_xsrf": xsrf_from(page)}, timeout=120)

@@ -17,6 +17,7 @@ from tests.harness import ROOT, Hub, keygen, ssh
 pytestmark = pytest.mark.integration
 
 PREVIOUS = "v0.1.0"
+PREVIOUS_COMMIT = "a54ac18b7e81ccf71716addb72d9ef31646335d4"  # the tag's commit: a clone of main alone has no tags
 
 
 @pytest.fixture(scope="module")
@@ -25,20 +26,24 @@ def previous_release(tmp_path_factory):
     folder = tmp_path_factory.mktemp("previous")
 
     def find():
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{PREVIOUS}^{{commit}}"],
-                              capture_output=True, text=True)  # fmt: skip
+        for name in (f"{PREVIOUS}^{{commit}}", f"{PREVIOUS_COMMIT}^{{commit}}"):
+            found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", name],
+                                   capture_output=True, text=True)  # fmt: skip
+            if found.returncode == 0:
+                return found.stdout.strip()
+        return None
 
-    found = find()
-    if found.returncode != 0:  # a shallow clone, or one without tags: ask the clone's origin (a local repository)
+    commit = find()
+    if commit is None:  # a shallow clone: ask the clone's origin for the history
         shallow = (ROOT / ".git" / "shallow").exists()
         subprocess.run(["git", "-C", str(ROOT), "fetch", "--quiet", "--tags", *(["--unshallow"] if shallow else [])],
                        capture_output=True)  # fmt: skip
-        found = find()
-    assert found.returncode == 0, (
-        f"the previous release {PREVIOUS} is not in this clone's history (fetch its tags: git fetch --tags)"
+        commit = find()
+    assert commit == PREVIOUS_COMMIT, (
+        f"the previous release {PREVIOUS} ({PREVIOUS_COMMIT}) is not in this clone's history: clone it whole"
     )
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", PREVIOUS, "devdock_spawner", "jupyterhub_config.py"],
+        ["git", "-C", str(ROOT), "archive", commit, "devdock_spawner", "jupyterhub_config.py"],
         capture_output=True, check=True,
     )  # fmt: skip
     tarfile.open(fileobj=io.BytesIO(archive.stdout)).extractall(folder, filter="data")
