@@ -58,6 +58,8 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_CULL_WARNING      seconds before a stop that the user is warned                  (600)
   DEVDOCK_CULL_EVERY        seconds between the culler's rounds                           (60)
   DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
+  DEVDOCK_HOME_SIZE         size limit of new homes, e.g. 20G (docs/sharing.md); empty: no limit (empty)
+  DEVDOCK_HOME_IMAGES_DIR   host folder of the homes' filesystem images        (/var/lib/devdock/homes)
   DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
   DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
   DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
@@ -146,6 +148,10 @@ c.DevDockSpawner.hub_id = env("DEVDOCK_HUB_ID", "devdock")
 c.DevDockSpawner.extra_labels = parse_labels(env_list("DEVDOCK_EXTRA_LABELS"))
 # A fair share of the GPUs: at most this many per person across all their servers (0: no cap).
 c.DevDockSpawner.gpu_max_per_user = env_int("DEVDOCK_GPU_PER_USER", 2)
+# Homes with a size limit: ext4 images on loop devices, made by a helper of the hub's image.
+c.DevDockSpawner.home_size = env("DEVDOCK_HOME_SIZE", "")
+c.DevDockSpawner.home_images_dir = env("DEVDOCK_HOME_IMAGES_DIR", "/var/lib/devdock/homes")
+c.DevDockSpawner.home_helper_image = env("DEVDOCK_HUB_IMAGE", "devdock/hub:latest")
 if site["profiles"]:
     print(f"[devdock] spawn form profiles from {site['profiles']}", file=sys.stderr)
     c.DevDockSpawner.profile_list = read_profiles(site["profiles"])

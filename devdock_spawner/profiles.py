@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .swarm import check_constraint
 
 #: Spawner settings a profile may override (each spawn starts again from the site's configuration).
-OVERRIDABLE = ("image", "mem_limit", "cpu_limit", "shm_size", "pids_limit", "environment")
+OVERRIDABLE = ("image", "mem_limit", "cpu_limit", "shm_size", "pids_limit", "home_size", "environment")
 #: Keys users may send in ``user_options``. SSH keys are not among them: they change only on the owner's
 #: ``/hub/ssh`` page (a token that may start a server must not be able to add a key to it).
 USER_OPTION_KEYS = ("profile",)

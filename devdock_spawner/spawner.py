@@ -267,6 +267,8 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
             **self.ssh_environment(),
             **self.cull_environment(),
         )
+        if self._home_limit:
+            env["DEVDOCK_HOME_SIZE"] = str(self._home_limit)
         return env
 
     def _ssh_progress_message(self) -> str:
@@ -492,6 +494,7 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
             self._emit(30, f"Starting container {self.object_name} ({profile.display_name})")
             t1 = time.perf_counter()
             ip_port = await super().start()
+            await self.release_home_image()
             metrics.SPAWN_PHASE.labels("container").observe(time.perf_counter() - t1)
             t2 = time.perf_counter()
             await self._wait_for_server(*ip_port)

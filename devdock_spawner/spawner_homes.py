@@ -7,14 +7,16 @@ naming is found again by its labels, and offboarding removes (or archives) it wi
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 from docker.errors import APIError
 from tornado import web
-from traitlets import CaselessStrEnum, Unicode, default
+from traitlets import CaselessStrEnum, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from . import naming
+from . import homeimage, naming
 from .container import last_lines
 
 
@@ -23,6 +25,49 @@ class HomesMixin(LoggingConfigurable):
 
     #: The home volume found for this spawn by ``resolve_home_volume`` (empty: not looked up yet).
     _home_volume = ""
+    #: Bytes of this spawn's home when it is a filesystem image (0: a plain volume, no limit).
+    _home_limit = 0
+
+    home_size = Unicode(
+        "",
+        config=True,
+        help="""
+        Size limit of every home made from now on, e.g. ``"20G"`` (per profile in ``overrides`` too). Such a home
+        is an ext4 filesystem image (a sparse file: it takes on the host's disk only what is written) in
+        ``home_images_dir``, on a loop device, mounted by Docker's ``local`` driver; writing past it fails with
+        "No space left on device" inside that server only. Raising it grows homes at their next start; lowering
+        it never shrinks one. Homes made without a limit (before it was set) keep working as they are. Empty:
+        homes are plain volumes without a limit. Single engine only (on a Swarm the volume driver decides).
+        """,
+    )
+
+    @validate("home_size")
+    def _valid_home_size(self, proposal):
+        if proposal.value:
+            try:
+                homeimage.parse_size(proposal.value)  # a clear error for the admin at start-up
+            except ValueError as e:
+                raise TraitError(f"home_size: {e}") from e
+        return proposal.value
+
+    home_images_dir = Unicode(
+        "/var/lib/devdock/homes",
+        config=True,
+        help="""
+        Host folder of the home images (``home_size``): ``<home volume>.img`` and, while a server starts, the
+        ``<home volume>.dev`` link its volume mounts. Root's only; on the disk that should hold the homes.
+        """,
+    )
+
+    home_helper_image = Unicode(
+        "devdock/hub:latest",
+        config=True,
+        help="""
+        Image of the one-shot helper that makes, attaches and removes home images (``home_size``): it runs
+        ``devdock-home-image`` (``devdock_spawner.homeimage``) with ``mkfs.ext4``, ``debugfs`` and ``losetup``
+        (devdock's hub image has them), without network, with the loop devices and no capability but ``MKNOD``.
+        """,
+    )
 
     @property
     def home_volume(self) -> str:
@@ -75,11 +120,22 @@ class HomesMixin(LoggingConfigurable):
         return own
 
     async def ensure_volumes(self):
-        """Create this server's own volumes up front with devdock's labels; refuse one another user owns."""
+        """Create this server's own volumes up front with devdock's labels; refuse one another user owns.
+
+        With ``home_size`` a new home is a filesystem image; a home that is one is attached for this start.
+        """
+        self._home_limit = 0
         for source in self._own_volumes():
             info = await self._inspect_volume(source)
             if info is None:
-                await self.docker("create_volume", name=source, labels=self._labels())
+                if source == self.home_volume and self.home_size:
+                    await self._attach_home_image(source, new=True)
+                    options = {"type": "ext4", "device": self._home_image_path(source, ".dev"), "o": "nosuid,nodev"}
+                    await self.docker(
+                        "create_volume", name=source, driver="local", driver_opts=options, labels=self._labels()
+                    )
+                else:
+                    await self.docker("create_volume", name=source, labels=self._labels())
                 continue
             labels = info.get("Labels") or {}
             owner = labels.get(naming.OWNER_LABEL)
@@ -96,6 +152,75 @@ class HomesMixin(LoggingConfigurable):
                     f"{self.user.name}. Nothing was changed. An admin can see whose it is with "
                     f"'docker volume inspect {source}'.",
                 )
+            if self._is_home_image(info):
+                await self._attach_home_image(source)
+
+    # --- homes with a size limit -------------------------------------------------------------
+
+    def _home_image_path(self, volume: str, suffix: str) -> str:
+        return os.path.join(self.home_images_dir, volume + suffix)
+
+    def _is_home_image(self, info: dict) -> bool:
+        device = (info.get("Options") or {}).get("device", "")
+        return device == self._home_image_path(info["Name"], ".dev")
+
+    async def _attach_home_image(self, volume: str, new: bool = False) -> None:
+        """Make (or grow) the home's image and attach it, so that Docker can mount its volume."""
+        size = homeimage.parse_size(self.home_size) if self.home_size else 0
+        image, link = self._home_image_path(volume, ".img"), self._home_image_path(volume, ".dev")
+        result = await self.home_image_step("attach", image, str(size), link, *(["new"] if new else []))
+        self._home_limit = result["size"]
+        if result["created"]:
+            self.log.info("devdock: made home %s of %s with a limit of %s", volume, self._log_name, self.home_size)
+        elif size > result["size"]:
+            self.log.warning("devdock: home %s of %s is in use: it grows to %s at its next start", volume,
+                             self._log_name, self.home_size)  # fmt: skip
+        elif size and size < result["size"]:
+            self.log.info("devdock: home %s keeps its %s bytes (home_size %s never shrinks a home)", volume,
+                          result["size"], self.home_size)  # fmt: skip
+
+    async def release_home_image(self) -> None:
+        """The container runs, so its home is mounted: let the loop device go when the mount goes."""
+        if self._home_limit:
+            await self.home_image_step("release", self._home_image_path(self.home_volume, ".dev"))
+
+    async def home_image_step(self, *args: str) -> dict:
+        """One ``devdock_spawner.homeimage`` command in a one-shot helper container; its JSON answer."""
+        host = self.client.create_host_config(
+            binds={self.home_images_dir: {"bind": self.home_images_dir, "mode": "rw"}},
+            network_mode="none",
+            cap_drop=["ALL"],
+            cap_add=["MKNOD"],  # the node of the free loop device, in the helper's own /dev
+            devices=["/dev/loop-control:/dev/loop-control:rwm"],
+            device_cgroup_rules=[f"b {homeimage.LOOP_MAJOR}:* rwm"],
+            security_opt=["no-new-privileges:true"],
+            read_only=True,
+        )
+        out = await self._one_shot(
+            self.home_helper_image, ["devdock-home-image", *args], host, "home-image",
+            f"The home of {self.user.name} could not be prepared",
+        )  # fmt: skip
+        return json.loads(out.strip().splitlines()[-1])
+
+    async def _one_shot(self, image: str, entrypoint: list[str], host: dict, role: str, failure: str) -> str:
+        """Run a helper container to its end and remove it; its output, or an HTTP 500 with ``failure``."""
+        container = await self.docker(
+            "create_container",
+            image,
+            entrypoint=entrypoint,
+            host_config=host,
+            labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: role, **self.extra_labels},
+        )
+        try:
+            await self.docker("start", container["Id"])
+            result = await self.docker("wait", container["Id"], timeout=3600)
+            logs = await self.docker("logs", container["Id"], stdout=True, stderr=result.get("StatusCode") != 0)
+            if result.get("StatusCode") != 0:
+                self.log.error("devdock: %s helper failed: %s", role, last_lines(logs))
+                raise web.HTTPError(500, f"{failure}: {last_lines(logs)}")
+        finally:
+            await self.docker("remove_container", container["Id"], force=True)
+        return logs.decode(errors="replace") if isinstance(logs, bytes) else logs
 
     # --- offboarding -------------------------------------------------------------------------
 
@@ -156,13 +281,20 @@ class HomesMixin(LoggingConfigurable):
         if owner is not None and owner != self.user.name:
             self.log.error("devdock: not removing %s of %s: it belongs to %r", volume, self._log_name, owner)
             return
+        image = self._is_home_image(info)
         if self.offboarding == "archive":
+            if image:
+                await self._attach_home_image(volume)
             await self._archive_volume(volume)
         try:
             await self.docker("remove_volume", volume)
         except APIError as e:
             self.log.error("devdock: could not remove %s of deleted %s: %s", volume, self._log_name, e)
             return
+        if image:
+            await self.home_image_step(
+                "remove", self._home_image_path(volume, ".img"), self._home_image_path(volume, ".dev")
+            )
         self.log.info("devdock: removed home %s of deleted %s", volume, self._log_name)
 
     async def _archive_volume(self, volume: str) -> None:
@@ -181,19 +313,9 @@ class HomesMixin(LoggingConfigurable):
             cap_add=["DAC_READ_SEARCH"],  # read every file of the home; the archive belongs to root
             security_opt=["no-new-privileges:true"],
         )
-        container = await self.docker(
-            "create_container",
+        await self._one_shot(
             self.image,
-            entrypoint=["sh", "-c", 'umask 077 && tar -C /home -czf "$0.partial" . && mv "$0.partial" "$0"', target],
-            host_config=host,
-            labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: "offboarding", **self.extra_labels},
-        )
-        try:
-            await self.docker("start", container["Id"])
-            result = await self.docker("wait", container["Id"], timeout=3600)
-            if result.get("StatusCode") != 0:
-                logs = await self.docker("logs", container["Id"], tail=5)
-                raise web.HTTPError(500, f"Archiving {volume} failed, so it was not removed: {last_lines(logs)}")
-        finally:
-            await self.docker("remove_container", container["Id"], force=True)
+            ["sh", "-c", 'umask 077 && tar -C /home -czf "$0.partial" . && mv "$0.partial" "$0"', target],
+            host, "offboarding", f"Archiving {volume} failed, so it was not removed",
+        )  # fmt: skip
         self.log.info("devdock: archived home %s of deleted %s to %s", volume, self._log_name, target)

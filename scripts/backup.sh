@@ -18,7 +18,20 @@ out=${1:?usage: scripts/backup.sh BACKUP_DIR}
 root=$(cd "$(dirname "$0")/.." && pwd)
 hub_id=${DEVDOCK_HUB_ID:-devdock}
 image=${DEVDOCK_IMAGE:-devdock/desktop:latest}
+helper=${DEVDOCK_HUB_IMAGE:-devdock/hub:latest}
 log() { printf '[backup] %s\n' "$*" >&2; }
+
+# A home with a size limit (an ext4 image, docs/sharing.md) is mountable only while its image is on a loop device:
+# the same helper the hub runs attaches it (a running server's stays as it is) and lets it go afterwards.
+home_image() {  # home_image attach|release VOLUME DEVICE_LINK
+    local dir
+    dir=$(dirname "$3")
+    local args=(release "$3")
+    [ "$1" = attach ] && args=(attach "$dir/$2.img" 0 "$3")
+    docker run --rm --network none --read-only --cap-drop ALL --cap-add MKNOD --security-opt no-new-privileges \
+        --device /dev/loop-control --device-cgroup-rule 'b 7:* rwm' -v "$dir:$dir" \
+        --entrypoint devdock-home-image "$helper" "${args[@]}" >/dev/null
+}
 
 mkdir -p "$out/homes"
 out=$(cd "$out" && pwd)
@@ -52,9 +65,13 @@ fi
 docker volume ls -q --filter "label=io.devdock.hub=$hub_id" --filter label=io.devdock.owner | while read -r volume; do
     labels=$(docker volume inspect -f '{{json .Labels}}' "$volume")
     printf '%s\t%s\n' "$volume" "$labels" >>"$out/homes/volumes.tsv"
+    device=$(docker volume inspect -f '{{index .Options "device"}}' "$volume")
+    [ "$device" = "$(dirname "$device")/$volume.dev" ] || device=""
+    [ -z "$device" ] || home_image attach "$volume" "$device"
     docker run --rm --network none --cap-drop ALL --cap-add DAC_READ_SEARCH --security-opt no-new-privileges \
         -v "$volume:/home:ro" -v "$out/homes:/backup" --entrypoint tar "$image" \
         -C /home --numeric-owner -czf "/backup/$volume.tar.gz" .
+    [ -z "$device" ] || home_image release "$volume" "$device"
     log "home $volume"
 done
 log "done: $(wc -l <"$out/homes/volumes.tsv") homes and the hub's database in $out"

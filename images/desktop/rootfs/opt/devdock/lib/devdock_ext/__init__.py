@@ -12,7 +12,8 @@ JupyterLab, kernels and terminals; this extension adds what it cannot see, in th
 
 It also tells the user when the server will be stopped for being idle (``api/devdock/status``, polled by the
 devdock-notices JupyterLab plugin, and a desktop notification), from the limits the spawner hands over:
-``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE``, ``DEVDOCK_CULL_WARNING`` (seconds).
+``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE``, ``DEVDOCK_CULL_WARNING`` (seconds). When the home has a
+size limit (``DEVDOCK_HOME_SIZE``, bytes) and is (nearly) full, the same status says so.
 """
 
 from __future__ import annotations
@@ -57,6 +58,33 @@ def ssh_sessions(proc: str = "/proc") -> int:
     return count
 
 
+def _human(size: float) -> str:
+    unit = "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+
+
+def home_full_notice(home: str, limit: int) -> str:
+    """A sentence when the size-limited home has less than 2% of its room left (``""`` otherwise)."""
+    if not limit:
+        return ""
+    try:
+        st = os.statvfs(home)
+    except OSError:
+        return ""
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    if free >= total / 50:
+        return ""
+    return (
+        f"Your home is full: {_human(total - free)} of its {_human(total)} are used, so saving files fails with "
+        "'No space left on device'. Your files are safe. Delete what you do not need (du -sh ~/* ~/.[!.]* | "
+        "sort -h shows the biggest; pip's cache is in ~/.cache), or ask an admin for a larger home."
+    )
+
+
 def user_displays() -> list[str]:
     """X displays of this user's desktops (``:1``...), from the X servers' sockets."""
     displays = []
@@ -80,7 +108,7 @@ async def desktop_idle_ms(display: str) -> int | None:
             "xprintidle", env=_x_env(display), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
         )
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=5)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None
     text = out.decode().strip()
     return int(text) if proc.returncode == 0 and text.isdigit() else None
@@ -171,13 +199,19 @@ class IdleWatch:
             # how often the JupyterLab plugin should ask: often enough to warn in time
             "poll_seconds": max(5, min(20, int(self.warning / 4) or 20)),
         }
+        notices = []
         safe_mode = os.environ.get("DEVDOCK_SAFE_MODE")
         if safe_mode:
-            base["notice"] = (
+            notices.append(
                 f"Your server could not start with your own Python packages ({safe_mode}), so it runs without them "
                 "(~/.local is not used by JupyterLab now). Find the package that breaks it in a terminal "
                 "(pip list --user; python -c 'import ...'), remove it with pip uninstall, then restart your server."
             )
+        full = home_full_notice(os.path.expanduser("~"), int(_seconds("DEVDOCK_HOME_SIZE")))
+        if full:
+            notices.append(full)
+        if notices:
+            base["notice"] = " ".join(notices)
         if not candidates:
             return {**base, "stops_at": None, "warning": None}
         stops_at, why = min(candidates)

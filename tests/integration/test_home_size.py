@@ -1,0 +1,175 @@
+"""Homes with a size limit (``home_size``) on the real engine and hub: a home is an ext4 image on a loop device,
+writing past it fails with "No space left on device" in that server only, the user's files stay and the user is
+told; a larger profile grows it; a home made without a limit keeps working; offboarding removes the image."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+import requests
+
+from tests.harness import ROOT, Hub
+
+pytestmark = pytest.mark.integration
+
+MiB = 1024**2
+PROFILES = [
+    {"slug": "desktop", "display_name": "Desktop", "default": True},
+    {"slug": "roomy", "display_name": "Roomy", "overrides": {"home_size": "96M"}},
+    {"slug": "unbounded", "display_name": "No limit", "overrides": {"home_size": ""}},
+]
+
+
+@pytest.fixture(scope="module")
+def shub(docker_client, tmp_path_factory):
+    images = tmp_path_factory.mktemp("home-images")
+    extra = (
+        f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
+        'c.DevDockSpawner.home_size = "64M"\n'
+        f"c.DevDockSpawner.home_images_dir = {str(images)!r}\n"
+    )
+    hub = Hub(docker_client, tmp_path_factory.mktemp("homesize"), extra_config=extra)
+    hub.images = images
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def _sh(container, script: str) -> str:
+    return container.exec_run(["sh", "-c", script], user="1000").output.decode()
+
+
+def _home_volume(container) -> str:
+    return next(m["Name"] for m in container.attrs["Mounts"] if m["Destination"].startswith("/home/"))
+
+
+def _home_bytes(container) -> int:
+    return int(_sh(container, "df -B1 --output=size ~ | tail -1").strip())
+
+
+def _attached(image) -> bool:
+    """Whether a loop device holds ``image``, as the host's ``losetup -j`` sees it (by device and inode)."""
+    found = subprocess.run(["losetup", "-j", str(image)], capture_output=True, text=True, check=True)
+    return found.stdout.startswith("/dev/loop")
+
+
+def _status(hub, user: str) -> dict:
+    headers = {"Authorization": f"token {hub.token(user)}"}
+    return requests.get(hub.server_url(user) + "api/devdock/status", headers=headers, timeout=30).json()
+
+
+def test_home_size_limit_writing_past_it_fails_with_no_space_in_that_home_only_and_files_stay(shub, docker_client):
+    shub.spawn("hana")
+    shub.spawn("ivan")
+    hana, ivan = shub.container("hana"), shub.container("ivan")
+    volume = docker_client.volumes.get(_home_volume(hana))
+    image = shub.images / f"{volume.name}.img"
+    assert volume.attrs["Options"]["type"] == "ext4" and image.exists()
+    assert 48 * MiB < _home_bytes(hana) <= 64 * MiB  # the user's df shows the limit (less ext4's own), not the disk
+    assert _home_bytes(ivan) <= 64 * MiB
+    host_free = shutil.disk_usage(shub.images).free
+    assert "notice" not in _status(shub, "hana")
+
+    out = _sh(
+        hana, "echo precious > ~/notes.txt && dd if=/dev/zero of=$HOME/big bs=1M count=100 2>&1; sync; cat ~/notes.txt"
+    )
+    assert "No space left on device" in out and "precious" in out, out
+    used = os.stat(image).st_blocks * 512
+    assert 40 * MiB < used <= 66 * MiB  # the write really went to the image, and no further
+    assert host_free - shutil.disk_usage(shub.images).free < 70 * MiB  # the host lost at most the home's size
+    assert "Your home is full" in _status(shub, "hana")["notice"]
+    # The neighbour's home is untouched and still takes writes (positive control: writing works).
+    assert _sh(ivan, "dd if=/dev/zero of=$HOME/data bs=1M count=20 2>&1 && echo wrote").strip().endswith("wrote")
+
+    # Room again: the notice goes; the files survive a restart, and a stopped server holds no loop device.
+    assert "precious" in _sh(hana, "rm ~/big && cat ~/notes.txt")
+    assert "notice" not in _status(shub, "hana")
+    shub.stop_server("hana")
+    assert not _attached(image)
+    shub.spawn("hana")
+    assert _sh(shub.container("hana"), "cat ~/notes.txt").strip() == "precious"
+    assert _attached(image)  # positive control for the check above
+    shub.stop_server("hana")
+    shub.stop_server("ivan")
+
+
+def test_home_size_of_a_larger_profile_grows_the_home_at_its_next_start_and_files_stay(shub):
+    shub.spawn("gwen")
+    container = shub.container("gwen")
+    _sh(container, "echo mine > ~/kept.txt")
+    small = _home_bytes(container)
+    shub.stop_server("gwen")
+    shub.spawn("gwen", options={"profile": "roomy"})
+    container = shub.container("gwen")
+    assert small < 64 * MiB < _home_bytes(container) <= 96 * MiB
+    assert _sh(container, "cat ~/kept.txt").strip() == "mine"
+    shub.stop_server("gwen")
+    # A smaller limit never shrinks a home: back on the default profile it keeps its room and its files.
+    shub.spawn("gwen")
+    assert _home_bytes(shub.container("gwen")) > 64 * MiB
+    shub.stop_server("gwen")
+
+
+def test_home_size_a_home_made_without_a_limit_keeps_working_unbounded(shub, docker_client):
+    shub.spawn("olga", options={"profile": "unbounded"})
+    container = shub.container("olga")
+    volume = docker_client.volumes.get(_home_volume(container))
+    assert not volume.attrs["Options"] and _home_bytes(container) > 1024 * MiB  # a plain volume: the host's disk
+    _sh(container, "echo from-before > ~/old.txt")
+    shub.stop_server("olga")
+    shub.spawn("olga")  # the default profile now has a limit: the existing home stays as it was, files and all
+    container = shub.container("olga")
+    assert _sh(container, "cat ~/old.txt").strip() == "from-before"
+    assert _home_bytes(container) > 1024 * MiB
+    assert not (shub.images / f"{volume.name}.img").exists()
+    shub.stop_server("olga")
+
+
+def test_home_size_a_missing_image_is_refused_with_a_sentence_and_nothing_is_made(shub, docker_client):
+    shub.spawn("mona")
+    volume = _home_volume(shub.container("mona"))
+    shub.stop_server("mona")
+    image = shub.images / f"{volume}.img"
+    moved = image.with_suffix(".moved")
+    image.rename(moved)  # an admin's mistake, or a disk that lost it
+    try:
+        r = shub.api("POST", "/users/mona/server")
+        assert r.status_code == 500 and "is missing" in r.json()["message"], r.text
+        assert not image.exists()  # no fresh, empty home in its place
+        assert shub.container("mona") is None
+    finally:
+        moved.rename(image)
+    shub.spawn("mona")  # positive control: with its image back, the same home starts
+    shub.stop_server("mona")
+
+
+def test_home_size_offboarding_removes_the_home_image_and_its_volume(shub, docker_client):
+    shub.spawn("quin")
+    volume = _home_volume(shub.container("quin"))
+    image = shub.images / f"{volume}.img"
+    shub.stop_server("quin")
+    assert image.exists()  # positive control
+    assert shub.api("DELETE", "/users/quin").status_code == 204
+    assert not image.exists() and not _attached(image)
+    assert not docker_client.volumes.list(filters={"name": volume})
+
+
+def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_device_go(shub, tmp_path):
+    shub.spawn("pia")
+    container = shub.container("pia")
+    volume = _home_volume(container)
+    _sh(container, "echo field-notes > ~/notes.txt")
+    shub.stop_server("pia")
+    image = shub.images / f"{volume}.img"
+    assert not _attached(image)  # stopped: its image is on no loop device, so nothing can mount it by accident
+    backup = tmp_path / "backup"
+    env = {**os.environ, "DEVDOCK_DATA_DIR": str(shub.data_dir), "DEVDOCK_HUB_ID": shub.env["DEVDOCK_HUB_ID"]}
+    result = subprocess.run([str(ROOT / "scripts/backup.sh"), str(backup)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(backup / "homes" / f"{volume}.tar.gz") as archive:
+        assert archive.extractfile("./notes.txt").read() == b"field-notes\n"
+    assert not _attached(image)
