@@ -58,7 +58,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_CULL_WARNING      seconds before a stop that the user is warned                  (600)
   DEVDOCK_CULL_EVERY        seconds between the culler's rounds                           (60)
   DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
-  DEVDOCK_HOME_SIZE         size limit of new homes, e.g. 20G (docs/sharing.md); empty: no limit (empty)
+  DEVDOCK_HOME_SIZE         size limit of new homes (docs/sharing.md); empty or 0: no limit    (50G)
   DEVDOCK_HOME_IMAGES_DIR   host folder of the homes' filesystem images        (/var/lib/devdock/homes)
   DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
   DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
@@ -149,7 +149,8 @@ c.DevDockSpawner.extra_labels = parse_labels(env_list("DEVDOCK_EXTRA_LABELS"))
 # A fair share of the GPUs: at most this many per person across all their servers (0: no cap).
 c.DevDockSpawner.gpu_max_per_user = env_int("DEVDOCK_GPU_PER_USER", 2)
 # Homes with a size limit: ext4 images on loop devices, made by a helper of the hub's image.
-c.DevDockSpawner.home_size = env("DEVDOCK_HOME_SIZE", "")
+home_size = env("DEVDOCK_HOME_SIZE", "50G")
+c.DevDockSpawner.home_size = "" if home_size in ("", "0") else home_size
 c.DevDockSpawner.home_images_dir = env("DEVDOCK_HOME_IMAGES_DIR", "/var/lib/devdock/homes")
 c.DevDockSpawner.home_helper_image = env("DEVDOCK_HUB_IMAGE", "devdock/hub:latest")
 if site["profiles"]:

@@ -130,7 +130,8 @@ class HomesMixin(LoggingConfigurable):
             if info is None:
                 if source == self.home_volume and self.home_size:
                     await self._attach_home_image(source, new=True)
-                    options = {"type": "ext4", "device": self._home_image_path(source, ".dev"), "o": "nosuid,nodev"}
+                    device = self._home_image_path(source, ".dev")
+                    options = {"type": "ext4", "device": device, "o": "nosuid,nodev,noinit_itable,discard"}
                     await self.docker(
                         "create_volume", name=source, driver="local", driver_opts=options, labels=self._labels()
                     )

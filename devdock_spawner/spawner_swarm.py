@@ -389,7 +389,18 @@ class DevDockSwarmSpawner(DevDockSpawner):
         return {MANAGED_LABEL: "true", HUB_LABEL: self.hub_id, **self.extra_labels}
 
     async def ensure_volumes(self):
-        """Nothing up front: the node that runs the task creates the home volume, with devdock's labels."""
+        """Nothing up front: the node that runs the task creates the home volume, with devdock's labels.
+
+        ``home_size`` is a single-engine setting (the helper attaches images on the hub's engine): on a Swarm the
+        volume driver bounds homes, or nothing does; the hub says so once.
+        """
+        if self.home_size and "home_size" not in hub_state().done:
+            hub_state().done.add("home_size")
+            self.log.warning(
+                "devdock: home_size (%s) is not applied on a Swarm: homes are bounded by their volume driver "
+                "(volume_driver), or not at all",
+                self.home_size,
+            )
 
     def _volume_options(self) -> dict:
         ns = self.template_namespace()

@@ -121,6 +121,9 @@ class Hub:
             "DEVDOCK_SSH_BIND": "127.0.0.1",
             "DEVDOCK_SSH_HOST": "127.0.0.1",
             "DEVDOCK_ACTIVITY_INTERVAL": "4",
+            # Plain home volumes, except where a test asks for homes with a size limit (tests/integration/
+            # test_home_size.py); the compose tier runs the shipped default.
+            "DEVDOCK_HOME_SIZE": "0",
             # A hub that dies of a signal leaves every thread's Python stack in its log.
             "PYTHONFAULTHANDLER": "1",
             # *.localhost names resolve to loopback; tests send the Host header to 127.0.0.1.

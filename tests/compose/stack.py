@@ -80,6 +80,8 @@ class Stack:
             DEVDOCK_SSH_PORTS=f"{ssh_low}-{ssh_low + 99}",
             DEVDOCK_SERVICE_TOKEN=self.service_token,
             DEVDOCK_SITE_DIR=str(self.site_dir),
+            # The shipped DEVDOCK_HOME_SIZE (homes with a size limit), its images in this run's folder.
+            DEVDOCK_HOME_IMAGES_DIR=str(workdir / "home-images"),
         )
         self.passwords: dict[str, str] = {}
 

@@ -63,6 +63,11 @@ def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
     assert container is not None and container.status == "running"
     host = container.attrs["HostConfig"]
     assert (host["CpuQuota"], host["CpuPeriod"], host["Memory"]) == (200_000, 100_000, 4 * GB)
+    # Her home has the shipped size limit: an ext4 image of 50 GiB (less ext4's own), not the host's disk.
+    home = next(m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/home/alice")
+    assert docker_client.volumes.get(home).attrs["Options"]["type"] == "ext4"
+    df = container.exec_run(["df", "-B1", "--output=size", "/home/alice"]).output.decode().split()
+    assert 48 * GB < int(df[-1]) <= 50 * GB, df
 
     # 4. The desktop: noVNC connects and the canvas shows a drawn XFCE desktop, not a black screen.
     page.goto(f"{stack.url}/user/alice/desktop/")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 
 import pytest
 import requests
@@ -85,9 +86,14 @@ def test_home_size_limit_writing_past_it_fails_with_no_space_in_that_home_only_a
     # The neighbour's home is untouched and still takes writes (positive control: writing works).
     assert _sh(ivan, "dd if=/dev/zero of=$HOME/data bs=1M count=20 2>&1 && echo wrote").strip().endswith("wrote")
 
-    # Room again: the notice goes; the files survive a restart, and a stopped server holds no loop device.
-    assert "precious" in _sh(hana, "rm ~/big && cat ~/notes.txt")
+    # Room again: the notice goes, and the host gets the space back (the home mounts with discard).
+    assert "precious" in _sh(hana, "rm ~/big && sync && cat ~/notes.txt")
     assert "notice" not in _status(shub, "hana")
+    deadline = time.monotonic() + 30
+    while os.stat(image).st_blocks * 512 > 20 * MiB and time.monotonic() < deadline:
+        time.sleep(1)
+    assert os.stat(image).st_blocks * 512 <= 20 * MiB
+    # The files survive a restart, and a stopped server holds no loop device.
     shub.stop_server("hana")
     assert not _attached(image)
     shub.spawn("hana")
