@@ -49,6 +49,11 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_SSH_PORTS         host port range for SSH, "42000-42999"
   DEVDOCK_SSH_BIND          address SSH ports are published on         (0.0.0.0)
   DEVDOCK_SSH_HOST          host name shown in ssh command lines       (this machine's FQDN)
+  DEVDOCK_SSH_MODE          gateway (one port for everyone) | ports (one per server) | both   (ports)
+  DEVDOCK_SSH_GATEWAY_TOKEN token of the SSH gateway's service (it may read keys and server addresses only)
+  DEVDOCK_SSH_GATEWAY_PORT  the gateway's port, for the ~/.ssh/config block on /hub/ssh    (2222)
+  DEVDOCK_SSH_GATEWAY_HOST  the gateway's host name                                      (DEVDOCK_SSH_HOST)
+  DEVDOCK_SSH_GATEWAY_HOST_KEY  the gateway's public host key file, for known_hosts lines (optional)
   DEVDOCK_ACTIVITY_INTERVAL seconds between activity reports of servers                  (60)
   DEVDOCK_CULL              1: the idle culler runs (jupyterhub-idle-culler as service devdock-culler)  (1)
   DEVDOCK_CULL_TIMEOUT      seconds idle before a server without GPUs is stopped           (28800: 8 h)
@@ -188,6 +193,12 @@ if env("DEVDOCK_SSH_BIND"):
     c.DevDockSpawner.ssh_bind_address = env("DEVDOCK_SSH_BIND")
 if env("DEVDOCK_SSH_HOST"):
     c.DevDockSpawner.ssh_host = env("DEVDOCK_SSH_HOST")
+# One port for everyone through the SSH gateway (images/ssh-gateway), per-server ports, or both.
+c.DevDockSpawner.ssh_mode = env("DEVDOCK_SSH_MODE", "ports")
+c.DevDockSpawner.ssh_gateway_port = env_int("DEVDOCK_SSH_GATEWAY_PORT", 2222)
+if env("DEVDOCK_SSH_GATEWAY_HOST"):
+    c.DevDockSpawner.ssh_gateway_host = env("DEVDOCK_SSH_GATEWAY_HOST")
+c.DevDockSpawner.ssh_gateway_host_key_file = env("DEVDOCK_SSH_GATEWAY_HOST_KEY", "")
 
 # Swarm: where servers may run, and how their SSH ports are published (see docs/scale-out.md).
 if swarm:
@@ -234,6 +245,13 @@ if metrics_token:
     # Prometheus scrapes /hub/metrics with this token, which may read metrics and nothing else.
     c.JupyterHub.services.append({"name": "prometheus", "api_token": metrics_token})
     c.JupyterHub.load_roles.append({"name": "prometheus", "scopes": ["read:metrics"], "services": ["prometheus"]})
+gateway_token = env("DEVDOCK_SSH_GATEWAY_TOKEN")
+if gateway_token:
+    # The SSH gateway may ask who keeps a public key and where their servers' sshd is, and nothing else.
+    c.JupyterHub.services.append({"name": "devdock-ssh-gateway", "api_token": gateway_token})
+    c.JupyterHub.load_roles.append(
+        {"name": "devdock-ssh-gateway", "scopes": [devdock_hub.GATEWAY_SCOPE], "services": ["devdock-ssh-gateway"]}
+    )
 
 # --- the site's own configuration, last: what it sets wins ----------------------------------------
 if site["config"]:

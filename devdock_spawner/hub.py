@@ -29,7 +29,8 @@ from .gpu import engine_gpu_support
 from .hubconfig import culling_policy
 from .hubstate import hub_state
 from .spawner import DevDockSpawner
-from .ssh import InvalidKey, fingerprint, known_hosts_line, parse_keys
+from .spawner_ssh import SSH_CONTAINER_PORT
+from .ssh import InvalidKey, KeyStore, fingerprint, known_hosts_line, parse_keys
 from .usage import human_bytes
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -56,9 +57,16 @@ def _server_rows(user) -> list[dict]:
                 "node": getattr(spawner, "location", ""),
                 "image": spawner.image,
                 "ssh_port": spawner.ssh_port or "",
-                "ssh_command": spawner.ssh_command if spawner.ssh_enabled and spawner.ssh_port else "",
+                "ssh_command": spawner.ssh_command if spawner.ssh_via_port and spawner.ssh_port else "",
                 "host_key_fingerprint": fingerprint(spawner.ssh_host_key),
                 "known_hosts": known_hosts_line(spawner.ssh_endpoint, spawner.ssh_host_key),
+                "gateway_config": spawner.ssh_gateway_config() if spawner.ssh_via_gateway else "",
+                "gateway_alias": spawner.ssh_gateway_alias if spawner.ssh_via_gateway else "",
+                "gateway_known_hosts": (
+                    known_hosts_line((spawner.ssh_gateway_alias, 22), spawner.ssh_host_key)
+                    if spawner.ssh_via_gateway
+                    else ""
+                ),
                 "gpus": ", ".join(getattr(spawner, "gpu_ids", []) or []),
             }
         )
@@ -118,13 +126,25 @@ class SSHPageHandler(BaseHandler):
         return user.spawners[""].key_store()
 
     async def _render(self, user, keys_text: str, error: str = "", saved: bool = False, restart_needed=()):
+        servers = _server_rows(user)
+        gateway = {}
+        first = _devdock_spawners(user)[:1]
+        if first and any(s["gateway_config"] for s in servers):
+            spawner = first[0]
+            endpoint = (spawner.ssh_gateway_host, spawner.ssh_gateway_port)
+            gateway = {
+                "config": spawner.ssh_gateway_block(),
+                "fingerprint": fingerprint(spawner.ssh_gateway_host_key()),
+                "known_hosts": known_hosts_line(endpoint, spawner.ssh_gateway_host_key()),
+            }
         html = await self.render_template(
             "devdock_ssh.html",
             keys_text=keys_text,
             error=error,
             saved=saved,
             restart_needed=list(restart_needed),
-            servers=_server_rows(user),
+            servers=servers,
+            gateway=gateway,
         )
         self.finish(html)
 
@@ -234,6 +254,62 @@ class CullNoticeHandler(APIHandler):
         self.set_status(204)
 
 
+#: The SSH gateway's only scope: which users keep a key, and where their servers' sshd is.
+GATEWAY_SCOPE = "custom:devdock:ssh-gateway"
+
+
+class _GatewayHandler(APIHandler):
+    """The SSH gateway's questions (``images/ssh-gateway``); only a token with ``GATEWAY_SCOPE`` may ask."""
+
+    def _check_scope(self) -> None:
+        if self.current_user is None or not self.has_scope(GATEWAY_SCOPE):
+            raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {GATEWAY_SCOPE}")
+
+    def _key_store(self):
+        spawner_config = self.settings["config"].get("DevDockSpawner", {})
+        return KeyStore(spawner_config.get("ssh_keys_dir", os.path.abspath("ssh-keys")))
+
+
+class GatewayKeysHandler(_GatewayHandler):
+    """``GET /hub/api/devdock/ssh-gateway/keys?key=TYPE BLOB``: the users who keep this public key."""
+
+    async def get(self):
+        self._check_scope()
+        key = self.get_argument("key", "")[:20000]
+        users = [name for name in self._key_store().owners_of(key) if self.find_user(name) is not None]
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"users": users}))
+
+
+class GatewayRouteHandler(_GatewayHandler):
+    """``GET /hub/api/devdock/ssh-gateway/route?user=&server=&key=``: where that server's sshd listens.
+
+    The key must be one of the user's own (checked again here: the gateway's token alone opens nothing), and the
+    server must be running with the gateway on (``ssh_mode``). Every answer is in the hub's log.
+    """
+
+    async def get(self):
+        self._check_scope()
+        name, server, key = (self.get_argument(a, "")[:20000] for a in ("user", "server", "key"))
+        user, offered = self.find_user(name), fingerprint(key)
+        owned = {fingerprint(k.line()) for k in self._key_store().load(user.name)} if user is not None else set()
+        if not offered or offered not in owned:
+            self.log.warning("devdock: ssh gateway refused %s for %r/%r", offered or "a junk key", name, server)
+            raise web.HTTPError(403, f"this key does not belong to {name!r}")
+        label = f"{name}'s server {server!r}" if server else f"{name}'s default server"
+        spawner = user.spawners[server] if server in user.orm_spawners else None
+        if not isinstance(spawner, DevDockSpawner) or not spawner.ssh_via_gateway:
+            raise web.HTTPError(404, f"{label} does not exist or has no SSH through the gateway")
+        if not (spawner.active and spawner.ready and spawner.server):
+            raise web.HTTPError(409, f"{label} is not running: start it on the hub, then connect again")
+        self.log.info(
+            "devdock: ssh gateway: key %s of %s -> %s (%s at %s:%s)", fingerprint(key), name, label,
+            spawner.object_name, spawner.server.ip, SSH_CONTAINER_PORT,
+        )  # fmt: skip
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"host": spawner.server.ip, "port": SSH_CONTAINER_PORT, "server": label}))
+
+
 class CullPolicyHandler(APIHandler):
     """``GET /hub/api/devdock/cull-policy``: the culling policy of this hub's final configuration, for the culler."""
 
@@ -251,6 +327,8 @@ def handlers() -> list[tuple]:
         (r"/devdock/admin", AdminOverviewHandler),
         (r"/api/devdock/culled/([^/]+)/([^/]*)", CullNoticeHandler),
         (r"/api/devdock/cull-policy", CullPolicyHandler),
+        (r"/api/devdock/ssh-gateway/keys", GatewayKeysHandler),
+        (r"/api/devdock/ssh-gateway/route", GatewayRouteHandler),
     ]
 
 
@@ -265,6 +343,7 @@ def configure(c, report_gpu_support: bool = True) -> None:
     c.JupyterHub.custom_scopes = {
         **c.JupyterHub.get("custom_scopes", {}),
         culler.NOTICE_SCOPE: {"description": "Tell devdock why the idle culler stops a server"},
+        GATEWAY_SCOPE: {"description": "devdock's SSH gateway: who keeps a public key, where their servers are"},
     }
     c.JupyterHub.template_paths = [TEMPLATES, *c.JupyterHub.get("template_paths", [])]
     if report_gpu_support:

@@ -246,7 +246,7 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
 
     def _container_labels(self) -> dict:
         labels = self._labels()
-        if self.ssh_enabled and self.ssh_port:
+        if self.ssh_via_port and self.ssh_port:
             # Lets a restarted hub (and every allocation) see which server holds which port.
             labels[naming.SSH_PORT_LABEL] = str(self.ssh_port)
         if self.gpu_ids:
@@ -272,6 +272,8 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
         return env
 
     def _ssh_progress_message(self) -> str:
+        if not self.ssh_via_port:
+            return f"SSH: ssh {self.ssh_gateway_alias} (through the gateway; your ~/.ssh/config block is on /hub/ssh)"
         return f"SSH: {self.ssh_command}"
 
     def _prestart_desktop(self) -> bool:
@@ -331,7 +333,7 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
             stop_timeout=self.stop_grace_seconds,
             published=(
                 {f"{SSH_CONTAINER_PORT}/tcp": (self.ssh_bind_address, self.ssh_port)}
-                if self.ssh_enabled and self.ssh_port
+                if self.ssh_via_port and self.ssh_port
                 else {}
             ),
             extra_create=await self._resolve_extra(self.extra_create_kwargs),
@@ -487,8 +489,9 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
             await self.ensure_network()
             await self.resolve_home_volume()
             await self.ensure_volumes()
-            if self.ssh_enabled:
+            if self.ssh_via_port:
                 await self.allocate_ssh_port()
+            if self.ssh_enabled:
                 self._emit(20, self._ssh_progress_message())
             metrics.SPAWN_PHASE.labels("prepare").observe(time.perf_counter() - t0)
             self._emit(30, f"Starting container {self.object_name} ({profile.display_name})")
@@ -632,7 +635,7 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
                         "runtime (the NVIDIA container toolkit is missing or broken). Choose a profile "
                         "without GPUs, or ask an admin to install the toolkit or change gpu_mode.",
                     ) from e
-                if not (self.ssh_enabled and self.ssh_port and port_taken(message)) or attempt == 2:
+                if not (self.ssh_via_port and self.ssh_port and port_taken(message)) or attempt == 2:
                     raise
                 await self.recreate_with_new_ssh_port(message)
 

@@ -10,6 +10,7 @@ import io
 import os
 import socket
 import tarfile
+from urllib.parse import quote
 
 from jupyterhub import orm
 from tornado import web
@@ -77,6 +78,90 @@ class SSHMixin(LoggingConfigurable):
     @default("ssh_host")
     def _default_ssh_host(self):
         return socket.getfqdn()
+
+    ssh_mode = CaselessStrEnum(
+        ["ports", "gateway", "both"],
+        "ports",
+        config=True,
+        help="""
+        How users reach their server's sshd. ``gateway``: through devdock's SSH gateway on one port for
+        everyone (``images/ssh-gateway``: OpenSSH, keys asked from the hub at every connection, each key relayed
+        to its owner's own servers only; no host port per server). ``ports``: each server publishes its own
+        host port from ``ssh_port_range``. ``both``: the two side by side. devdock's compose stack uses
+        ``gateway``.
+        """,
+    )
+
+    ssh_gateway_host = Unicode(
+        config=True,
+        help="""Host name of the SSH gateway, shown in the ``~/.ssh/config`` block on ``/hub/ssh``. Default:
+        ``ssh_host``.""",
+    )
+
+    @default("ssh_gateway_host")
+    def _default_ssh_gateway_host(self):
+        return self.ssh_host
+
+    ssh_gateway_port = Int(
+        2222, config=True, help="""Port of the SSH gateway (``DEVDOCK_SSH_GATEWAY_PORT``). Default: 2222."""
+    )
+
+    ssh_gateway_host_key_file = Unicode(
+        "",
+        config=True,
+        help="""
+        The gateway's public host key (``ssh_host_ed25519_key.pub`` in its ``/var/lib/devdock-gateway``), for
+        the ``known_hosts`` line on ``/hub/ssh``. Empty: the page shows no line for the gateway.
+        """,
+    )
+
+    @property
+    def ssh_via_gateway(self) -> bool:
+        return self.ssh_enabled and self.ssh_mode in ("gateway", "both")
+
+    @property
+    def ssh_via_port(self) -> bool:
+        return self.ssh_enabled and self.ssh_mode in ("ports", "both")
+
+    @property
+    def ssh_gateway_target(self) -> str:
+        """What the gateway's forced command is told: ``user`` or ``user/server``, percent-encoded."""
+        target = quote(self.user.name, safe="")
+        return f"{target}/{quote(self.name, safe='')}" if self.name else target
+
+    @property
+    def ssh_gateway_alias(self) -> str:
+        """The name of this server in the user's ``~/.ssh/config`` (and its ``known_hosts`` line)."""
+        return f"devdock-{self.server_slug}" if self.name else "devdock"
+
+    def ssh_gateway_config(self) -> str:
+        """This server's block for ``~/.ssh/config``: the user's own ssh, relayed by the gateway."""
+        return (
+            f"Host {self.ssh_gateway_alias}\n"
+            f"    User {self.login_name}\n"
+            f"    HostKeyAlias {self.ssh_gateway_alias}\n"
+            f"    ProxyCommand ssh -T devdock-gateway {self.ssh_gateway_target}\n"
+        )
+
+    def ssh_gateway_block(self) -> str:
+        """The gateway's own block for ``~/.ssh/config`` (one per hub)."""
+        return (
+            "Host devdock-gateway\n"
+            f"    HostName {self.ssh_gateway_host}\n"
+            f"    Port {self.ssh_gateway_port}\n"
+            "    User devdock\n"
+        )
+
+    def ssh_gateway_host_key(self) -> str:
+        """The gateway's public host key line, or ``""``."""
+        if not self.ssh_gateway_host_key_file:
+            return ""
+        try:
+            with open(self.ssh_gateway_host_key_file, encoding="ascii", errors="replace") as f:
+                line = f.read(4096).strip()
+        except OSError:
+            return ""
+        return line if fingerprint(line) else ""
 
     ssh_keys_dir = Unicode(
         config=True,
@@ -160,7 +245,7 @@ class SSHMixin(LoggingConfigurable):
 
     @property
     def ssh_endpoint(self) -> tuple[str, int] | None:
-        return (self.ssh_connect_host, self.ssh_port) if self.ssh_enabled and self.ssh_port else None
+        return (self.ssh_connect_host, self.ssh_port) if self.ssh_via_port and self.ssh_port else None
 
     @property
     def ssh_command(self) -> str:

@@ -223,6 +223,31 @@ class KeyStore:
             os.unlink(tmp)
             raise
 
+    def owners_of(self, key_line: str) -> list[str]:
+        """The users who keep this public key (``type blob``), read from their own files; none for junk.
+
+        A file whose owner line is missing (devdock 0.1's) counts only once it moved to its owner's name.
+        """
+        try:
+            wanted = parse_key(key_line)
+        except InvalidKey:
+            return []
+        owners = []
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if not name.endswith(".pub") or name.startswith("."):
+                continue
+            text = self._read(os.path.join(self.directory, name)) or ""
+            owner = self._owner(text)
+            if owner is None or self.path(owner) != os.path.join(self.directory, name):
+                continue
+            if any(k.type == wanted.type and k.blob == wanted.blob for k in parse_keys(text)):
+                owners.append(owner)
+        return owners
+
     def delete(self, username: str) -> list[str]:
         """Remove ``username``'s key file (and a pre-0.2 one that is theirs); returns the paths removed."""
         removed = []

@@ -66,8 +66,8 @@ main() {
                     "${CUDA_BASE_IMAGE:-nvidia/cuda:12.6.3-runtime-ubuntu24.04}"
                 ;;
             hub) build_service hub "$root" ;;
-            proxy | oidc | swarm-node) build_service "$target" "$root/images" ;;
-            *) log "unknown image '$target' (known: desktop, desktop-cuda, hub, proxy, oidc, swarm-node)"; exit 2 ;;
+            proxy | oidc | swarm-node | ssh-gateway) build_service "$target" "$root/images" ;;
+            *) log "unknown image '$target' (known: desktop, desktop-cuda, hub, proxy, oidc, swarm-node, ssh-gateway)"; exit 2 ;;
         esac
     done
 }

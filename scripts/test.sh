@@ -38,7 +38,7 @@ log "Docker engine"
 scripts/engine.sh
 
 log "images"
-time scripts/build-images.sh desktop hub proxy oidc swarm-node
+time scripts/build-images.sh desktop hub proxy oidc swarm-node ssh-gateway
 
 log "python environment"
 [ -x .venv/bin/python ] || python3 -m venv .venv

@@ -1,0 +1,263 @@
+"""SSH through one port: devdock's OpenSSH gateway (images/ssh-gateway) in front of the real hub and real servers,
+driven by the real OpenSSH client with the ``~/.ssh/config`` block and ``known_hosts`` lines that ``/hub/ssh``
+shows, strict host-key checking on."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import secrets
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.harness import RUN_ID, RUN_LABEL, Hub, free_port, keygen
+
+pytestmark = pytest.mark.integration
+
+GATEWAY_IMAGE = "devdock/ssh-gateway:latest"
+
+
+class Gateway:
+    """The gateway container, on the host's network like the hub (compose runs it the same way)."""
+
+    def __init__(self, client, hub_url: str, token: str, port: int, keys_dir):
+        self.client, self.port, self.keys_dir = client, port, keys_dir
+        self.name = f"devdock-test-gateway-{RUN_ID}-{port}"
+        self.environment = {
+            "DEVDOCK_SSH_GATEWAY_HUB_API": f"{hub_url}/hub/api",
+            "DEVDOCK_SSH_GATEWAY_TOKEN": token,
+            "DEVDOCK_SSH_GATEWAY_PORT": str(port),
+            "DEVDOCK_SSH_GATEWAY_BIND": "127.0.0.1",
+        }
+        self.container = None
+
+    def start(self):
+        self.container = self.client.containers.run(
+            GATEWAY_IMAGE,
+            name=self.name,
+            detach=True,
+            network_mode="host",
+            environment=self.environment,
+            volumes={str(self.keys_dir): {"bind": "/var/lib/devdock-gateway", "mode": "rw"}},
+            labels={RUN_LABEL: RUN_ID},
+            cap_drop=["ALL"],
+            cap_add=["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"],
+            security_opt=["no-new-privileges:true"],
+        )
+        self.wait()
+
+    def wait(self, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    if s.recv(64).startswith(b"SSH-2.0-OpenSSH"):
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"the gateway did not answer: {self.container.logs().decode()[-2000:]}")
+
+    def restart(self):
+        self.container.restart(timeout=10)
+        self.wait()
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+    def remove(self):
+        if self.container is not None:
+            self.container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def gw(docker_client, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("gateway-keys")
+    token, port = secrets.token_hex(16), free_port()
+    hub = Hub(
+        docker_client, tmp_path_factory.mktemp("gwhub"),
+        DEVDOCK_SSH_MODE="gateway", DEVDOCK_SSH_GATEWAY_TOKEN=token, DEVDOCK_SSH_GATEWAY_PORT=str(port),
+        DEVDOCK_SSH_GATEWAY_HOST="127.0.0.1", DEVDOCK_SSH_GATEWAY_HOST_KEY=str(keys / "ssh_host_ed25519_key.pub"),
+    )  # fmt: skip
+    hub.start()
+    gateway = Gateway(docker_client, hub.url, token, port, keys)
+    try:
+        gateway.start()
+        hub.gateway = gateway
+        yield hub
+    finally:
+        gateway.remove()
+        hub.stop()
+
+
+def _pre(page: str, element_id: str) -> str:
+    found = re.search(rf'<pre id="{element_id}">(.*?)</pre>', page, re.S)
+    assert found, f"no {element_id} on the page"
+    return html.unescape(found.group(1))
+
+
+def client_config(hub, user: str, key: str, folder) -> tuple[str, str]:
+    """An ssh_config made of what /hub/ssh shows the user (and their key); returns (config path, page).
+
+    The page's blocks go into the file as they are. The ProxyCommand in them runs a plain ``ssh``, which reads
+    ``~/.ssh/config``, where a user puts the blocks; here, an ``ssh`` first on PATH reads this file instead.
+    """
+    page = hub.browser_session(user).get(f"{hub.url}/hub/ssh", timeout=30).text
+    known = folder / f"known_hosts-{user}"
+    known.write_text(_pre(page, "ssh-gateway-known-hosts"))
+    config = folder / f"ssh_config-{user}"
+    config.write_text(
+        _pre(page, "ssh-gateway-config") + "\nHost *\n"
+        f"    IdentityFile {key}\n    IdentitiesOnly yes\n    BatchMode yes\n    StrictHostKeyChecking yes\n"
+        f"    UserKnownHostsFile {known}\n    ConnectTimeout 15\n    LogLevel ERROR\n"
+    )
+    wrapper = folder / "bin" / "ssh"
+    wrapper.parent.mkdir(exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F "{config}" "$@"\n')
+    wrapper.chmod(0o755)
+    _BIN[:] = [str(wrapper.parent)]
+    return str(config), page
+
+
+def run(*args: str, timeout: float = 60, plain: bool = False) -> subprocess.CompletedProcess:
+    """``plain``: the system's ssh alone; otherwise the test's own ssh (see client_config) is first on PATH, for
+    the ProxyCommand of the page's blocks."""
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=None if plain else _env())  # fmt: skip
+
+
+def _env() -> dict | None:
+    return {**os.environ, "PATH": f"{_BIN[0]}:{os.environ['PATH']}"} if _BIN else None
+
+
+_BIN: list[str] = []
+
+
+def gateway_ssh(hub, key: str, target: str, *options: str) -> subprocess.CompletedProcess:
+    """Straight to the gateway as the ``devdock`` account (no ssh_config), asking for ``target``."""
+    return run(
+        "ssh", "-p", str(hub.gateway.port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+        *options, "devdock@127.0.0.1", target, timeout=30, plain=True,
+    )  # fmt: skip
+
+
+def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sftp_and_port_forwarding(gw, tmp_path):
+    hub = gw
+    key, line = keygen(tmp_path, "alice")
+    hub.save_ssh_keys("alice", line)
+    hub.spawn("alice")
+    hub.spawn("alice", "proj")
+    config, page = client_config(hub, "alice", key, tmp_path)
+    assert "ProxyCommand ssh -T devdock-gateway alice/proj" in _pre(page, "ssh-gateway-config")
+    login = hub.container("alice").exec_run(["id", "-un", "1000"]).output.decode().strip()
+
+    # No host port per server: the gateway is the only way in.
+    assert not (hub.container("alice").attrs["HostConfig"]["PortBindings"] or {}).get("22/tcp")
+
+    default = run("ssh", "-F", config, "devdock", "whoami; hostname")
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.split() == [login, hub.container("alice").attrs["Config"]["Hostname"]]
+    named = run("ssh", "-F", config, "devdock-proj", "hostname")
+    assert named.stdout.strip() == hub.container("alice", "proj").attrs["Config"]["Hostname"], named.stderr
+
+    # scp both ways, sftp.
+    (tmp_path / "up.txt").write_text("from the laptop\n")
+    assert run("scp", "-F", config, str(tmp_path / "up.txt"), "devdock:up.txt").returncode == 0
+    assert run("ssh", "-F", config, "devdock", "cat up.txt").stdout == "from the laptop\n"
+    assert run("scp", "-F", config, "devdock:up.txt", str(tmp_path / "down.txt")).returncode == 0
+    assert (tmp_path / "down.txt").read_text() == "from the laptop\n"
+    batch = tmp_path / "sftp-batch"
+    batch.write_text(f"put {tmp_path / 'up.txt'} via-sftp.txt\nls\n")
+    sftp = run("sftp", "-F", config, "-b", str(batch), "devdock-proj", timeout=60)
+    assert sftp.returncode == 0 and "via-sftp.txt" in sftp.stdout, sftp.stderr
+    assert "via-sftp.txt" in run("ssh", "-F", config, "devdock-proj", "ls").stdout
+
+    # ssh -L to a port inside the container, through the gateway.
+    local = free_port()
+    server = subprocess.Popen(
+        ["ssh", "-F", config, "-L", f"{local}:127.0.0.1:8765", "devdock",
+         "cd /tmp && echo forwarded > index.html && exec python3 -m http.server 8765 --bind 127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+    )  # fmt: skip
+    try:
+        body, deadline = "", time.monotonic() + 30
+        while time.monotonic() < deadline and "forwarded" not in body:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{local}/index.html", timeout=3).read().decode()
+            except OSError:
+                time.sleep(0.5)
+        assert body.strip() == "forwarded"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    # The page's known_hosts lines are what strict checking needs: another key for the gateway fails.
+    other = tmp_path / "known_hosts-alice"
+    good = other.read_text()
+    _, stranger = keygen(tmp_path, "stranger")
+    other.write_text(re.sub(r"^(\S+) \S+ \S+", lambda m: f"{m.group(1)} {stranger.split()[0]} {stranger.split()[1]}",
+                            good, count=1))  # fmt: skip
+    refused = run("ssh", "-F", config, "devdock", "whoami")
+    assert refused.returncode == 255 and "host key" in refused.stderr.lower(), refused.stderr
+    other.write_text(good)
+    assert run("ssh", "-F", config, "devdock", "true").returncode == 0  # positive control
+    assert "alice -> alice's default server" in hub.gateway.logs()  # the gateway logs who went where
+    assert "ssh gateway: key SHA256:" in hub.log_tail(400)
+
+
+def test_gateway_keeps_each_key_to_its_owners_servers_and_a_removed_key_is_refused_at_once(gw, tmp_path):
+    hub = gw
+    akey, aline = keygen(tmp_path, "amy")
+    bkey, bline = keygen(tmp_path, "ben")
+    nobody, _ = keygen(tmp_path, "nobody")
+    hub.save_ssh_keys("amy", aline)
+    hub.save_ssh_keys("ben", bline)
+    hub.spawn("amy")
+    hub.spawn("ben")
+    ben_ip = hub.container("ben").attrs["NetworkSettings"]["Networks"][hub.network]["IPAddress"]
+    # Positive control: amy's key through the raw gateway command reaches amy's sshd.
+    assert gateway_ssh(hub, akey, "amy").stdout.startswith("SSH-2.0-OpenSSH")
+
+    for target in ("ben", "ben/", "amy/../ben", "ben%2Fx", "amy ben", "%62en"):
+        attempt = gateway_ssh(hub, akey, target)
+        assert "SSH-2.0" not in attempt.stdout, (target, attempt.stdout)
+        assert "devdock gateway:" in attempt.stderr, (target, attempt.stderr)
+    # No forwarding of any kind on the gateway itself: not to ben's sshd, not to the hub.
+    jump = run("ssh", "-p", str(hub.gateway.port), "-i", akey, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+               "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+               "-W", f"{ben_ip}:22", "devdock@127.0.0.1", timeout=30, plain=True)  # fmt: skip
+    assert "SSH-2.0" not in jump.stdout and jump.returncode != 0
+    # A key that is on nobody's /hub/ssh page gets nothing, not even a command.
+    assert "Permission denied" in gateway_ssh(hub, nobody, "amy").stderr
+
+    # amy removes her key: the very next connection is refused, no restart of anything.
+    hub.save_ssh_keys("amy", "")
+    assert "Permission denied" in gateway_ssh(hub, akey, "amy").stderr
+    assert gateway_ssh(hub, bkey, "ben").stdout.startswith("SSH-2.0-OpenSSH")  # ben is not affected
+
+
+def test_gateway_says_when_a_server_is_not_running_and_works_after_gateway_and_hub_restarts(gw, tmp_path):
+    hub = gw
+    key, line = keygen(tmp_path, "cleo")
+    hub.save_ssh_keys("cleo", line)
+    hub.spawn("cleo")
+    config, _ = client_config(hub, "cleo", key, tmp_path)
+    assert run("ssh", "-F", config, "devdock", "true").returncode == 0
+    hub.stop_server("cleo")
+    stopped = gateway_ssh(hub, key, "cleo")
+    assert "is not running" in stopped.stderr, stopped.stderr
+    hub.spawn("cleo")
+
+    hub.gateway.restart()  # the same host key afterwards: strict checking still passes
+    after = run("ssh", "-F", config, "devdock", "true")
+    assert after.returncode == 0, after.stderr
+    hub.stop()
+    hub.start()
+    after = run("ssh", "-F", config, "devdock", "whoami")
+    assert after.returncode == 0, after.stderr
+    hub.stop_server("cleo")
