@@ -332,6 +332,27 @@ def ssh(
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
+def ssh_client_config(folder: Path, name: str, blocks: str, known_hosts: str, key: str) -> tuple[str, dict]:
+    """An ssh_config of the blocks ``/hub/ssh`` shows (as they are), the user's key and the page's known_hosts
+    lines, strict host-key checking on; returns (config path, environment for ``subprocess``).
+
+    The blocks' ProxyCommand runs a plain ``ssh``, which reads ``~/.ssh/config``, where a user puts them; in the
+    returned environment an ``ssh`` first on PATH reads this file instead (the system's ssh with ``-F``).
+    """
+    known = folder / f"known_hosts-{name}"
+    known.write_text(known_hosts)
+    config = folder / f"ssh_config-{name}"
+    config.write_text(
+        f"{blocks}\nHost *\n    IdentityFile {key}\n    IdentitiesOnly yes\n    BatchMode yes\n"
+        f"    StrictHostKeyChecking yes\n    UserKnownHostsFile {known}\n    ConnectTimeout 15\n    LogLevel ERROR\n"
+    )
+    wrapper = folder / f"bin-{name}" / "ssh"
+    wrapper.parent.mkdir(exist_ok=True)
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F "{config}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(config), {**os.environ, "PATH": f"{wrapper.parent}:{os.environ['PATH']}"}
+
+
 def xsrf_from(html: str) -> str:
     match = re.search(r'name="_xsrf" value="([^"]+)"', html) or re.search(r'xsrf_token: "([^"]+)"', html)
     assert match, "no _xsrf field in the page"

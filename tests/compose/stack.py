@@ -50,6 +50,7 @@ class Stack:
         self.prefix = f"devdock-ci{RUN_ID}"
         self.http_port, self.oidc_port = free_port(), free_port()
         self.hub_port, self.proxy_api_port = free_port(), free_port()
+        self.gateway_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.issuer = f"http://127.0.0.1:{self.oidc_port}"
         self.service_token = secrets.token_hex(16)
@@ -78,6 +79,7 @@ class Stack:
             DEVDOCK_OIDC_ISSUER=self.issuer,
             DEVDOCK_OIDC_PORT=str(self.oidc_port),
             DEVDOCK_SSH_PORTS=f"{ssh_low}-{ssh_low + 99}",
+            DEVDOCK_SSH_GATEWAY_PORT=str(self.gateway_port),
             DEVDOCK_SERVICE_TOKEN=self.service_token,
             DEVDOCK_SITE_DIR=str(self.site_dir),
             # The shipped DEVDOCK_HOME_SIZE (homes with a size limit), its images in this run's folder.

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import time
 
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.e2e.test_desktop_journey import desktop_drawn, frame_stats, wait_for_desktop_frame
+from tests.harness import keygen, ssh_client_config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,24 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"{what}: not within {timeout}s")
 
 
-def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
+def save_key_and_connect_through_the_gateway(person, folder, name: str, command: str):
+    """``name`` saves a new key on their SSH page, copies the page's ~/.ssh/config block and known_hosts lines, and
+    runs ``command`` with the real OpenSSH client through the stack's gateway (strict host-key checking).
+    Returns (the finished ssh, its config path, its environment)."""
+    key, line = keygen(folder, name)
+    page = person.page
+    page.goto(f"{person.stack.url}/hub/ssh")
+    page.fill("#ssh-keys", line)
+    page.click("#ssh-save")
+    page.locator("#ssh-saved").wait_for(timeout=30_000)
+    blocks, known = page.inner_text("#ssh-gateway-config"), page.inner_text("#ssh-gateway-known-hosts")
+    config, env = ssh_client_config(folder, name, blocks, known, key)
+    done = subprocess.run(["ssh", "-F", config, "devdock", command], capture_output=True, text=True, timeout=60,
+                          env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+    return done, config, env
+
+
+def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client, tmp_path):
     alice = person()
     page = alice.page
 
@@ -91,10 +110,12 @@ def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client):
     assert proof().endswith(" made 42")
     time.sleep(1)  # let xterm draw the echoed line for the screenshot
     alice.shot("journey-terminal")
-    # Her SSH page: the ssh line of her running server and its host key's fingerprint.
-    alice.page.goto(f"{stack.url}/hub/ssh")
-    alice.page.get_by_role("heading", name="SSH access").wait_for(timeout=30_000)
-    assert "SHA256:" in alice.page.locator(".ssh-fingerprint").first.inner_text()
+    # Her SSH page: she adds her key; the ~/.ssh/config block and known_hosts lines it shows take her real ssh
+    # through the stack's one gateway port into her server, the host keys checked.
+    over_ssh, _, _ = save_key_and_connect_through_the_gateway(alice, tmp_path, "alice", "cat ~/journey.txt")
+    assert over_ssh.returncode == 0 and over_ssh.stdout.startswith("alice in "), over_ssh.stderr
+    assert "SHA256:" in alice.page.locator(".ssh-gateway-fingerprint").inner_text()
+    assert not container.attrs["HostConfig"]["PortBindings"]  # no port per server in the compose stack
     alice.shot("journey-ssh")
 
     # 6. bob, signed in too, cannot open alice's lab or desktop.

@@ -1,24 +1,28 @@
-"""Restart safety: `restart hub` and `down` + `up` (without -v) keep users' servers, routes, SSH ports and data.
+"""Restart safety: `restart hub` and `down` + `up` (without -v) keep users' servers, routes, SSH and data.
 
 bob's server runs and has written a file; bob is signed in in a browser. After each restart the same container
-(same id, never restarted) still serves bob through the proxy, on the same route and SSH port, with his file,
+(same id, never restarted) still serves bob through the proxy, on the same route and through the SSH gateway
+with the same host keys, with his file,
 and his browser session still works: the hub's database and cookie secret live in the hub-data volume, and the
 proxy (its own service) or the restarted hub puts every route back.
 """
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import requests
 
-from tests.compose.stack import Person, ssh_banner
+from tests.compose.stack import Person
+from tests.compose.test_journey import save_key_and_connect_through_the_gateway
 from tests.harness import run_in_terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
-def bob(stack, docker_client, browser):
+def bob(stack, docker_client, browser, tmp_path_factory):
     """bob's running server (the "desktop" profile), a file in his home, and a signed-in browser."""
     stack.spawn("bob", {"profile": "desktop"})
     token = stack.token("bob")
@@ -28,6 +32,10 @@ def bob(stack, docker_client, browser):
 
     person = Person(browser, stack)
     person.sign_in("bob")
+    over_ssh, config, env = save_key_and_connect_through_the_gateway(
+        person, tmp_path_factory.mktemp("bob-ssh"), "bob", "true"
+    )
+    assert over_ssh.returncode == 0, over_ssh.stderr
     container = stack.user_container(docker_client, "bob")
     state = {
         "token": token,
@@ -35,7 +43,8 @@ def bob(stack, docker_client, browser):
         "person": person,
         "container_id": container.id,
         "started_at": container.attrs["State"]["StartedAt"],
-        "ssh_port": int(container.ports["22/tcp"][0]["HostPort"]),
+        "ssh_config": config,
+        "ssh_env": env,
         "route": stack.api("GET", "/proxy").json()["/user/bob/"]["target"],
     }
     yield state
@@ -56,15 +65,17 @@ def assert_bob_unharmed(stack, docker_client, bob):
     assert stack.api("GET", "/proxy").json()["/user/bob/"]["target"] == bob["route"]
     status = requests.get(bob["url"] + "api/status", headers={"Authorization": f"token {bob['token']}"}, timeout=30)
     assert status.status_code == 200, status.text
-    # ...with bob's file, and sshd on the same published port, which the hub still shows him.
+    # ...with bob's file, and his ssh config still takes him in through the gateway, host keys and all.
     out = run_in_terminal(bob["url"], bob["token"], "cat ~/restart.txt", expect="kept-42")
     assert "kept-42" in out, out
-    assert ssh_banner(bob["ssh_port"]).startswith(b"SSH-2.0-")
+    again = subprocess.run(["ssh", "-F", bob["ssh_config"], "devdock", "cat ~/restart.txt"], capture_output=True,
+                           text=True, timeout=60, env=bob["ssh_env"], stdin=subprocess.DEVNULL)  # fmt: skip
+    assert again.stdout.strip() == "kept-42", again.stderr
     page = bob["person"].page
     page.goto(f"{stack.url}/hub/ssh")
     # The browser session survived: still signed in, not sent back to the identity provider.
     assert page.url.startswith(f"{stack.url}/hub/ssh"), page.url
-    assert f"-p {bob['ssh_port']} " in page.inner_text("#ssh-servers")
+    assert "ProxyCommand ssh -T devdock-gateway bob" in page.inner_text("#ssh-gateway-config")
 
 
 def test_users_network_isolates_containers(stack, docker_client, bob):

@@ -176,6 +176,8 @@ def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_d
     env = {**os.environ, "DEVDOCK_DATA_DIR": str(shub.data_dir), "DEVDOCK_HUB_ID": shub.env["DEVDOCK_HUB_ID"]}
     result = subprocess.run([str(ROOT / "scripts/backup.sh"), str(backup)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    listed = (backup / "homes" / "volumes.tsv").read_text()
+    assert (backup / "homes" / f"{volume}.tar.gz").exists(), f"{volume} not backed up: {listed}\n{result.stderr}"
     with tarfile.open(backup / "homes" / f"{volume}.tar.gz") as archive:
         assert archive.extractfile("./notes.txt").read() == b"field-notes\n"
     assert not _attached(image)

@@ -5,7 +5,6 @@ shows, strict host-key checking on."""
 from __future__ import annotations
 
 import html
-import os
 import re
 import secrets
 import socket
@@ -15,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.harness import RUN_ID, RUN_LABEL, Hub, free_port, keygen
+from tests.harness import RUN_ID, RUN_LABEL, Hub, free_port, keygen, ssh_client_config
 
 pytestmark = pytest.mark.integration
 
@@ -101,40 +100,23 @@ def _pre(page: str, element_id: str) -> str:
 
 
 def client_config(hub, user: str, key: str, folder) -> tuple[str, str]:
-    """An ssh_config made of what /hub/ssh shows the user (and their key); returns (config path, page).
-
-    The page's blocks go into the file as they are. The ProxyCommand in them runs a plain ``ssh``, which reads
-    ``~/.ssh/config``, where a user puts the blocks; here, an ``ssh`` first on PATH reads this file instead.
-    """
+    """An ssh_config made of what /hub/ssh shows the user (and their key); returns (config path, page)."""
     page = hub.browser_session(user).get(f"{hub.url}/hub/ssh", timeout=30).text
-    known = folder / f"known_hosts-{user}"
-    known.write_text(_pre(page, "ssh-gateway-known-hosts"))
-    config = folder / f"ssh_config-{user}"
-    config.write_text(
-        _pre(page, "ssh-gateway-config") + "\nHost *\n"
-        f"    IdentityFile {key}\n    IdentitiesOnly yes\n    BatchMode yes\n    StrictHostKeyChecking yes\n"
-        f"    UserKnownHostsFile {known}\n    ConnectTimeout 15\n    LogLevel ERROR\n"
+    config, env = ssh_client_config(
+        folder, user, _pre(page, "ssh-gateway-config"), _pre(page, "ssh-gateway-known-hosts"), key
     )
-    wrapper = folder / "bin" / "ssh"
-    wrapper.parent.mkdir(exist_ok=True)
-    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F "{config}" "$@"\n')
-    wrapper.chmod(0o755)
-    _BIN[:] = [str(wrapper.parent)]
-    return str(config), page
+    _ENV[:] = [env]
+    return config, page
+
+
+#: The environment of the last client_config (its ssh first on PATH), for run().
+_ENV: list[dict] = []
 
 
 def run(*args: str, timeout: float = 60, plain: bool = False) -> subprocess.CompletedProcess:
-    """``plain``: the system's ssh alone; otherwise the test's own ssh (see client_config) is first on PATH, for
-    the ProxyCommand of the page's blocks."""
+    """``plain``: the system's ssh alone; otherwise with the last client_config's environment."""
     return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                          env=None if plain else _env())  # fmt: skip
-
-
-def _env() -> dict | None:
-    return {**os.environ, "PATH": f"{_BIN[0]}:{os.environ['PATH']}"} if _BIN else None
-
-
-_BIN: list[str] = []
+                          env=None if plain or not _ENV else _ENV[0])  # fmt: skip
 
 
 def gateway_ssh(hub, key: str, target: str, *options: str) -> subprocess.CompletedProcess:
@@ -182,7 +164,7 @@ def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sft
     server = subprocess.Popen(
         ["ssh", "-F", config, "-L", f"{local}:127.0.0.1:8765", "devdock",
          "cd /tmp && echo forwarded > index.html && exec python3 -m http.server 8765 --bind 127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_ENV[0],
     )  # fmt: skip
     try:
         body, deadline = "", time.monotonic() + 30
