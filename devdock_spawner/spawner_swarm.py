@@ -214,7 +214,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
         return ""
 
     def _ssh_progress_message(self) -> str:
-        if self.ssh_publish_mode == "host":
+        if self.ssh_via_port and self.ssh_publish_mode == "host":
             return f"SSH port {self.ssh_port}, on the node Swarm picks for the server"
         return super()._ssh_progress_message()
 
@@ -476,7 +476,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
                 no_node_since = no_node_since or time.monotonic()
             now = time.monotonic()
             no_node_for = now - no_node_since if no_node_since else 0
-            has_ssh_port = bool(self.ssh_enabled and self.ssh_port)
+            has_ssh_port = bool(self.ssh_via_port and self.ssh_port)
             step = swarm.start_step(task, now - created, no_node_for, replaced, has_ssh_port)
             if step == swarm.RUNNING:
                 await self._record_placement(task)
@@ -527,7 +527,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
         if self.gpu_ids:
             where += f" with GPU{'s' if len(self.gpu_ids) > 1 else ''} {', '.join(self.gpu_ids)}"
         self._emit(45, where)
-        if self.ssh_enabled and self.ssh_port:
+        if self.ssh_via_port and self.ssh_port:
             self._emit(50, f"SSH: {self.ssh_command}")
 
     async def get_ip_and_port(self):
@@ -657,7 +657,7 @@ class DevDockSwarmSpawner(DevDockSpawner):
                 self.log.warning("Could not remove service %s: %s", found.name, e)
 
     async def start(self):
-        if self.ssh_enabled and self.ssh_bind_address not in ("", "0.0.0.0", "::"):
+        if self.ssh_via_port and self.ssh_bind_address not in ("", "0.0.0.0", "::"):
             raise web.HTTPError(
                 500,
                 f"ssh_bind_address {self.ssh_bind_address} cannot be honoured on Swarm: published ports listen on "

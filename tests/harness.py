@@ -332,6 +332,61 @@ def ssh(
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 
 
+class Gateway:
+    """devdock's SSH gateway container (images/ssh-gateway): on the host's network like the hub, as compose runs it,
+    or in another container's network namespace (``network_mode="container:NAME"``, the swarm tier's anchor)."""
+
+    def __init__(self, client, hub_url: str, token: str, port: int, keys_dir, network_mode: str = "host",
+                 host: str = "127.0.0.1"):  # fmt: skip
+        self.client, self.port, self.keys_dir = client, port, keys_dir
+        self.network_mode, self.host = network_mode, host
+        self.name = f"devdock-test-gateway-{RUN_ID}-{port}"
+        self.environment = {
+            "DEVDOCK_SSH_GATEWAY_HUB_API": f"{hub_url}/hub/api",
+            "DEVDOCK_SSH_GATEWAY_TOKEN": token,
+            "DEVDOCK_SSH_GATEWAY_PORT": str(port),
+            "DEVDOCK_SSH_GATEWAY_BIND": host,
+        }
+        self.container = None
+
+    def start(self):
+        self.container = self.client.containers.run(
+            "devdock/ssh-gateway:latest",
+            name=self.name,
+            detach=True,
+            network_mode=self.network_mode,
+            environment=self.environment,
+            volumes={str(self.keys_dir): {"bind": "/var/lib/devdock-gateway", "mode": "rw"}},
+            labels={RUN_LABEL: RUN_ID},
+            cap_drop=["ALL"],
+            cap_add=["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"],
+            security_opt=["no-new-privileges:true"],
+        )
+        self.wait()
+
+    def wait(self, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2) as s:
+                    if s.recv(64).startswith(b"SSH-2.0-OpenSSH"):
+                        return
+            except OSError:
+                time.sleep(0.3)
+        raise AssertionError(f"the gateway did not answer: {self.container.logs().decode()[-2000:]}")
+
+    def restart(self):
+        self.container.restart(timeout=10)
+        self.wait()
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+    def remove(self):
+        if self.container is not None:
+            self.container.remove(force=True)
+
+
 def ssh_client_config(folder: Path, name: str, blocks: str, known_hosts: str, key: str) -> tuple[str, dict]:
     """An ssh_config of the blocks ``/hub/ssh`` shows (as they are), the user's key and the page's known_hosts
     lines, strict host-key checking on; returns (config path, environment for ``subprocess``).

@@ -7,70 +7,15 @@ from __future__ import annotations
 import html
 import re
 import secrets
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 
-from tests.harness import RUN_ID, RUN_LABEL, Hub, free_port, keygen, ssh_client_config
+from tests.harness import Gateway, Hub, free_port, keygen, ssh_client_config
 
 pytestmark = pytest.mark.integration
-
-GATEWAY_IMAGE = "devdock/ssh-gateway:latest"
-
-
-class Gateway:
-    """The gateway container, on the host's network like the hub (compose runs it the same way)."""
-
-    def __init__(self, client, hub_url: str, token: str, port: int, keys_dir):
-        self.client, self.port, self.keys_dir = client, port, keys_dir
-        self.name = f"devdock-test-gateway-{RUN_ID}-{port}"
-        self.environment = {
-            "DEVDOCK_SSH_GATEWAY_HUB_API": f"{hub_url}/hub/api",
-            "DEVDOCK_SSH_GATEWAY_TOKEN": token,
-            "DEVDOCK_SSH_GATEWAY_PORT": str(port),
-            "DEVDOCK_SSH_GATEWAY_BIND": "127.0.0.1",
-        }
-        self.container = None
-
-    def start(self):
-        self.container = self.client.containers.run(
-            GATEWAY_IMAGE,
-            name=self.name,
-            detach=True,
-            network_mode="host",
-            environment=self.environment,
-            volumes={str(self.keys_dir): {"bind": "/var/lib/devdock-gateway", "mode": "rw"}},
-            labels={RUN_LABEL: RUN_ID},
-            cap_drop=["ALL"],
-            cap_add=["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"],
-            security_opt=["no-new-privileges:true"],
-        )
-        self.wait()
-
-    def wait(self, timeout: float = 30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-                    if s.recv(64).startswith(b"SSH-2.0-OpenSSH"):
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError(f"the gateway did not answer: {self.container.logs().decode()[-2000:]}")
-
-    def restart(self):
-        self.container.restart(timeout=10)
-        self.wait()
-
-    def logs(self) -> str:
-        return self.container.logs().decode(errors="replace")
-
-    def remove(self):
-        if self.container is not None:
-            self.container.remove(force=True)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import secrets
 
 import pytest
 
@@ -34,6 +35,9 @@ def cluster(docker_client):
         c.down()
 
 
+GATEWAY_TOKEN = secrets.token_hex(16)
+
+
 @pytest.fixture(scope="package")
 def swarm_hub(docker_client, cluster, tmp_path_factory):
     low = random.randrange(44000, 47900, 100)
@@ -42,11 +46,32 @@ def swarm_hub(docker_client, cluster, tmp_path_factory):
         tmp_path_factory.mktemp("swarm-hub"),
         extra_config=PROFILES,
         DEVDOCK_SSH_PORTS=f"{low}-{low + 99}",
+        # SSH both ways: a port per server on its node, and the gateway (swarm_gateway) for everyone.
+        DEVDOCK_SSH_MODE="both",
+        DEVDOCK_SSH_GATEWAY_TOKEN=GATEWAY_TOKEN,
+        DEVDOCK_SSH_GATEWAY_PORT=str(low + 100),
+        DEVDOCK_SSH_GATEWAY_HOST=cluster.hub_address,
         **cluster.hub_settings(),
     )
     h.start()
     yield h
     h.stop()
+
+
+@pytest.fixture(scope="package")
+def swarm_gateway(docker_client, cluster, swarm_hub, tmp_path_factory):
+    """The SSH gateway where it runs on a Swarm: on the users' overlay network (here in the anchor's namespace,
+    beside the hub), so that it reaches servers on any node."""
+    gateway = harness.Gateway(
+        docker_client, swarm_hub.url, GATEWAY_TOKEN, int(swarm_hub.env["DEVDOCK_SSH_GATEWAY_PORT"]),
+        tmp_path_factory.mktemp("swarm-gateway"), network_mode=f"container:{cluster.anchor_name}",
+        host=cluster.hub_address,
+    )  # fmt: skip
+    try:
+        gateway.start()
+        yield gateway
+    finally:
+        gateway.remove()
 
 
 @pytest.fixture(scope="package")

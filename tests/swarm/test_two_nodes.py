@@ -157,3 +157,25 @@ def test_an_image_the_node_lacks_is_reported_in_swarms_words(docker_client, swar
     assert r.status_code == 500, r.text
     assert "Swarm could not start the server (rejected: No such image" in r.json()["message"], r.json()
     assert service_of(docker_client, "ivy") is None
+
+
+def test_gateway_reaches_a_server_on_the_second_node_over_the_overlay(docker_client, swarm_hub, node2, keys,
+                                                                      swarm_gateway):  # fmt: skip
+    swarm_hub.save_ssh_keys("gus", keys["sw1"][1])
+    swarm_hub.spawn("gus", options={"profile": "node2"})
+    assert task_of(docker_client, "gus")["NodeID"] == node2.node2
+    # The user's own ssh, relayed by the gateway (on the hub's side of the overlay) to the task on node 2.
+    relay = (
+        f"ssh -p {swarm_gateway.port} -i {keys['sw1'][0]} -o IdentitiesOnly=yes -o BatchMode=yes "
+        f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null devdock@{swarm_gateway.host} gus"
+    )
+    result = ssh(22, "gus", keys["sw1"][0], "whoami; cat /etc/hostname", f"-o ProxyCommand={relay}", host="devdock")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "gus"
+    assert swarm_hub.server_state("gus")["swarm_node_name"] == node2.node2_hostname
+    # Positive control for "it went over the overlay": the published port on node 2 reaches the same server.
+    direct = ssh(swarm_hub.server_state("gus")["ssh_port"], "gus", keys["sw1"][0], "cat /etc/hostname",
+                 host=node2.node2_addr)  # fmt: skip
+    assert direct.stdout.split() == result.stdout.split()[1:], (direct.stdout, result.stdout)
+    assert "gus -> gus's default server" in swarm_gateway.logs()
+    swarm_hub.stop_server("gus")
