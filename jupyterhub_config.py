@@ -54,6 +54,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_SSH_GATEWAY_PORT  the gateway's port, for the ~/.ssh/config block on /hub/ssh    (2222)
   DEVDOCK_SSH_GATEWAY_HOST  the gateway's host name                                      (DEVDOCK_SSH_HOST)
   DEVDOCK_SSH_GATEWAY_HOST_KEY  the gateway's public host key file, for known_hosts lines (optional)
+  DEVDOCK_SSH_GATEWAY_AUTOSTART 1: connecting through the gateway starts a stopped server   (0)
   DEVDOCK_ACTIVITY_INTERVAL seconds between activity reports of servers                  (60)
   DEVDOCK_CULL              1: the idle culler runs (jupyterhub-idle-culler as service devdock-culler)  (1)
   DEVDOCK_CULL_TIMEOUT      seconds idle before a server without GPUs is stopped           (28800: 8 h)
@@ -199,6 +200,7 @@ c.DevDockSpawner.ssh_gateway_port = env_int("DEVDOCK_SSH_GATEWAY_PORT", 2222)
 if env("DEVDOCK_SSH_GATEWAY_HOST"):
     c.DevDockSpawner.ssh_gateway_host = env("DEVDOCK_SSH_GATEWAY_HOST")
 c.DevDockSpawner.ssh_gateway_host_key_file = env("DEVDOCK_SSH_GATEWAY_HOST_KEY", "")
+c.DevDockSpawner.ssh_gateway_autostart = env_flag("DEVDOCK_SSH_GATEWAY_AUTOSTART", False)
 
 # Swarm: where servers may run, and how their SSH ports are published (see docs/scale-out.md).
 if swarm:

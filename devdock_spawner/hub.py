@@ -256,6 +256,8 @@ class CullNoticeHandler(APIHandler):
 
 #: The SSH gateway's only scope: which users keep a key, and where their servers' sshd is.
 GATEWAY_SCOPE = "custom:devdock:ssh-gateway"
+#: Seconds the route waits for a start it made (ssh_gateway_autostart) before it answers "starting".
+GATEWAY_START_ANSWER = 1.0
 
 
 class _GatewayHandler(APIHandler):
@@ -297,17 +299,37 @@ class GatewayRouteHandler(_GatewayHandler):
             self.log.warning("devdock: ssh gateway refused %s for %r/%r", offered or "a junk key", name, server)
             raise web.HTTPError(403, f"this key does not belong to {name!r}")
         label = f"{name}'s server {server!r}" if server else f"{name}'s default server"
-        spawner = user.spawners[server] if server in user.orm_spawners else None
+        spawner = user.spawners[server] if server in user.orm_spawners or server == "" else None
         if not isinstance(spawner, DevDockSpawner) or not spawner.ssh_via_gateway:
             raise web.HTTPError(404, f"{label} does not exist or has no SSH through the gateway")
         if not (spawner.active and spawner.ready and spawner.server):
-            raise web.HTTPError(409, f"{label} is not running: start it on the hub, then connect again")
+            if not spawner.ssh_gateway_autostart:
+                raise web.HTTPError(409, f"{label} is not running: start it on the hub, then connect again")
+            if not spawner.pending:
+                self.log.info("devdock: ssh gateway: %s connects, so %s starts", name, label)
+                # As the user's own start would (its last options). The answer comes after a second at most, so
+                # that the user reads "starting" at once; the start goes on, and the gateway asks again.
+                start = asyncio.ensure_future(self.spawn_single_user(user, server))
+                start.add_done_callback(lambda done: _log_failed_start(self.log, label, done))
+                try:
+                    await asyncio.wait_for(asyncio.shield(start), GATEWAY_START_ANSWER)
+                except TimeoutError:
+                    pass
+            if not (spawner.active and spawner.ready and spawner.server):
+                self.set_status(202)
+                self.finish(json.dumps({"starting": True, "server": label}))
+                return
         self.log.info(
             "devdock: ssh gateway: key %s of %s -> %s (%s at %s:%s)", fingerprint(key), name, label,
             spawner.object_name, spawner.server.ip, SSH_CONTAINER_PORT,
         )  # fmt: skip
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"host": spawner.server.ip, "port": SSH_CONTAINER_PORT, "server": label}))
+
+
+def _log_failed_start(log, label: str, done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("devdock: ssh gateway: %s did not start: %s", label, done.exception())
 
 
 class CullPolicyHandler(APIHandler):

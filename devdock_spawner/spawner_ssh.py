@@ -106,6 +106,16 @@ class SSHMixin(LoggingConfigurable):
         2222, config=True, help="""Port of the SSH gateway (``DEVDOCK_SSH_GATEWAY_PORT``). Default: 2222."""
     )
 
+    ssh_gateway_autostart = Bool(
+        False,
+        config=True,
+        help="""
+        Connecting through the SSH gateway to a stopped server starts it (with the options of its last start)
+        and lands in it once it runs; the user sees a line while it starts. Off by default: a stopped server
+        then says so and is started on the hub (``DEVDOCK_SSH_GATEWAY_AUTOSTART``).
+        """,
+    )
+
     ssh_gateway_host_key_file = Unicode(
         "",
         config=True,

@@ -188,3 +188,35 @@ def test_gateway_says_when_a_server_is_not_running_and_works_after_gateway_and_h
     after = run("ssh", "-F", config, "devdock", "whoami")
     assert after.returncode == 0, after.stderr
     hub.stop_server("cleo")
+
+
+def test_gateway_autostart_connecting_starts_a_stopped_server_and_lands_in_it(docker_client, tmp_path_factory,
+                                                                              tmp_path):  # fmt: skip
+    token, port = secrets.token_hex(16), free_port()
+    hub = Hub(
+        docker_client, tmp_path_factory.mktemp("autostart"), DEVDOCK_SSH_MODE="gateway",
+        DEVDOCK_SSH_GATEWAY_TOKEN=token, DEVDOCK_SSH_GATEWAY_PORT=str(port), DEVDOCK_SSH_GATEWAY_AUTOSTART="1",
+    )  # fmt: skip
+    hub.start()
+    gateway = Gateway(docker_client, hub.url, token, port, tmp_path_factory.mktemp("autostart-keys"))
+    try:
+        gateway.start()
+        hub.gateway = gateway
+        key, line = keygen(tmp_path, "dora")
+        hub.save_ssh_keys("dora", line)
+        assert hub.container("dora") is None  # never started
+        relay = (
+            f"ssh -p {port} -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
+            "-o UserKnownHostsFile=/dev/null devdock@127.0.0.1 dora"
+        )
+        landed = run("ssh", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o",
+                     "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", f"ProxyCommand={relay}",
+                     "dora@devdock", "whoami", timeout=240, plain=True)  # fmt: skip
+        assert landed.returncode == 0, landed.stderr
+        assert "starting dora's default server" in landed.stderr
+        assert landed.stdout.strip() == hub.container("dora").exec_run(["id", "-un", "1000"]).output.decode().strip()
+        assert hub.user_model("dora")["servers"][""]["ready"]
+        hub.stop_server("dora")
+    finally:
+        gateway.remove()
+        hub.stop()
