@@ -273,14 +273,27 @@ class _GatewayHandler(APIHandler):
 
 
 class GatewayKeysHandler(_GatewayHandler):
-    """``GET /hub/api/devdock/ssh-gateway/keys?key=TYPE BLOB``: the users who keep this public key."""
+    """``GET /hub/api/devdock/ssh-gateway/keys?key=TYPE BLOB``: the users who keep this public key, and where
+    their running servers' sshd listens (``{"users": [...], "routes": {"alice/proj": "10.0.0.5:22"}}``), so that
+    the gateway goes straight there; for anything else it asks ``route``."""
 
     async def get(self):
         self._check_scope()
         key = self.get_argument("key", "")[:20000]
-        users = [name for name in self._key_store().owners_of(key) if self.find_user(name) is not None]
+        users, routes = [], {}
+        for name in self._key_store().owners_of(key):
+            user = self.find_user(name)
+            if user is None:
+                continue
+            users.append(name)
+            for spawner in _devdock_spawners(user):
+                if spawner.ssh_via_gateway and spawner.active and spawner.ready and spawner.server:
+                    routes[spawner.ssh_gateway_target] = f"{spawner.server.ip}:{SSH_CONTAINER_PORT}"
+        if users:
+            self.log.info("devdock: ssh gateway: key %s of %s (running: %s)", fingerprint(key), ", ".join(users),
+                          ", ".join(sorted(routes)) or "none")  # fmt: skip
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"users": users}))
+        self.finish(json.dumps({"users": users, "routes": routes}))
 
 
 class GatewayRouteHandler(_GatewayHandler):
