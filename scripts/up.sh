@@ -27,7 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/engine.sh
-scripts/build-images.sh desktop
+scripts/build-images.sh desktop ssh-gateway
 if ! command -v configurable-http-proxy >/dev/null; then
     npm install -g --no-fund --no-audit configurable-http-proxy@5 >/dev/null
 fi
@@ -41,11 +41,31 @@ fi
 export DEVDOCK_DUMMY_PASSWORD DEVDOCK_DATA_DIR="$data"
 export DEVDOCK_BIND_URL=${DEVDOCK_BIND_URL:-http://127.0.0.1:8000}
 
+# SSH for everyone on one port: the gateway container (images/ssh-gateway), on this host's network like the hub;
+# its host key stays in $data/ssh-gateway. DEVDOCK_SSH_MODE=ports: no gateway, a host port per server instead.
+export DEVDOCK_SSH_MODE=${DEVDOCK_SSH_MODE:-gateway}
+if [ "$DEVDOCK_SSH_MODE" != ports ]; then
+    [ -s "$data/ssh-gateway-token" ] || (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_hex(32))' > "$data/ssh-gateway-token")
+    export DEVDOCK_SSH_GATEWAY_TOKEN DEVDOCK_SSH_GATEWAY_PORT=${DEVDOCK_SSH_GATEWAY_PORT:-2222}
+    DEVDOCK_SSH_GATEWAY_TOKEN=$(cat "$data/ssh-gateway-token")
+    export DEVDOCK_SSH_GATEWAY_HOST_KEY="$data/ssh-gateway/ssh_host_ed25519_key.pub"
+    mkdir -p "$data/ssh-gateway"
+    docker rm -f devdock-ssh-gateway >/dev/null 2>&1 || true
+    docker run -d --name devdock-ssh-gateway --network host --restart unless-stopped --read-only \
+        --tmpfs /tmp --tmpfs /run/devdock-gateway --cap-drop ALL --cap-add CHOWN --cap-add SETUID --cap-add SETGID \
+        --cap-add FOWNER --cap-add DAC_OVERRIDE --security-opt no-new-privileges:true \
+        -v "$data/ssh-gateway:/var/lib/devdock-gateway" \
+        -e DEVDOCK_SSH_GATEWAY_HUB_API="${DEVDOCK_BIND_URL%/}/hub/api" -e DEVDOCK_SSH_GATEWAY_TOKEN \
+        -e DEVDOCK_SSH_GATEWAY_PORT -e DEVDOCK_SSH_GATEWAY_BIND="${DEVDOCK_SSH_GATEWAY_BIND:-127.0.0.1}" \
+        devdock/ssh-gateway:latest >/dev/null
+fi
+
 cat <<MSG
 
   devdock is starting on ${DEVDOCK_BIND_URL}
   log in with any username and the password: ${DEVDOCK_DUMMY_PASSWORD}
   (the user "admin" sees the admin panel)
+  SSH: through the gateway on port ${DEVDOCK_SSH_GATEWAY_PORT:-2222} (mode ${DEVDOCK_SSH_MODE}); /hub/ssh shows the ~/.ssh/config lines
 
 MSG
 exec .venv/bin/jupyterhub -f "$root/jupyterhub_config.py"
