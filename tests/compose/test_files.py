@@ -31,10 +31,10 @@ def compose_config(tmp_path):
     return run
 
 
-def test_compose_file_is_valid_and_has_the_four_services(compose_config):
+def test_compose_file_is_valid_and_has_the_five_services_with_the_ssh_gateway(compose_config):
     result = compose_config("config", "--services")
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split()) == ["desktop-image", "hub", "oidc", "proxy"]
+    assert sorted(result.stdout.split()) == ["desktop-image", "hub", "oidc", "proxy", "ssh-gateway"]
 
 
 OVERRIDES = [
@@ -57,7 +57,7 @@ def test_without_the_demo_idp_the_oidc_service_is_not_started(compose_config):
     services = yaml.safe_load(result.stdout)["services"]
     # A service in a profile nobody activates is neither built nor started by `up`: Compose v2 leaves it out.
     assert "oidc" not in services
-    assert sorted(services) == ["desktop-image", "hub", "proxy"]
+    assert sorted(services) == ["desktop-image", "hub", "proxy", "ssh-gateway"]
     assert all("profiles" not in services[name] for name in services)
     assert "oidc" not in services["hub"].get("depends_on", {})
     # Positive control: the profile is what hides it.
