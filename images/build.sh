@@ -87,7 +87,7 @@ step_system() {
     apt_install ca-certificates
     install_ca_certs
     apt_install \
-        tini tzdata locales procps less nano git curl \
+        tini tzdata locales procps less nano git curl rsync \
         python3 python3-venv \
         openssh-server \
         dbus-x11 xfce4-session xfwm4 xfce4-panel xfdesktop4 xfdesktop4-data xfce4-settings xfce4-terminal thunar \

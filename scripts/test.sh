@@ -22,6 +22,7 @@ need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v caddy >/dev/null || need_apt+=(caddy)  # the TLS example's front end, in the integration tier
 command -v ssh >/dev/null || need_apt+=(openssh-client)
+command -v rsync >/dev/null || need_apt+=(rsync)  # rsync through the SSH gateway, as users run it
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

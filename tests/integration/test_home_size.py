@@ -164,12 +164,15 @@ def test_home_size_offboarding_removes_the_home_image_and_its_volume(shub, docke
     assert not docker_client.volumes.list(filters={"name": volume})
 
 
-def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_device_go(shub, tmp_path):
+def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_device_go(shub, docker_client, tmp_path):
     shub.spawn("pia")
     container = shub.container("pia")
     volume = _home_volume(container)
     _sh(container, "echo field-notes > ~/notes.txt")
     shub.stop_server("pia")
+    # The home is the labelled image volume devdock made (what backup.sh selects by), also once stopped.
+    attrs = docker_client.volumes.get(volume).attrs
+    assert attrs["Options"]["type"] == "ext4" and attrs["Labels"]["io.devdock.owner"] == "pia", attrs
     image = shub.images / f"{volume}.img"
     assert not _attached(image)  # stopped: its image is on no loop device, so nothing can mount it by accident
     backup = tmp_path / "backup"

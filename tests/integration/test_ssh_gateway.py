@@ -73,7 +73,9 @@ def gateway_ssh(hub, key: str, target: str, *options: str) -> subprocess.Complet
     )  # fmt: skip
 
 
-def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sftp_and_port_forwarding(gw, tmp_path):
+def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sftp_rsync_and_port_forwarding(
+    gw, tmp_path
+):
     hub = gw
     key, line = keygen(tmp_path, "alice")
     hub.save_ssh_keys("alice", line)
@@ -103,6 +105,15 @@ def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sft
     sftp = run("sftp", "-F", config, "-b", str(batch), "devdock-proj", timeout=60)
     assert sftp.returncode == 0 and "via-sftp.txt" in sftp.stdout, sftp.stderr
     assert "via-sftp.txt" in run("ssh", "-F", config, "devdock-proj", "ls").stdout
+
+    # rsync (over ssh, as users run it): a folder up, changed, and up again.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("1,2,3\n")
+    synced = run("rsync", "-a", "-e", f"ssh -F {config}", f"{tmp_path / 'data'}/", "devdock:data/", timeout=120)
+    assert synced.returncode == 0, synced.stderr
+    (tmp_path / "data" / "b.csv").write_text("4,5,6\n")
+    assert run("rsync", "-a", "-e", f"ssh -F {config}", f"{tmp_path / 'data'}/", "devdock:data/").returncode == 0
+    assert run("ssh", "-F", config, "devdock", "cat data/a.csv data/b.csv").stdout == "1,2,3\n4,5,6\n"
 
     # ssh -L to a port inside the container, through the gateway.
     local = free_port()

@@ -189,23 +189,22 @@ class Cluster:
     # --- teardown ----------------------------------------------------------------------------
 
     def down(self) -> None:
+        """What the tier made, and nothing else: the same worker's other hubs (the session's hub above all) keep
+        their containers, volumes and network, which the run's cleanup removes at its end."""
         selector = {"label": f"{RUN_LABEL}={RUN_ID}"}
         for service in self.client.services.list(filters=selector):
             service.remove()
         for c in self.client.containers.list(all=True, filters=selector):
-            try:
-                c.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass  # a task's container, removed by Swarm with its service meanwhile
+            if c.name in (self.anchor_name, self.node_name) or "com.docker.swarm.service.id" in c.labels:
+                try:
+                    c.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass  # a task's container, removed by Swarm with its service meanwhile
         if self.created_swarm:
             self.client.swarm.leave(force=True)
-        for network in self.client.networks.list(filters=selector):
-            try:
-                network.remove()
-            except docker.errors.APIError:
-                pass
-        for volume in self.client.volumes.list(filters=selector):
-            try:
-                volume.remove(force=True)
-            except docker.errors.APIError:
-                pass
+        for network in self.client.networks.list(names=[self.bridge_name, self.overlay]):
+            if network.name in (self.bridge_name, self.overlay):  # the filter matches prefixes too
+                try:
+                    network.remove()
+                except docker.errors.APIError:
+                    pass
