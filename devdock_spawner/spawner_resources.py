@@ -256,14 +256,31 @@ class ResourcesMixin(LoggingConfigurable):
             metrics.SERVER_CPU.labels(user, server).set(use.cpu_cores)
         if homes:
             volumes = await self.docker("volumes", filters={"label": f"{naming.HUB_LABEL}={self.hub_id}"})
-            owners = {
-                v["Name"]: naming.server_key_from_labels(v.get("Labels")) for v in (volumes or {}).get("Volumes") or []
-            }
+            listed = (volumes or {}).get("Volumes") or []
+            owners = {v["Name"]: naming.server_key_from_labels(v.get("Labels")) for v in listed}
             sizes = usage.volume_sizes(await self.docker("df"))
+            # Docker's df leaves out volumes mounted from a device (homes with a size limit): their servers'
+            # own df says what they hold.
+            images = {v["Name"] for v in listed if (v.get("Options") or {}).get("type") == "ext4"}
+            for c in containers:
+                for mount in c.get("Mounts") or []:
+                    if mount.get("Name") in images:
+                        used = await self._used_in_container(c["Id"], mount.get("Destination", ""))
+                        if used is not None:
+                            sizes[mount["Name"]] = used
             state.home_bytes = {key: sizes[name] for name, key in owners.items() if key and name in sizes}
             for key, size in state.home_bytes.items():
                 user, _, server = key.rpartition("/")
                 metrics.SERVER_HOME.labels(user, server).set(size)
+
+    async def _used_in_container(self, container_id: str, path: str) -> int | None:
+        """Bytes in use on the filesystem mounted at ``path`` of a running container (its ``df``), or None."""
+        try:
+            run = await self.docker("exec_create", container_id, ["df", "-B1", "--output=used", path], user="0")
+            out = await self.docker("exec_start", run["Id"])
+            return int(out.decode().split()[-1])
+        except Exception:  # noqa: BLE001 - a reading, not a reason to fail: the next round tries again
+            return None
 
     @property
     def last_oom(self) -> datetime | None:

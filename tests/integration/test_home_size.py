@@ -5,6 +5,7 @@ told; a larger profile grows it; a home made without a limit keeps working; offb
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -31,6 +32,7 @@ def shub(docker_client, tmp_path_factory):
     extra = (
         f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
         'c.DevDockSpawner.home_size = "64M"\n'
+        "c.DevDockSpawner.usage_interval = 2\n"
         f"c.DevDockSpawner.home_images_dir = {str(images)!r}\n"
     )
     hub = Hub(docker_client, tmp_path_factory.mktemp("homesize"), extra_config=extra)
@@ -184,3 +186,19 @@ def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_d
     with tarfile.open(backup / "homes" / f"{volume}.tar.gz") as archive:
         assert archive.extractfile("./notes.txt").read() == b"field-notes\n"
     assert not _attached(image)
+
+
+def test_home_size_what_a_limited_home_holds_is_on_the_admin_page_and_in_metrics(shub):
+    shub.spawn("rosa")
+    _sh(shub.container("rosa"), "dd if=/dev/urandom of=$HOME/data bs=1M count=24 2>/dev/null")
+    headers = {"Authorization": f"token {shub.metrics_token}"}
+    pattern = re.compile(r'devdock_server_home_bytes\{server="",user="rosa"\} (\S+)')
+    held, deadline = 0.0, time.monotonic() + 60  # homes are read every tenth round (usage_interval = 2 s)
+    while time.monotonic() < deadline and held < 24 * MiB:
+        found = pattern.search(requests.get(f"{shub.url}/hub/metrics", headers=headers, timeout=30).text)
+        held = float(found.group(1)) if found else 0.0
+        time.sleep(2)
+    assert 24 * MiB <= held < 40 * MiB, held  # what rosa wrote (and ext4's own few blocks), not the whole image
+    page = shub.browser_session("admin").get(f"{shub.url}/hub/devdock/admin", timeout=30).text
+    assert re.search(r"2[4-9](\.\d)? MiB", page), "the admin page shows rosa's home size"
+    shub.stop_server("rosa")
