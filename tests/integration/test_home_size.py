@@ -66,16 +66,16 @@ def _status(hub, user: str) -> dict:
 
 
 def test_home_size_limit_writing_past_it_fails_with_no_space_in_that_home_only_and_files_stay(shub, docker_client):
-    shub.spawn("hana")
-    shub.spawn("ivan")
-    hana, ivan = shub.container("hana"), shub.container("ivan")
+    shub.spawn("hs-hana")
+    shub.spawn("hs-ivan")
+    hana, ivan = shub.container("hs-hana"), shub.container("hs-ivan")
     volume = docker_client.volumes.get(_home_volume(hana))
     image = shub.images / f"{volume.name}.img"
     assert volume.attrs["Options"]["type"] == "ext4" and image.exists()
     assert 48 * MiB < _home_bytes(hana) <= 64 * MiB  # the user's df shows the limit (less ext4's own), not the disk
     assert _home_bytes(ivan) <= 64 * MiB
     host_free = shutil.disk_usage(shub.images).free
-    assert "notice" not in _status(shub, "hana")
+    assert "notice" not in _status(shub, "hs-hana")
 
     out = _sh(
         hana, "echo precious > ~/notes.txt && dd if=/dev/zero of=$HOME/big bs=1M count=100 2>&1; sync; cat ~/notes.txt"
@@ -84,97 +84,97 @@ def test_home_size_limit_writing_past_it_fails_with_no_space_in_that_home_only_a
     used = os.stat(image).st_blocks * 512
     assert 40 * MiB < used <= 66 * MiB  # the write really went to the image, and no further
     assert host_free - shutil.disk_usage(shub.images).free < 70 * MiB  # the host lost at most the home's size
-    assert "Your home is full" in _status(shub, "hana")["notice"]
+    assert "Your home is full" in _status(shub, "hs-hana")["notice"]
     # The neighbour's home is untouched and still takes writes (positive control: writing works).
     assert _sh(ivan, "dd if=/dev/zero of=$HOME/data bs=1M count=20 2>&1 && echo wrote").strip().endswith("wrote")
 
     # Room again: the notice goes, and the host gets the space back (the home mounts with discard).
     assert "precious" in _sh(hana, "rm ~/big && sync && cat ~/notes.txt")
-    assert "notice" not in _status(shub, "hana")
+    assert "notice" not in _status(shub, "hs-hana")
     deadline = time.monotonic() + 30
     while os.stat(image).st_blocks * 512 > 20 * MiB and time.monotonic() < deadline:
         time.sleep(1)
     assert os.stat(image).st_blocks * 512 <= 20 * MiB
     # The files survive a restart, and a stopped server holds no loop device.
-    shub.stop_server("hana")
+    shub.stop_server("hs-hana")
     assert not _attached(image)
-    shub.spawn("hana")
-    assert _sh(shub.container("hana"), "cat ~/notes.txt").strip() == "precious"
+    shub.spawn("hs-hana")
+    assert _sh(shub.container("hs-hana"), "cat ~/notes.txt").strip() == "precious"
     assert _attached(image)  # positive control for the check above
-    shub.stop_server("hana")
-    shub.stop_server("ivan")
+    shub.stop_server("hs-hana")
+    shub.stop_server("hs-ivan")
 
 
 def test_home_size_of_a_larger_profile_grows_the_home_at_its_next_start_and_files_stay(shub):
-    shub.spawn("gwen")
-    container = shub.container("gwen")
+    shub.spawn("hs-gwen")
+    container = shub.container("hs-gwen")
     _sh(container, "echo mine > ~/kept.txt")
     small = _home_bytes(container)
-    shub.stop_server("gwen")
-    shub.spawn("gwen", options={"profile": "roomy"})
-    container = shub.container("gwen")
+    shub.stop_server("hs-gwen")
+    shub.spawn("hs-gwen", options={"profile": "roomy"})
+    container = shub.container("hs-gwen")
     assert small < 64 * MiB < _home_bytes(container) <= 96 * MiB
     assert _sh(container, "cat ~/kept.txt").strip() == "mine"
-    shub.stop_server("gwen")
+    shub.stop_server("hs-gwen")
     # A smaller limit never shrinks a home: back on the default profile it keeps its room and its files.
-    shub.spawn("gwen")
-    assert _home_bytes(shub.container("gwen")) > 64 * MiB
-    shub.stop_server("gwen")
+    shub.spawn("hs-gwen")
+    assert _home_bytes(shub.container("hs-gwen")) > 64 * MiB
+    shub.stop_server("hs-gwen")
 
 
 def test_home_size_a_home_made_without_a_limit_keeps_working_unbounded(shub, docker_client):
-    shub.spawn("olga", options={"profile": "unbounded"})
-    container = shub.container("olga")
+    shub.spawn("hs-olga", options={"profile": "unbounded"})
+    container = shub.container("hs-olga")
     volume = docker_client.volumes.get(_home_volume(container))
     assert not volume.attrs["Options"] and _home_bytes(container) > 1024 * MiB  # a plain volume: the host's disk
     _sh(container, "echo from-before > ~/old.txt")
-    shub.stop_server("olga")
-    shub.spawn("olga")  # the default profile now has a limit: the existing home stays as it was, files and all
-    container = shub.container("olga")
+    shub.stop_server("hs-olga")
+    shub.spawn("hs-olga")  # the default profile now has a limit: the existing home stays as it was, files and all
+    container = shub.container("hs-olga")
     assert _sh(container, "cat ~/old.txt").strip() == "from-before"
     assert _home_bytes(container) > 1024 * MiB
     assert not (shub.images / f"{volume.name}.img").exists()
-    shub.stop_server("olga")
+    shub.stop_server("hs-olga")
 
 
 def test_home_size_a_missing_image_is_refused_with_a_sentence_and_nothing_is_made(shub, docker_client):
-    shub.spawn("mona")
-    volume = _home_volume(shub.container("mona"))
-    shub.stop_server("mona")
+    shub.spawn("hs-mona")
+    volume = _home_volume(shub.container("hs-mona"))
+    shub.stop_server("hs-mona")
     image = shub.images / f"{volume}.img"
     moved = image.with_suffix(".moved")
     image.rename(moved)  # an admin's mistake, or a disk that lost it
     try:
-        r = shub.api("POST", "/users/mona/server")
+        r = shub.api("POST", "/users/hs-mona/server")
         assert r.status_code == 500 and "is missing" in r.json()["message"], r.text
         assert not image.exists()  # no fresh, empty home in its place
-        assert shub.container("mona") is None
+        assert shub.container("hs-mona") is None
     finally:
         moved.rename(image)
-    shub.spawn("mona")  # positive control: with its image back, the same home starts
-    shub.stop_server("mona")
+    shub.spawn("hs-mona")  # positive control: with its image back, the same home starts
+    shub.stop_server("hs-mona")
 
 
 def test_home_size_offboarding_removes_the_home_image_and_its_volume(shub, docker_client):
-    shub.spawn("quin")
-    volume = _home_volume(shub.container("quin"))
+    shub.spawn("hs-quin")
+    volume = _home_volume(shub.container("hs-quin"))
     image = shub.images / f"{volume}.img"
-    shub.stop_server("quin")
+    shub.stop_server("hs-quin")
     assert image.exists()  # positive control
-    assert shub.api("DELETE", "/users/quin").status_code == 204
+    assert shub.api("DELETE", "/users/hs-quin").status_code == 204
     assert not image.exists() and not _attached(image)
     assert not docker_client.volumes.list(filters={"name": volume})
 
 
 def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_device_go(shub, docker_client, tmp_path):
-    shub.spawn("pia")
-    container = shub.container("pia")
+    shub.spawn("hs-pia")
+    container = shub.container("hs-pia")
     volume = _home_volume(container)
     _sh(container, "echo field-notes > ~/notes.txt")
-    shub.stop_server("pia")
+    shub.stop_server("hs-pia")
     # The home is the labelled image volume devdock made (what backup.sh selects by), also once stopped.
     attrs = docker_client.volumes.get(volume).attrs
-    assert attrs["Options"]["type"] == "ext4" and attrs["Labels"]["io.devdock.owner"] == "pia", attrs
+    assert attrs["Options"]["type"] == "ext4" and attrs["Labels"]["io.devdock.owner"] == "hs-pia", attrs
     image = shub.images / f"{volume}.img"
     assert not _attached(image)  # stopped: its image is on no loop device, so nothing can mount it by accident
     backup = tmp_path / "backup"
@@ -189,10 +189,10 @@ def test_home_size_backup_reads_a_stopped_servers_image_home_and_lets_its_loop_d
 
 
 def test_home_size_what_a_limited_home_holds_is_on_the_admin_page_and_in_metrics(shub):
-    shub.spawn("rosa")
-    _sh(shub.container("rosa"), "dd if=/dev/urandom of=$HOME/data bs=1M count=24 2>/dev/null")
+    shub.spawn("hs-rosa")
+    _sh(shub.container("hs-rosa"), "dd if=/dev/urandom of=$HOME/data bs=1M count=24 2>/dev/null")
     headers = {"Authorization": f"token {shub.metrics_token}"}
-    pattern = re.compile(r'devdock_server_home_bytes\{server="",user="rosa"\} (\S+)')
+    pattern = re.compile(r'devdock_server_home_bytes\{server="",user="hs-rosa"\} (\S+)')
     held, deadline = 0.0, time.monotonic() + 60  # homes are read every tenth round (usage_interval = 2 s)
     while time.monotonic() < deadline and held < 24 * MiB:
         found = pattern.search(requests.get(f"{shub.url}/hub/metrics", headers=headers, timeout=30).text)
@@ -201,4 +201,4 @@ def test_home_size_what_a_limited_home_holds_is_on_the_admin_page_and_in_metrics
     assert 24 * MiB <= held < 40 * MiB, held  # what rosa wrote (and ext4's own few blocks), not the whole image
     page = shub.browser_session("admin").get(f"{shub.url}/hub/devdock/admin", timeout=30).text
     assert re.search(r"2[4-9](\.\d)? MiB", page), "the admin page shows rosa's home size"
-    shub.stop_server("rosa")
+    shub.stop_server("hs-rosa")

@@ -77,22 +77,22 @@ def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sft
     gw, tmp_path
 ):
     hub = gw
-    key, line = keygen(tmp_path, "alice")
-    hub.save_ssh_keys("alice", line)
-    hub.spawn("alice")
-    hub.spawn("alice", "proj")
-    config, page = client_config(hub, "alice", key, tmp_path)
-    assert "ProxyCommand ssh -T devdock-gateway alice/proj" in _pre(page, "ssh-gateway-config")
-    login = hub.container("alice").exec_run(["id", "-un", "1000"]).output.decode().strip()
+    key, line = keygen(tmp_path, "gw-alice")
+    hub.save_ssh_keys("gw-alice", line)
+    hub.spawn("gw-alice")
+    hub.spawn("gw-alice", "proj")
+    config, page = client_config(hub, "gw-alice", key, tmp_path)
+    assert "ProxyCommand ssh -T devdock-gateway gw-alice/proj" in _pre(page, "ssh-gateway-config")
+    login = hub.container("gw-alice").exec_run(["id", "-un", "1000"]).output.decode().strip()
 
     # No host port per server: the gateway is the only way in.
-    assert not (hub.container("alice").attrs["HostConfig"]["PortBindings"] or {}).get("22/tcp")
+    assert not (hub.container("gw-alice").attrs["HostConfig"]["PortBindings"] or {}).get("22/tcp")
 
     default = run("ssh", "-F", config, "devdock", "whoami; hostname")
     assert default.returncode == 0, default.stderr
-    assert default.stdout.split() == [login, hub.container("alice").attrs["Config"]["Hostname"]]
+    assert default.stdout.split() == [login, hub.container("gw-alice").attrs["Config"]["Hostname"]]
     named = run("ssh", "-F", config, "devdock-proj", "hostname")
-    assert named.stdout.strip() == hub.container("alice", "proj").attrs["Config"]["Hostname"], named.stderr
+    assert named.stdout.strip() == hub.container("gw-alice", "proj").attrs["Config"]["Hostname"], named.stderr
 
     # scp both ways, sftp.
     (tmp_path / "up.txt").write_text("from the laptop\n")
@@ -135,7 +135,7 @@ def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sft
         server.wait(10)
 
     # The page's known_hosts lines are what strict checking needs: another key for the gateway fails.
-    other = tmp_path / "known_hosts-alice"
+    other = tmp_path / "known_hosts-gw-alice"
     good = other.read_text()
     _, stranger = keygen(tmp_path, "stranger")
     other.write_text(re.sub(r"^(\S+) \S+ \S+", lambda m: f"{m.group(1)} {stranger.split()[0]} {stranger.split()[1]}",
@@ -144,24 +144,24 @@ def test_gateway_reaches_default_and_named_servers_with_the_pages_config_scp_sft
     assert refused.returncode == 255 and "host key" in refused.stderr.lower(), refused.stderr
     other.write_text(good)
     assert run("ssh", "-F", config, "devdock", "true").returncode == 0  # positive control
-    assert "alice -> alice's default server" in hub.gateway.logs()  # the gateway logs who went where
+    assert "gw-alice -> gw-alice's default server" in hub.gateway.logs()  # the gateway logs who went where
     assert "ssh gateway: key SHA256:" in hub.log_tail(400)
 
 
 def test_gateway_keeps_each_key_to_its_owners_servers_and_a_removed_key_is_refused_at_once(gw, tmp_path):
     hub = gw
-    akey, aline = keygen(tmp_path, "amy")
-    bkey, bline = keygen(tmp_path, "ben")
+    akey, aline = keygen(tmp_path, "gw-amy")
+    bkey, bline = keygen(tmp_path, "gw-ben")
     nobody, _ = keygen(tmp_path, "nobody")
-    hub.save_ssh_keys("amy", aline)
-    hub.save_ssh_keys("ben", bline)
-    hub.spawn("amy")
-    hub.spawn("ben")
-    ben_ip = hub.container("ben").attrs["NetworkSettings"]["Networks"][hub.network]["IPAddress"]
+    hub.save_ssh_keys("gw-amy", aline)
+    hub.save_ssh_keys("gw-ben", bline)
+    hub.spawn("gw-amy")
+    hub.spawn("gw-ben")
+    ben_ip = hub.container("gw-ben").attrs["NetworkSettings"]["Networks"][hub.network]["IPAddress"]
     # Positive control: amy's key through the raw gateway command reaches amy's sshd.
-    assert gateway_ssh(hub, akey, "amy").stdout.startswith("SSH-2.0-OpenSSH")
+    assert gateway_ssh(hub, akey, "gw-amy").stdout.startswith("SSH-2.0-OpenSSH")
 
-    for target in ("ben", "ben/", "amy/../ben", "ben%2Fx", "amy ben", "%62en"):
+    for target in ("gw-ben", "ben/", "amy/../ben", "ben%2Fx", "amy ben", "%62en"):
         attempt = gateway_ssh(hub, akey, target)
         assert "SSH-2.0" not in attempt.stdout, (target, attempt.stdout)
         assert "devdock gateway:" in attempt.stderr, (target, attempt.stderr)
@@ -171,25 +171,25 @@ def test_gateway_keeps_each_key_to_its_owners_servers_and_a_removed_key_is_refus
                "-W", f"{ben_ip}:22", "devdock@127.0.0.1", timeout=30, plain=True)  # fmt: skip
     assert "SSH-2.0" not in jump.stdout and jump.returncode != 0
     # A key that is on nobody's /hub/ssh page gets nothing, not even a command.
-    assert "Permission denied" in gateway_ssh(hub, nobody, "amy").stderr
+    assert "Permission denied" in gateway_ssh(hub, nobody, "gw-amy").stderr
 
     # amy removes her key: the very next connection is refused, no restart of anything.
-    hub.save_ssh_keys("amy", "")
-    assert "Permission denied" in gateway_ssh(hub, akey, "amy").stderr
-    assert gateway_ssh(hub, bkey, "ben").stdout.startswith("SSH-2.0-OpenSSH")  # ben is not affected
+    hub.save_ssh_keys("gw-amy", "")
+    assert "Permission denied" in gateway_ssh(hub, akey, "gw-amy").stderr
+    assert gateway_ssh(hub, bkey, "gw-ben").stdout.startswith("SSH-2.0-OpenSSH")  # ben is not affected
 
 
 def test_gateway_says_when_a_server_is_not_running_and_works_after_gateway_and_hub_restarts(gw, tmp_path):
     hub = gw
-    key, line = keygen(tmp_path, "cleo")
-    hub.save_ssh_keys("cleo", line)
-    hub.spawn("cleo")
-    config, _ = client_config(hub, "cleo", key, tmp_path)
+    key, line = keygen(tmp_path, "gw-cleo")
+    hub.save_ssh_keys("gw-cleo", line)
+    hub.spawn("gw-cleo")
+    config, _ = client_config(hub, "gw-cleo", key, tmp_path)
     assert run("ssh", "-F", config, "devdock", "true").returncode == 0
-    hub.stop_server("cleo")
-    stopped = gateway_ssh(hub, key, "cleo")
+    hub.stop_server("gw-cleo")
+    stopped = gateway_ssh(hub, key, "gw-cleo")
     assert "is not running" in stopped.stderr, stopped.stderr
-    hub.spawn("cleo")
+    hub.spawn("gw-cleo")
 
     hub.gateway.restart()  # the same host key afterwards: strict checking still passes
     after = run("ssh", "-F", config, "devdock", "true")
@@ -198,7 +198,7 @@ def test_gateway_says_when_a_server_is_not_running_and_works_after_gateway_and_h
     hub.start()
     after = run("ssh", "-F", config, "devdock", "whoami")
     assert after.returncode == 0, after.stderr
-    hub.stop_server("cleo")
+    hub.stop_server("gw-cleo")
 
 
 def test_gateway_autostart_connecting_starts_a_stopped_server_and_lands_in_it(docker_client, tmp_path_factory,
@@ -213,21 +213,21 @@ def test_gateway_autostart_connecting_starts_a_stopped_server_and_lands_in_it(do
     try:
         gateway.start()
         hub.gateway = gateway
-        key, line = keygen(tmp_path, "dora")
-        hub.save_ssh_keys("dora", line)
-        assert hub.container("dora") is None  # never started
+        key, line = keygen(tmp_path, "gw-dora")
+        hub.save_ssh_keys("gw-dora", line)
+        assert hub.container("gw-dora") is None  # never started
         relay = (
             f"ssh -p {port} -i {key} -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
-            "-o UserKnownHostsFile=/dev/null devdock@127.0.0.1 dora"
+            "-o UserKnownHostsFile=/dev/null devdock@127.0.0.1 gw-dora"
         )
         landed = run("ssh", "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o",
                      "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", f"ProxyCommand={relay}",
-                     "dora@devdock", "whoami", timeout=240, plain=True)  # fmt: skip
+                     "gw-dora@devdock", "whoami", timeout=240, plain=True)  # fmt: skip
         assert landed.returncode == 0, landed.stderr
-        assert "starting dora's default server" in landed.stderr
-        assert landed.stdout.strip() == hub.container("dora").exec_run(["id", "-un", "1000"]).output.decode().strip()
-        assert hub.user_model("dora")["servers"][""]["ready"]
-        hub.stop_server("dora")
+        assert "starting gw-dora's default server" in landed.stderr
+        assert landed.stdout.strip() == hub.container("gw-dora").exec_run(["id", "-un", "1000"]).output.decode().strip()
+        assert hub.user_model("gw-dora")["servers"][""]["ready"]
+        hub.stop_server("gw-dora")
     finally:
         gateway.remove()
         hub.stop()
