@@ -196,7 +196,10 @@ class AdminOverviewHandler(BaseHandler):
             row["memory"] = f"{human_bytes(use.memory_bytes)} of {human_bytes(use.memory_limit_bytes)}" if use else ""
             row["cpu"] = f"{use.cpu_cores:.2f}" if use else ""
             home = hub_state().home_bytes.get(spawner.server_key)
+            room = hub_state().home_limit_bytes.get(spawner.server_key)
             row["home"] = human_bytes(home) if home is not None else ""
+            if home is not None and room:
+                row["home"] += f" of {human_bytes(room)}"
             row["oom"] = f"{spawner.last_oom:%Y-%m-%d %H:%M} UTC" if spawner.last_oom else ""
         disk = own[0].hub_disk_problem() if hasattr(own[0], "hub_disk_problem") else ""
         html = await self.render_template(

@@ -34,6 +34,8 @@ class HubState:
     #: what each running server uses: {server key: usage.Usage}, and its home's size: {server key: bytes}
     usage: dict = field(default_factory=dict)
     home_bytes: dict = field(default_factory=dict)
+    #: the size limit of homes that have one (``home_size``): {server key: bytes}
+    home_limit_bytes: dict = field(default_factory=dict)
     #: the hub's data folder is (nearly) full: servers do not start until there is room again
     disk_full: bool = False
     #: things done once per hub (reconciliation, Swarm's network keeper), by name

@@ -29,6 +29,9 @@ SERVER_MEMORY = Gauge("devdock_server_memory_bytes", "Memory a server uses (page
 SERVER_MEMORY_LIMIT = Gauge("devdock_server_memory_limit_bytes", "A server's memory limit", ["user", "server"])
 SERVER_CPU = Gauge("devdock_server_cpu_cores", "CPU cores a server uses (1.0: one busy core)", ["user", "server"])
 SERVER_HOME = Gauge("devdock_server_home_bytes", "Size of a server's home volume", ["user", "server"])
+SERVER_HOME_LIMIT = Gauge(
+    "devdock_server_home_limit_bytes", "Room in a server's home with a size limit (home_size)", ["user", "server"]
+)
 SERVER_OOM_KILLS = Counter(
     "devdock_server_oom_kills", "Processes the kernel killed for memory in a server", ["user", "server"]
 )

@@ -262,23 +262,27 @@ class ResourcesMixin(LoggingConfigurable):
             # Docker's df leaves out volumes mounted from a device (homes with a size limit): their servers'
             # own df says what they hold.
             images = {v["Name"] for v in listed if (v.get("Options") or {}).get("type") == "ext4"}
+            limits = {}
             for c in containers:
                 for mount in c.get("Mounts") or []:
                     if mount.get("Name") in images:
-                        used = await self._used_in_container(c["Id"], mount.get("Destination", ""))
-                        if used is not None:
-                            sizes[mount["Name"]] = used
+                        found = await self._df_in_container(c["Id"], mount.get("Destination", ""))
+                        if found is not None:
+                            sizes[mount["Name"]], limits[mount["Name"]] = found
             state.home_bytes = {key: sizes[name] for name, key in owners.items() if key and name in sizes}
+            state.home_limit_bytes = {key: limits[name] for name, key in owners.items() if key and name in limits}
             for key, size in state.home_bytes.items():
                 user, _, server = key.rpartition("/")
                 metrics.SERVER_HOME.labels(user, server).set(size)
+                if key in state.home_limit_bytes:
+                    metrics.SERVER_HOME_LIMIT.labels(user, server).set(state.home_limit_bytes[key])
 
-    async def _used_in_container(self, container_id: str, path: str) -> int | None:
-        """Bytes in use on the filesystem mounted at ``path`` of a running container (its ``df``), or None."""
+    async def _df_in_container(self, container_id: str, path: str) -> tuple[int, int] | None:
+        """(bytes used, bytes in all) of the filesystem mounted at ``path`` of a running container (its ``df``)."""
         try:
-            run = await self.docker("exec_create", container_id, ["df", "-B1", "--output=used", path], user="0")
-            out = await self.docker("exec_start", run["Id"])
-            return int(out.decode().split()[-1])
+            run = await self.docker("exec_create", container_id, ["df", "-B1", "--output=used,size", path], user="0")
+            used, size = (await self.docker("exec_start", run["Id"])).decode().split()[-2:]
+            return int(used), int(size)
         except Exception:  # noqa: BLE001 - a reading, not a reason to fail: the next round tries again
             return None
 

@@ -199,6 +199,9 @@ def test_home_size_what_a_limited_home_holds_is_on_the_admin_page_and_in_metrics
         held = float(found.group(1)) if found else 0.0
         time.sleep(2)
     assert 24 * MiB <= held < 40 * MiB, held  # what rosa wrote (and ext4's own few blocks), not the whole image
+    metrics = requests.get(f"{shub.url}/hub/metrics", headers=headers, timeout=30).text
+    room = float(re.search(r'devdock_server_home_limit_bytes\{server="",user="hs-rosa"\} (\S+)', metrics).group(1))
+    assert 48 * MiB < room <= 64 * MiB  # the limit, as the user's df shows it
     page = shub.browser_session("admin").get(f"{shub.url}/hub/devdock/admin", timeout=30).text
-    assert re.search(r"2[4-9](\.\d)? MiB", page), "the admin page shows rosa's home size"
+    assert re.search(r"2[4-9]\.\d MiB of [56]\d\.\d MiB", page), "the admin page shows the home's use of its room"
     shub.stop_server("hs-rosa")
