@@ -17,6 +17,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+import aiohttp.connector
+import aiohttp.resolver
 import docker
 from jupyterhub import orm
 from jupyterhub.apihandlers import APIHandler
@@ -384,8 +386,20 @@ def configure(c, report_gpu_support: bool = True) -> None:
         GATEWAY_SCOPE: {"description": "devdock's SSH gateway: who keeps a public key, where their servers are"},
     }
     c.JupyterHub.template_paths = [TEMPLATES, *c.JupyterHub.get("template_paths", [])]
+    resolve_names_in_threads()
     if report_gpu_support:
         print(f"[devdock] GPU support on this Docker engine: {_gpu_support_summary()}", file=sys.stderr)
+
+
+def resolve_names_in_threads() -> None:
+    """The hub's aiohttp connections resolve host names with getaddrinfo in a thread, not through aiodns.
+
+    JupyterHub requires aiodns, which aiohttp then uses by default; with pycares 5 a hub starting with many
+    servers to check died of SIGSEGV in pycares' channel-closing thread (twice in this project's test runs; the
+    same crash is aio-libs/aiohttp#13203). The hub resolves few names (the proxy's, the servers' are addresses),
+    so aiohttp's own threaded resolver costs nothing.
+    """
+    aiohttp.connector.DefaultResolver = aiohttp.resolver.ThreadedResolver
 
 
 def _gpu_support_summary() -> str:
