@@ -98,13 +98,14 @@ def test_50_mb_of_output_leaves_the_containers_log_under_its_limit(lhub, docker_
     lhub.spawn("chatty")
     container = lhub.container("chatty")
     # A kernel's stray output (a C library's warnings, a subprocess) goes to the server's own log: flood it.
-    code = (
-        "import subprocess\n"
-        "subprocess.run(\"yes 'a line that repeats, as a print loop would' | head -c 50000000 >&2\", shell=True)\n"
-        "print('flooded')"
-    )
-    result = run_in_kernel(lhub.server_url("chatty"), lhub.token("chatty"), code)
-    assert result["status"] == "ok" and "flooded" in result["stdout"], result
+    flood = "yes 'a line that repeats, as a print loop would' | head -c 50000000 >&2"
+    code = f"import subprocess\nsubprocess.run({flood!r}, shell=True)"
+    url, token = lhub.server_url("chatty"), lhub.token("chatty")
+    result = run_in_kernel(url, token, code)
+    assert result["status"] == "ok", result["error"] or result["stdout"][-500:]
+    # The server came through the flood: a new kernel still runs code (its output's order against the flood's,
+    # which ipykernel forwards from another thread, is not something to wait on).
+    assert run_in_kernel(url, token, "print(6 * 7)")["stdout"].strip() == "42"
     container.reload()
     log = container.attrs["LogPath"]
     folder, name = os.path.dirname(log), os.path.basename(log)
