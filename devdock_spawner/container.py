@@ -42,6 +42,10 @@ FORBIDDEN_HOST_CONFIG = {
 }
 
 
+#: The environment that decides which GPUs a container sees (the NVIDIA runtime and CUDA read it): devdock's own,
+#: from the allotment, whatever a site merges over the container's settings.
+GPU_ENVIRONMENT = ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "DEVDOCK_GPUS")
+
 #: Host folders whose bind mount would hand a user the Docker socket (it lives in /var/run = /run).
 _SOCKET_PARENTS = {"/", "/var", "/run", "/var/run", "/run/docker", "/var/run/docker"}
 
@@ -220,6 +224,21 @@ def check_host_config(host_config: dict, network: str, devices=(), device_reques
         )
 
 
+def check_gpu_environment(environment, ours: dict) -> None:
+    """The GPU variables of the final environment are the ones devdock set (``ours``), so that no extra setting
+    hands a server GPUs it was not allotted (``NVIDIA_VISIBLE_DEVICES=all`` under the NVIDIA runtime)."""
+    if isinstance(environment, dict):
+        final = {str(k): None if v is None else str(v) for k, v in environment.items()}
+    else:
+        final = dict(str(e).partition("=")[::2] for e in environment or [])
+    for name in GPU_ENVIRONMENT:
+        if final.get(name) != ours.get(name):
+            raise UnsafeConfiguration(
+                f"devdock refuses extra_create_kwargs environment {name}={final.get(name)!r}: which GPUs a server "
+                f"sees follows its allotment ({name}={ours.get(name)!r}); profiles' 'gpus' choose GPUs"
+            )
+
+
 def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
     """``(create_kwargs, host_config_kwargs)`` for docker-py.
 
@@ -286,6 +305,7 @@ def container_spec(s: ContainerSettings) -> tuple[dict, dict]:
     create = deep_merge(create, s.extra_create)
     host = deep_merge(host, s.extra_host)
     check_host_config(host, s.network, s.devices, s.device_requests)
+    check_gpu_environment(create.get("environment"), s.environment)
     return create, host
 
 

@@ -203,16 +203,79 @@ class AdminOverviewHandler(BaseHandler):
             if home is not None and room:
                 row["home"] += f" of {human_bytes(room)}"
             row["oom"] = f"{spawner.last_oom:%Y-%m-%d %H:%M} UTC" if spawner.last_oom else ""
+            row["gpu_use"] = gpu_use_text(spawner.gpu_use_now) if spawner.active else ""
+            row["gpu_notice"] = spawner.gpu_health_notice if spawner.active else ""
         disk = own[0].hub_disk_problem() if hasattr(own[0], "hub_disk_problem") else ""
         html = await self.render_template(
-            "devdock_admin.html", rows=rows, unknown=hub_state().unknown_containers, disk_problem=disk
+            "devdock_admin.html",
+            rows=rows,
+            unknown=hub_state().unknown_containers,
+            disk_problem=disk,
+            gpus=_gpu_rows(),
+            gpu_monitor_problem=hub_state().gpu_monitor_problem,
         )
         self.finish(html)
+
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def post(self):
+        """Clear a GPU that was taken out of the pool (the form next to it): back at the next reading."""
+        uuid = self.get_body_argument("clear_gpu", "")
+        spawner = self.current_user.spawners[""]
+        if not isinstance(spawner, DevDockSpawner) or not spawner.clear_gpu(uuid):
+            raise web.HTTPError(400, f"There is no GPU {uuid[:80]!r} in this hub's inventory")
+        self.log.info("devdock: %s cleared GPU %s; it returns to the pool at the next reading if healthy",
+                      self.current_user.name, uuid)  # fmt: skip
+        self.redirect(self.request.path)
 
     @staticmethod
     def orm_user_class():
 
         return orm.User
+
+
+def gpu_use_text(use) -> str:
+    """``"3.2 GiB, 87 % busy"``: what a server does on its GPUs ("" when nothing is known)."""
+    if use is None:
+        return ""
+    parts = [human_bytes(use.memory_mib << 20)]
+    if use.utilization is not None:
+        parts.append(f"{use.utilization:g} % busy")
+    return ", ".join(parts)
+
+
+def _gpu_rows() -> list[dict]:
+    """Every GPU and MIG instance: who holds it, what it reads, and whether it is out of the pool (and why)."""
+    allocator = hub_state().gpu_allocator
+    if allocator is None:
+        return []
+    holders, readings = allocator.holders(), hub_state().gpu_readings
+    unhealthy = allocator.unhealthy()
+    health = hub_state().gpu_health
+    out = dict(getattr(health, "out", {}) or {})
+    rows = []
+    for g in allocator.inventory:
+        reading = readings.get(g.parent or g.uuid)
+        rows.append(
+            {
+                "label": g.label,
+                "name": g.name,
+                "uuid": g.uuid,
+                "kind": "whole GPU" if not g.parent else f"MIG {g.mig_profile}",
+                "holders": ", ".join(k for k in holders.get(g.uuid, []) if not k.startswith("held/")),
+                "utilization": (
+                    f"{reading.utilization} %" if reading and reading.utilization is not None and not g.parent else ""
+                ),
+                "memory": (
+                    f"{human_bytes(reading.memory_used_mib << 20)} of {human_bytes(reading.memory_total_mib << 20)}"
+                    if reading and not g.parent
+                    else ""
+                ),
+                "problem": "" if g.parent else (out.get(g.uuid) or unhealthy.get(g.uuid, "")),
+                "in_pool": not (unhealthy.get(g.uuid) or unhealthy.get(g.parent)),
+            }
+        )
+    return rows
 
 
 def _idle_text(now: datetime, status: dict) -> str:

@@ -36,6 +36,16 @@ class HubState:
     home_bytes: dict = field(default_factory=dict)
     #: the size limit of homes that have one (``home_size``): {server key: bytes}
     home_limit_bytes: dict = field(default_factory=dict)
+    #: what each server does on its GPUs: {server key: gpu_monitor.ServerGPUUse}; each GPU's last reading:
+    #: {uuid: gpu_monitor.GPUReading}; the GPUs' health (gpu_monitor.Health) and those an admin cleared since
+    gpu_use: dict = field(default_factory=dict)
+    gpu_readings: dict = field(default_factory=dict)
+    gpu_health: object = None
+    gpu_cleared: set = field(default_factory=set)
+    #: why GPU use and health cannot be read ("" while they can), said once in the log, shown to admins
+    gpu_monitor_problem: str = ""
+    #: the kernel log, open for XIDs (a file descriptor; None: not opened yet; -1: cannot be read)
+    kernel_log: int | None = None
     #: the hub's data folder is (nearly) full: servers do not start until there is room again
     disk_full: bool = False
     #: things done once per hub (reconciliation, Swarm's network keeper), by name

@@ -20,9 +20,22 @@ IDLE_GPU_SECONDS = Counter(
 )
 
 
+MIG_TOTAL = Gauge("devdock_mig_instances_total", "MIG instances in devdock's inventory", ["profile"])
+MIG_ALLOCATED = Gauge("devdock_mig_instances_allocated", "MIG instances held by a running server", ["profile"])
+GPU_UNHEALTHY = Gauge(
+    "devdock_gpu_unhealthy",
+    "1 while a GPU is out of the pool for its health (XID, ECC, off the bus)",
+    ["gpu", "reason"],
+)
+
+
 def update_gpu_gauges(allocator) -> None:
     GPUS_TOTAL.set(allocator.total)
     GPUS_ALLOCATED.set(allocator.allocated())
+    for kind in allocator.kinds():
+        if kind != "gpu":
+            MIG_TOTAL.labels(kind).set(allocator.total_of(kind))
+            MIG_ALLOCATED.labels(kind).set(allocator.allocated(kind))
 
 
 SERVER_MEMORY = Gauge("devdock_server_memory_bytes", "Memory a server uses (page cache excluded)", ["user", "server"])
@@ -35,3 +48,11 @@ SERVER_HOME_LIMIT = Gauge(
 SERVER_OOM_KILLS = Counter(
     "devdock_server_oom_kills", "Processes the kernel killed for memory in a server", ["user", "server"]
 )
+SERVER_GPU_MEMORY = Gauge(
+    "devdock_server_gpu_memory_bytes", "GPU memory a server's processes hold (read on the host)", ["user", "server"]
+)
+SERVER_GPU_UTILIZATION = Gauge(
+    "devdock_server_gpu_utilization_percent", "How busy a server's GPUs are (those it holds alone)", ["user", "server"]
+)
+GPU_UTILIZATION = Gauge("devdock_gpu_utilization_percent", "How busy a GPU is (nvidia-smi)", ["gpu"])
+GPU_MEMORY_USED = Gauge("devdock_gpu_memory_used_bytes", "Memory in use on a GPU (nvidia-smi)", ["gpu"])

@@ -9,6 +9,7 @@ A profile, in the style of KubeSpawner's ``profile_list``::
         "default": False,
         "gpus": 2,                           # 0, N or "all"
         "gpu_ids": ["GPU-1234..."],          # optional: pin to these devices (uuids or indexes)
+        "mig": "1g.18gb",                    # optional: MIG instances of this profile instead of whole GPUs
         "allowed_groups": ["vision-lab"],    # optional: only members of these hub groups see it
         "placement": ["node.labels.gpu-model == a100"],  # Swarm only: where the server may run
         "overrides": {"image": "devdock/desktop-cuda:latest", "mem_limit": "32G", "cpu_limit": 8},
@@ -25,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .gpu import MIG_PROFILE, WHOLE
 from .swarm import check_constraint
 
 #: Spawner settings a profile may override (each spawn starts again from the site's configuration).
@@ -40,6 +42,7 @@ _PROFILE_KEYS = {
     "default",
     "gpus",
     "gpu_ids",
+    "mig",
     "allowed_groups",
     "overrides",
     "placement",
@@ -60,6 +63,8 @@ class Profile:
     default: bool = False
     gpus: int | str = 0
     gpu_ids: tuple[str, ...] = ()
+    #: MIG instances of this profile ("1g.18gb") instead of whole GPUs; "": whole GPUs
+    mig: str = ""
     allowed_groups: tuple[str, ...] = ()
     overrides: dict = field(default_factory=dict)
     #: Swarm placement constraints (DevDockSwarmSpawner); a single engine has nowhere else to go
@@ -73,7 +78,16 @@ class Profile:
         return not self.allowed_groups or bool(set(self.allowed_groups) & groups)
 
     @property
+    def gpu_kind(self) -> str:
+        """What the allocator hands out for it: ``"gpu"`` (whole GPUs) or a MIG profile."""
+        return self.mig or WHOLE
+
+    @property
     def gpu_label(self) -> str:
+        if self.mig:
+            if self.gpus == "all":
+                return f"all MIG {self.mig} GPU slices"
+            return f"{self.gpus} MIG {self.mig} GPU slice{'s' if self.gpus != 1 else ''}"
         if self.gpus == "all":
             return "all GPUs"
         return {0: "no GPU", 1: "1 GPU"}.get(self.gpus, f"{self.gpus} GPUs")
@@ -98,6 +112,11 @@ def load_profiles(profile_list: list[dict]) -> list[Profile]:
         gpus = entry.get("gpus", 0)
         if gpus != "all" and not (isinstance(gpus, int) and not isinstance(gpus, bool) and 0 <= gpus <= 64):
             raise ValueError(f"{where} ({slug}): gpus must be 0..64 or 'all', not {gpus!r}")
+        mig = entry.get("mig", "") or ""
+        if mig and not (isinstance(mig, str) and MIG_PROFILE.match(mig)):
+            raise ValueError(f"{where} ({slug}): mig must name a MIG profile such as '1g.18gb', not {mig!r}")
+        if mig and not gpus:
+            raise ValueError(f"{where} ({slug}): mig {mig!r} needs gpus (how many instances: 1 or more, or 'all')")
         overrides = entry.get("overrides", {}) or {}
         bad = set(overrides) - set(OVERRIDABLE)
         if bad:
@@ -123,6 +142,7 @@ def load_profiles(profile_list: list[dict]) -> list[Profile]:
                 default=bool(entry.get("default", False)),
                 gpus=gpus,
                 gpu_ids=tuple(str(g) for g in entry.get("gpu_ids", ()) or ()),
+                mig=mig,
                 allowed_groups=tuple(entry.get("allowed_groups", ()) or ()),
                 overrides=dict(overrides),
                 placement=placement,
@@ -186,16 +206,20 @@ def form_rows(profiles: list[Profile], allocator, key: str, chosen: str | None, 
     """
     rows = []
     for p in profiles:
-        total = len(p.gpu_ids) if p.gpu_ids else allocator.total
-        refusal = allocator.refusal(p.gpus, list(p.gpu_ids) or None, key, per_person) if p.gpus else ""
+        kind = p.gpu_kind
+        total = len(p.gpu_ids) if p.gpu_ids else allocator.total_of(kind)
+        pinned = list(p.gpu_ids) or None
+        refusal = allocator.refusal(p.gpus, pinned, key, per_person, kind) if p.gpus else ""
+        free = allocator.free(key, kind)
+        what = "GPUs" if kind == WHOLE else f"MIG {kind} GPU slices"
         reason = ""
         if refusal:
-            if allocator.total == 0:
-                reason = "No GPUs on this server."
+            if allocator.total_of(kind) == 0:
+                reason = f"No {what} on this server."
             elif "per person" in refusal:
                 reason = f"At most {per_person} GPUs per person, across your servers."
             else:
-                reason = f"Not enough free GPUs right now ({allocator.free(key)} free)."
+                reason = f"Not enough free {what} right now ({free} free)."
         rows.append(
             {
                 "slug": p.slug,
@@ -203,7 +227,7 @@ def form_rows(profiles: list[Profile], allocator, key: str, chosen: str | None, 
                 "description": p.description,
                 "gpus": p.gpus,
                 "gpu_label": p.gpu_label,
-                "free": allocator.free(key) if not p.gpu_ids else total,
+                "free": free if not p.gpu_ids else total,
                 "total": total,
                 "available": not refusal,
                 "reason": reason,

@@ -13,6 +13,7 @@ from tornado import web
 from traitlets import Dict, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .gpu import WHOLE
 from .profiles import OVERRIDABLE, Profile, form_rows, load_profiles, visible_profiles
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -31,7 +32,8 @@ class ProfilesMixin(LoggingConfigurable):
         help="""
         The choices on the spawn form, in the style of KubeSpawner's ``profile_list``. Each entry:
         ``slug`` (what the form and the REST API send), ``display_name``, ``description``,
-        ``default``, ``gpus`` (0, N or ``"all"``), ``gpu_ids`` (pin to these devices),
+        ``default``, ``gpus`` (0, N or ``"all"``), ``gpu_ids`` (pin to these devices), ``mig`` (MIG instances
+        of this profile, e.g. ``"1g.18gb"``, instead of whole GPUs),
         ``allowed_groups`` (hub groups that see it) and ``overrides`` (``image``, ``mem_limit``,
         ``cpu_limit``, ``shm_size``, ``pids_limit``, ``environment``). Example::
 
@@ -49,7 +51,8 @@ class ProfilesMixin(LoggingConfigurable):
         A site's own spawn form: Jinja2 template text (autoescaped), in place of devdock's
         ``templates/devdock_form.html``, as KubeSpawner's trait of the same name. It gets ``profiles`` (rows
         with ``slug``, ``display_name``, ``description``, ``gpus``, ``gpu_label``, ``free``, ``total``,
-        ``available``, ``reason``, ``checked``), ``gpu_total``, ``gpu_free`` and ``gpu_scope``, and must post
+        ``available``, ``reason``, ``checked``), ``gpu_total``, ``gpu_free``, ``gpu_kinds`` (``kind``, ``label``,
+        ``free``, ``total`` for whole GPUs and each MIG profile) and ``gpu_scope``, and must post
         one field ``profile`` with the chosen slug. Whatever it posts is validated as before: a template
         cannot offer a profile the user may not use. Default: devdock's form.
         """,
@@ -80,8 +83,21 @@ class ProfilesMixin(LoggingConfigurable):
             template = _templates().from_string(self.profile_form_template)
         else:
             template = _templates().get_template("devdock_form.html")
+        kinds = [
+            {
+                "kind": kind,
+                "label": "GPUs" if kind == WHOLE else f"MIG {kind} GPU slices",
+                "free": allocator.free(key, kind),
+                "total": allocator.total_of(kind),
+            }
+            for kind in allocator.kinds()
+        ]
         return template.render(
-            profiles=rows, gpu_total=allocator.total, gpu_free=allocator.free(key), gpu_scope=self.gpu_scope
+            profiles=rows,
+            gpu_total=allocator.total,
+            gpu_free=allocator.free(key),
+            gpu_kinds=kinds,
+            gpu_scope=self.gpu_scope,
         )
 
     @default("options_from_form")

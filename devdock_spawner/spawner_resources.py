@@ -90,8 +90,9 @@ class ResourcesMixin(LoggingConfigurable):
         30,
         config=True,
         help="""
-        Seconds between readings of what each running server uses (memory, CPU; its home's size every tenth
-        reading), shown on the admin page and as ``devdock_server_*`` gauges on ``/hub/metrics``. 0: off.
+        Seconds between readings of what each running server uses (memory, CPU, GPU use and health; its home's
+        size every tenth reading), shown on the admin page and as ``devdock_server_*`` gauges on
+        ``/hub/metrics``. 0: off.
         Default: 30.
         """,
     )
@@ -254,6 +255,10 @@ class ResourcesMixin(LoggingConfigurable):
             metrics.SERVER_MEMORY.labels(user, server).set(use.memory_bytes)
             metrics.SERVER_MEMORY_LIMIT.labels(user, server).set(use.memory_limit_bytes)
             metrics.SERVER_CPU.labels(user, server).set(use.cpu_cores)
+        try:
+            await self.read_gpus(containers)
+        except Exception as e:  # noqa: BLE001 - GPU readings must never stop the others
+            self.log.warning("devdock: reading the GPUs failed: %s", e)
         if homes:
             volumes = await self.docker("volumes", filters={"label": f"{naming.HUB_LABEL}={self.hub_id}"})
             listed = (volumes or {}).get("Volumes") or []

@@ -257,6 +257,13 @@ class DevDockSwarmSpawner(DevDockSpawner):
                 "which Swarm cannot reserve: on Swarm a profile reserves a number of GPUs, and 'placement' "
                 "chooses the nodes. An admin should change profile_list.",
             )
+        if profile.mig:
+            raise web.HTTPError(
+                500,
+                f"Profile {profile.slug!r} asks for MIG instances ({profile.mig}), which Swarm cannot reserve: its "
+                "generic resources count whole GPUs. MIG profiles work with the single-engine spawner (devdock). An "
+                "admin should change profile_list.",
+            )
         self._gpu_count = int(profile.gpus or 0)
         home = await self._check_home_node()
         self.gpu_ids = []

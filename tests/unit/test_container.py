@@ -169,3 +169,20 @@ def test_the_allotted_gpu_devices_pass_and_only_they():
     container_spec(settings(devices=allotted, extra_host={"devices": allotted}))
     with pytest.raises(UnsafeConfiguration, match="devices"):
         container_spec(settings(devices=allotted, extra_host={"devices": [*allotted, "/dev/nvidia0:/dev/nvidia0"]}))
+
+
+@pytest.mark.parametrize(
+    "extra_create",
+    [
+        {"environment": {"NVIDIA_VISIBLE_DEVICES": "all"}},
+        {"environment": {"CUDA_VISIBLE_DEVICES": "0,1"}},
+        {"environment": ["NVIDIA_VISIBLE_DEVICES=all"]},  # a list replaces devdock's environment whole
+        {"environment": {"DEVDOCK_GPUS": "GPU-0"}},
+    ],
+    ids=["nvidia-all", "cuda", "list", "devdock-gpus"],
+)
+def test_no_gpu_by_the_back_door_of_a_site_environment(extra_create):
+    gpu_less = {"DEVDOCK_LOGIN": "alice", "NVIDIA_VISIBLE_DEVICES": "void"}
+    container_spec(settings(environment=gpu_less, extra_create={"environment": {"SITE": "1"}}))  # control: passes
+    with pytest.raises(UnsafeConfiguration, match="which GPUs a server sees follows its allotment"):
+        container_spec(settings(environment=gpu_less, extra_create=extra_create))
