@@ -262,7 +262,7 @@ def _gpu_rows() -> list[dict]:
                 "name": g.name,
                 "uuid": g.uuid,
                 "kind": "whole GPU" if not g.parent else f"MIG {g.mig_profile}",
-                "holders": ", ".join(k for k in holders.get(g.uuid, []) if not k.startswith("held/")),
+                "holders": ", ".join(k.removesuffix("/") for k in holders.get(g.uuid, []) if not k.startswith("held/")),
                 "utilization": (
                     f"{reading.utilization} %" if reading and reading.utilization is not None and not g.parent else ""
                 ),

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -538,6 +540,68 @@ def make_device_nodes(folder: Path, count: int) -> list[str]:
     for node in nodes:
         subprocess.run(["mknod", node, "c", "1", "5"], check=True)
     return nodes
+
+
+STAND_IN_SMI = """#!/bin/sh
+# A stand-in for nvidia-smi: prints what the test wrote, as nvidia-smi --format=csv,noheader,nounits does.
+here=$(dirname "$0")
+[ -e "$here/broken" ] && { echo "Failed to initialize NVML: Driver/library version mismatch" >&2; exit 9; }
+case "$1" in
+  --query-gpu=*) cat "$here/gpus.csv" ;;
+  --query-compute-apps=*) cat "$here/apps.csv" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+class StandInGPUs:
+    """A stand-in ``nvidia-smi`` for GPUs ``uuids`` (``script``), printing what the test writes, as a GPU would.
+
+    Each run's GPUs get bus numbers of their own: the XIDs a test writes to the kernel log name no other hub's GPUs.
+    """
+
+    def __init__(self, folder: Path, uuids: list[str]):
+        self.folder, self.uuids = folder, list(uuids)
+        self.buses = [f"0000:{b:02x}:00" for b in random.sample(range(0x10, 0xF0), len(uuids))]
+        self.script = folder / "nvidia-smi"
+        self.script.write_text(STAND_IN_SMI)
+        self.script.chmod(self.script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        self.gpus(util=(0, 0))
+        self.apps([])
+
+    def gpus(self, util=(0, 0), ecc=(0, 0), used=(0, 0)) -> None:
+        """Each GPU's utilisation (%), uncorrectable ECC errors and memory used (MiB), in the uuids' order."""
+        lines = [
+            f"{uuid}, 0000{bus.upper()}.0, {util[i]}, {used[i]}, 16384, {ecc[i]}, No"
+            for i, (uuid, bus) in enumerate(zip(self.uuids, self.buses, strict=True))
+        ]
+        (self.folder / "gpus.csv").write_text("\n".join(lines) + "\n")
+
+    def xid(self, index: int, code: int, message: str) -> None:
+        """The NVIDIA driver's XID line for GPU ``index``, written to the real kernel log (needs root)."""
+        with open("/dev/kmsg", "w") as kmsg:
+            kmsg.write(f"NVRM: Xid (PCI:{self.buses[index]}): {code}, pid='<unknown>', name=<unknown>, {message}\n")
+
+    def apps(self, processes: list[tuple[str, int, int]]) -> None:
+        (self.folder / "apps.csv").write_text("".join(f"{u}, {pid}, {mib}\n" for u, pid, mib in processes))
+
+    def broken(self, broken: bool) -> None:
+        flag = self.folder / "broken"
+        flag.touch() if broken else flag.unlink(missing_ok=True)
+
+
+def host_pid_of(container, marker: str) -> int:
+    """Start ``sleep <marker>`` in the server as its user and return its PID on the host (``docker top``)."""
+    container.exec_run(["sleep", marker], user="1000", detach=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        top = container.top()
+        column = top["Titles"].index("PID")
+        for row in top["Processes"]:
+            if row[-1] == f"sleep {marker}":
+                return int(row[column])
+        time.sleep(0.3)
+    raise AssertionError(f"sleep {marker} did not start in {container.name}")
 
 
 def devices_mode_config(nodes: list[str], uuids: list[str]) -> str:

@@ -15,32 +15,18 @@ import html
 import io
 import json
 import os
-import random
 import re
-import stat
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, devices_mode_config, xsrf_from
+from tests.harness import RUN_ID, Hub, StandInGPUs, devices_mode_config, host_pid_of, xsrf_from
 
 pytestmark = pytest.mark.integration
 
 UUIDS = [f"GPU-mon{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
-# Bus numbers of this run's stand-in GPUs: the XIDs the test writes name them, and no other hub's GPUs.
-BUSES = [f"0000:{b:02x}:00" for b in random.sample(range(0x10, 0xF0), 2)]
-STAND_IN_SMI = """#!/bin/sh
-# A stand-in for nvidia-smi: prints what the test wrote, as nvidia-smi --format=csv,noheader,nounits does.
-here=$(dirname "$0")
-[ -e "$here/broken" ] && { echo "Failed to initialize NVML: Driver/library version mismatch" >&2; exit 9; }
-case "$1" in
-  --query-gpu=*) cat "$here/gpus.csv" ;;
-  --query-compute-apps=*) cat "$here/apps.csv" ;;
-  *) exit 2 ;;
-esac
-"""
 PROFILES = [
     {"slug": "cpu", "display_name": "Desktop", "default": True},
     {"slug": "gpu-1", "display_name": "One GPU", "gpus": 1},
@@ -50,32 +36,6 @@ PROFILES = [
         "overrides": {"image": f"devdock-test/cuda-env:{RUN_ID}"},
     },
 ]
-
-
-class StandInGPUs:
-    """The stand-in nvidia-smi's output, which the test changes as a GPU would."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.script = folder / "nvidia-smi"
-        self.script.write_text(STAND_IN_SMI)
-        self.script.chmod(self.script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        self.gpus(util=(0, 0))
-        self.apps([])
-
-    def gpus(self, util=(0, 0), ecc=(0, 0), used=(0, 0)) -> None:
-        lines = [
-            f"{uuid}, 0000{bus.upper()}.0, {util[i]}, {used[i]}, 16384, {ecc[i]}, No"
-            for i, (uuid, bus) in enumerate(zip(UUIDS, BUSES, strict=True))
-        ]
-        (self.folder / "gpus.csv").write_text("\n".join(lines) + "\n")
-
-    def apps(self, processes: list[tuple[str, int, int]]) -> None:
-        (self.folder / "apps.csv").write_text("".join(f"{u}, {pid}, {mib}\n" for u, pid, mib in processes))
-
-    def broken(self, broken: bool) -> None:
-        flag = self.folder / "broken"
-        flag.touch() if broken else flag.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +56,7 @@ def cuda_env_image(docker_client):
 
 @pytest.fixture(scope="module")
 def monitored(docker_client, tmp_path_factory, device_nodes, cuda_env_image):
-    gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"))
+    gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
     extra = (
         devices_mode_config(device_nodes, UUIDS)
         + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
@@ -107,20 +67,6 @@ def monitored(docker_client, tmp_path_factory, device_nodes, cuda_env_image):
     hub.start()
     yield hub, gpus
     hub.stop()
-
-
-def _host_pid_of(container, marker: str) -> int:
-    """Start ``sleep <marker>`` in the server as its user and return its PID on the host (``docker top``)."""
-    container.exec_run(["sleep", marker], user="1000", detach=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        top = container.top()
-        column = top["Titles"].index("PID")
-        for row in top["Processes"]:
-            if row[-1] == f"sleep {marker}":
-                return int(row[column])
-        time.sleep(0.3)
-    raise AssertionError(f"sleep {marker} did not start in {container.name}")
 
 
 def _admin_row(hub, session, user: str) -> str:
@@ -168,7 +114,7 @@ def test_gpu_use_is_read_on_the_host_and_each_process_counts_for_its_own_server(
     hub.spawn("mon-bob", options={"profile": "cpu"})
     (held,) = hub.server_state("mon-ann")["gpu_ids"]
     ann, bob = hub.container("mon-ann"), hub.container("mon-bob")
-    ann_pid, bob_pid = _host_pid_of(ann, "6001"), _host_pid_of(bob, "6002")
+    ann_pid, bob_pid = host_pid_of(ann, "6001"), host_pid_of(bob, "6002")
     # ann's process holds 3 GiB on her GPU; a process in bob's container 1 GiB (attributed by its cgroup, not by
     # who holds the GPU); the test's own process, outside any container, 512 MiB: nobody's.
     gpus.apps([(held, ann_pid, 3072), (held, bob_pid, 1024), (held, os.getpid(), 512)])
@@ -183,10 +129,10 @@ def test_gpu_use_is_read_on_the_host_and_each_process_counts_for_its_own_server(
     assert hub.metric(f'devdock_gpu_utilization_percent{{gpu="{held}"}}') == 87
     # ann sees her own use on her home page; bob does not see ann's
     home = re.sub(r"\s+", " ", hub.browser_session("mon-ann").get(f"{hub.url}/hub/home", timeout=30).text)
-    assert "your programs hold 3.0 GiB of GPU memory, and the GPU is 87.0 % busy" in home
-    assert "87.0 % busy" not in hub.browser_session("mon-bob").get(f"{hub.url}/hub/home", timeout=30).text
+    assert "Your programs hold 3.0 GiB of GPU memory, and the GPU is 87 % busy" in home
+    assert "87 % busy" not in hub.browser_session("mon-bob").get(f"{hub.url}/hub/home", timeout=30).text
     row = _gpu_row(hub, admin, held)
-    assert "mon-ann/" in row and "87 %" in row and "4.5 GiB of 16.0 GiB" in row and "healthy" in row
+    assert "mon-ann" in row and "87 %" in row and "4.5 GiB of 16.0 GiB" in row and "healthy" in row
 
 
 def test_gpu_busy_counts_as_activity_for_the_idle_culler(monitored):
@@ -243,14 +189,11 @@ def test_gpu_health_xid_in_the_kernel_log_flags_the_gpu_and_tells_its_user(monit
     hub, gpus = monitored
     held = _ann_with_a_gpu(hub)
     other = next(u for u in UUIDS if u != held)
-    bus, other_bus = BUSES[UUIDS.index(held)], BUSES[UUIDS.index(other)]
     admin = hub.browser_session("admin")
     _until(lambda: "healthy" in _gpu_row(hub, admin, held), what="a first reading")
-    with open("/dev/kmsg", "w") as kmsg:
-        # An application's XID (13) on the other GPU says nothing about it (the control); XID 79 on ann's does.
-        kmsg.write(f"NVRM: Xid (PCI:{other_bus}): 13, pid=4242, name=python3, Graphics SM Warp Exception\n")
-        kmsg.flush()
-        kmsg.write(f"NVRM: Xid (PCI:{bus}): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n")
+    # An application's XID (13) on the other GPU says nothing about it (the control); XID 79 on ann's does.
+    gpus.xid(UUIDS.index(other), 13, "Graphics SM Warp Exception")
+    gpus.xid(UUIDS.index(held), 79, "GPU has fallen off the bus.")
     row = _until(lambda: "Out of the pool" in (r := _gpu_row(hub, admin, held)) and r, what="the XID flagged")
     assert "XID 79: GPU has fallen off the bus." in row
     assert "healthy" in _gpu_row(hub, admin, other)
