@@ -175,7 +175,9 @@ def test_an_ssh_session_counts_as_activity(hub, keys):
     hub.spawn("idle")
     port = hub.server_state("idle")["ssh_port"]
     interval = float(hub.env["DEVDOCK_ACTIVITY_INTERVAL"])
-    # Control: with nobody using the server, its activity stands still across three report intervals.
+    # Control: with nobody using the server, its activity stands still across three report intervals (after the
+    # report a server makes as it starts, which may land just after the spawn returns).
+    time.sleep(1.5 * interval)
     quiet = _last_activity(hub, "idle")
     deadline = time.monotonic() + 3 * interval
     while time.monotonic() < deadline:
