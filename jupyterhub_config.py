@@ -66,6 +66,9 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
   DEVDOCK_HOME_SIZE         size limit of new homes (docs/sharing.md); empty or 0: no limit    (50G)
   DEVDOCK_HOME_IMAGES_DIR   host folder of the homes' filesystem images        (/var/lib/devdock/homes)
+  DEVDOCK_LOCALE            the desktop's language, e.g. de_DE.UTF-8 (docs/desktop.md)  (the image's: en_US.UTF-8)
+  DEVDOCK_KEYBOARD_LAYOUT   the desktop's XKB keyboard layout, e.g. de or fr(oss)     (the X server's: us)
+  DEVDOCK_DESKTOP_GL        auto (the GPU when the server holds one) | software        (auto)
   DEVDOCK_NAMED_SERVERS     allow named servers (one container and home each): 1/0 (1)
   DEVDOCK_NAMED_SERVER_LIMIT  named servers per user                 (3)
   DEVDOCK_CLEANUP_SERVERS   stop user servers when the hub exits: 1/0   (0: servers outlive restarts)
@@ -159,6 +162,10 @@ home_size = env("DEVDOCK_HOME_SIZE", "50G")
 c.DevDockSpawner.home_size = "" if home_size in ("", "0") else home_size
 c.DevDockSpawner.home_images_dir = env("DEVDOCK_HOME_IMAGES_DIR", "/var/lib/devdock/homes")
 c.DevDockSpawner.home_helper_image = env("DEVDOCK_HUB_IMAGE", "devdock/hub:latest")
+# The desktop: its language and keyboard (per profile too: overrides.desktop_locale / desktop_keyboard_layout).
+c.DevDockSpawner.desktop_locale = env("DEVDOCK_LOCALE", "")
+c.DevDockSpawner.desktop_keyboard_layout = env("DEVDOCK_KEYBOARD_LAYOUT", "")
+c.DevDockSpawner.desktop_gl = env("DEVDOCK_DESKTOP_GL", "auto")
 if site["profiles"]:
     print(f"[devdock] spawn form profiles from {site['profiles']}", file=sys.stderr)
     c.DevDockSpawner.profile_list = read_profiles(site["profiles"])

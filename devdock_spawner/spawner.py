@@ -23,6 +23,7 @@ from .hubstate import hub_state
 from .ports import port_taken
 from .profiles import InvalidOptions, validate_user_options
 from .spawner_culling import CullingMixin
+from .spawner_desktop import DesktopMixin
 from .spawner_gpu import GPUMixin
 from .spawner_homes import HomesMixin
 from .spawner_profiles import ProfilesMixin
@@ -30,7 +31,9 @@ from .spawner_resources import ResourcesMixin
 from .spawner_ssh import SSH_CONTAINER_PORT, SSHMixin
 
 
-class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixin, DockerSpawner):
+class DevDockSpawner(
+    SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixin, DesktopMixin, DockerSpawner
+):
     """A personal Linux desktop, JupyterLab and a terminal in one container per user.
 
     Builds on :class:`dockerspawner.DockerSpawner` (its ``self.docker(...)`` seam, image, volume and
@@ -266,6 +269,7 @@ class DevDockSpawner(SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin
             DEVDOCK_DESKTOP_PRESTART="1" if self._prestart_desktop() else "0",
             **self.ssh_environment(),
             **self.cull_environment(),
+            **self.desktop_environment(),
         )
         if self._home_limit:
             env["DEVDOCK_HOME_SIZE"] = str(self._home_limit)

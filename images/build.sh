@@ -93,7 +93,9 @@ step_system() {
         dbus-x11 xfce4-session xfwm4 xfce4-panel xfdesktop4 xfdesktop4-data xfce4-settings xfce4-terminal thunar \
         x11-xserver-utils xauth tigervnc-standalone-server tigervnc-tools \
         xprintidle xfce4-notifyd libnotify-bin libglib2.0-bin \
-        fonts-dejavu-core adwaita-icon-theme
+        fonts-dejavu-core adwaita-icon-theme \
+        mesa-utils libgl1-mesa-dri libvulkan1 \
+        fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
     set_timezone
     sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen >/dev/null
     # No screen locker or power manager inside a VNC session: the account has no password.
