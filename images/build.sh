@@ -95,7 +95,16 @@ step_system() {
         xprintidle xfce4-notifyd libnotify-bin libglib2.0-bin \
         fonts-dejavu-core adwaita-icon-theme \
         mesa-utils libgl1-mesa-dri libvulkan1 \
-        fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji
+        fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji \
+        xclip x11-utils
+    # noVNC's ES modules for devdock's desktop viewer (devdock_ext/desktop.py), from Debian's package but without
+    # its dependencies (websockify, numpy): jupyter-server-proxy already carries the websocket.
+    apt-get update -qq
+    (cd /tmp && apt-get download -qq novnc >/dev/null && dpkg -x novnc_*.deb /tmp/novnc)
+    mkdir -p "$DEVDOCK/share/novnc"
+    cp -r /tmp/novnc/usr/share/novnc/core /tmp/novnc/usr/share/novnc/vendor "$DEVDOCK/share/novnc/"
+    cp /tmp/novnc/usr/share/doc/novnc/copyright "$DEVDOCK/share/novnc/copyright"
+    rm -rf /tmp/novnc /tmp/novnc_*.deb /var/lib/apt/lists/*
     set_timezone
     sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen >/dev/null
     # No screen locker or power manager inside a VNC session: the account has no password.
@@ -138,6 +147,16 @@ step_devdock() {
     cp "$DEVDOCK/etc/jupyter/jupyter_server_config.py" "$VENV/etc/jupyter/jupyter_server_config.py"
     # The JupyterLab side of devdock's notices (a prebuilt extension: no build step, no npm in the image).
     cp -r "$DEVDOCK/lib/labextension" "$VENV/share/jupyter/labextensions/devdock-notices"
+    # The desktop viewer and noVNC in one classic script (a module's imports would be fetched in CORS mode, which
+    # the hub's XSRF rule for cookie-authenticated requests refuses), bundled by Debian's esbuild, then removed.
+    viewer="$DEVDOCK/lib/devdock_ext/viewer"
+    cp -r "$DEVDOCK/share/novnc" "$viewer/novnc"
+    apt_install esbuild
+    esbuild "$viewer/viewer.js" --bundle --format=iife --target=es2020 --log-level=warning \
+        --outfile="$viewer/viewer.bundle.js"
+    apt-get purge -y -qq esbuild >/dev/null
+    mv "$viewer/novnc/copyright" "$viewer/novnc-copyright"
+    rm -rf "$viewer/novnc" "$DEVDOCK/share/novnc"
     "$VENV/bin/python" -m compileall -q "$DEVDOCK/lib" >/dev/null
     # Interactive shells (JupyterLab terminals, the desktop's) read bash.bashrc: the same environment as SSH.
     echo '. /etc/profile.d/devdock.sh' >> /etc/bash.bashrc

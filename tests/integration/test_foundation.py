@@ -34,9 +34,15 @@ def test_spawn_serves_jupyterlab_through_the_proxy(hub, alice):
 def test_desktop_page_served_through_the_proxy(alice):
     r = requests.get(alice["url"] + "desktop/", headers={"Authorization": f"token {alice['token']}"}, timeout=30)
     assert r.status_code == 200
-    # jupyter-remote-desktop-proxy's noVNC page: a screen element and its viewer script.
+    # devdock's noVNC page (it replaces jupyter-remote-desktop-proxy's): a screen element and its viewer module,
+    # whose noVNC modules come through the same authenticated route.
     assert 'id="screen"' in r.text
-    assert "desktop/static/dist/viewer.js" in r.text
+    assert "devdock/desktop-static/viewer.bundle.js" in r.text
+    headers = {"Authorization": f"token {alice['token']}"}
+    bundle = requests.get(alice["url"] + "devdock/desktop-static/viewer.bundle.js", headers=headers, timeout=30)
+    assert bundle.status_code == 200 and "clipboardPasteFrom" in bundle.text  # the viewer with noVNC in it
+    anonymous = requests.get(alice["url"] + "devdock/desktop-static/viewer.bundle.js", timeout=30, allow_redirects=False)
+    assert anonymous.status_code in (302, 401, 403), anonymous.status_code
 
 
 def test_desktop_websocket_reaches_the_vnc_server(alice):

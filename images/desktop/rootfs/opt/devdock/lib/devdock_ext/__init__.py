@@ -312,7 +312,11 @@ def _load_jupyter_server_extension(serverapp):
     watch = IdleWatch(serverapp)
     PeriodicCallback(watch.tick, interval * 1000).start()
     base = settings.get("base_url", "/")
-    serverapp.web_app.add_handlers(".*$", [(f"{base.rstrip('/')}/api/devdock/status", _status_handler(watch))])
+    from .desktop import handlers as desktop_handlers  # jupyter_server's handlers: imported inside the server
+
+    serverapp.web_app.add_handlers(
+        ".*$", [(f"{base.rstrip('/')}/api/devdock/status", _status_handler(watch)), *desktop_handlers(base)]
+    )
     serverapp.log.info(
         "devdock: SSH sessions and desktop input count as activity (checked every %ss); idle limit %ss, max age %ss",
         interval, watch.idle_timeout or "none", watch.max_age or "none",

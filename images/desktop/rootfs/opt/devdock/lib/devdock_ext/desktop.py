@@ -1,0 +1,76 @@
+"""devdock's desktop page (``/desktop/``): noVNC into the same TigerVNC session jupyter-remote-desktop-proxy
+starts and proxies (its websocket ``/desktop-websockify/``, behind the hub's auth, is used unchanged).
+
+It replaces jupyter-remote-desktop-proxy's page, whose viewer gives up after five tries in fifteen seconds and
+has only the clipboard popover, with one that:
+
+- copies and pastes through the browser's Clipboard API where the browser allows it (permission asked once),
+  keeping the popover as the fallback;
+- reconnects by itself, for as long as the server exists, with a visible "Reconnecting" state (a proxy restart,
+  a network blip, a laptop waking up), and says so with a link to the hub once the server is gone;
+- asks the session to follow the window's size (``resizeSession``).
+
+noVNC comes from Debian's ``novnc`` package: its ES modules and ``viewer/viewer.js`` are bundled into one classic
+script when the image is built (``viewer.bundle.js``, by Debian's esbuild). The page and its files are served only
+to the server's owner, as every other route of the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from jupyter_server.base.handlers import AuthenticatedFileHandler, JupyterHandler
+from jupyter_server.utils import url_path_join
+from tornado import escape, web
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VIEWER = os.path.join(HERE, "viewer")
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Desktop</title>
+  <link rel="stylesheet" href="{static}viewer.css">
+</head>
+<body data-state="connecting">
+  <div id="top-bar">
+    <span id="logo">devdock</span>
+    <span id="status-container"><span id="status-label">Status:</span> <span id="status">Connecting...</span></span>
+    <a id="clipboard-button" href="#" title="The desktop's clipboard, for browsers without clipboard access">Remote Clipboard</a>
+    <span id="clipboard-mode"></span>
+    {hub_link}
+  </div>
+  <div id="devdock-banner" hidden></div>
+  <div id="clipboard-container" hidden>
+    <p>Text here is the desktop's clipboard: what you copy there appears here, and what you type or paste here can be
+       pasted there.</p>
+    <textarea id="clipboard-text" rows="5"></textarea>
+  </div>
+  <div id="screen"></div>
+  <script id="devdock-desktop-config" type="application/json">{config}</script>
+  <script src="{static}viewer.bundle.js"></script>
+</body>
+</html>
+"""
+
+
+class DesktopPageHandler(JupyterHandler):
+    @web.authenticated
+    def get(self):
+        base = self.base_url
+        hub = self.serverapp.jinja_template_vars.get("hub_control_panel_url", "")
+        hub_link = f'<a id="hub-link" href="{escape.xhtml_escape(hub)}">Hub</a>' if hub else ""
+        config = json.dumps({"hub": hub, "xsrf": self.xsrf_token.decode()}).replace("</", "<\\/")
+        static = url_path_join(base, "devdock/desktop-static/")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(PAGE.format(static=escape.xhtml_escape(static), hub_link=hub_link, config=config))
+
+
+def handlers(base_url: str) -> list:
+    """Added before jupyter-remote-desktop-proxy's own (devdock_ext loads first), so ``/desktop/`` is this page."""
+    return [
+        (url_path_join(base_url, "/desktop/"), DesktopPageHandler),
+        (url_path_join(base_url, "/devdock/desktop-static/(.*)"), AuthenticatedFileHandler, {"path": VIEWER}),
+    ]

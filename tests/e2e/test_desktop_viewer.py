@@ -1,0 +1,156 @@
+"""devdock's desktop viewer in Chromium through the real hub and proxy: it reconnects by itself after the proxy
+restarts (no reload), says so when the server is gone, shares the clipboard both ways through the browser's
+Clipboard API, makes the session follow the window's size, and the session runs on with no tab open."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.desktop import SHOTS, login, wait_for_desktop_frame
+from tests.harness import Hub
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def hub(docker_client, tmp_path_factory):
+    # The hub looks after its proxy every 2 s (JupyterHub restarts a proxy that died, and puts the routes back).
+    hub = Hub(
+        docker_client,
+        tmp_path_factory.mktemp("viewer"),
+        extra_config="c.ConfigurableHTTPProxy.check_running_interval = 2\n",
+    )
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def _open_desktop(page, hub, user: str, drawn: bool = True):
+    login(page, hub, user)
+    page.wait_for_url(f"**/user/{user}/**", timeout=180_000)
+    page.goto(f"{hub.url}/user/{user}/desktop/")
+    page.wait_for_function("document.getElementById('status').textContent === 'Connected'", timeout=60_000)
+    return wait_for_desktop_frame(page.locator("#screen canvas")) if drawn else None
+
+
+def _as_user(container, script: str) -> str:
+    """``script`` as the user on the desktop's display (:1, the session jupyter-remote-desktop-proxy started)."""
+    display = container.exec_run(["sh", "-c", "ls /tmp/.X11-unix | head -n 1"], user="1000").output.decode().strip()
+    env = {"DISPLAY": ":" + display.lstrip("X"), "HOME": f"/home/{container.labels['io.devdock.owner']}"}
+    return container.exec_run(["bash", "-c", script], user="1000", environment=env).output.decode(errors="replace")
+
+
+def _proxy_pid(hub) -> int:
+    out = subprocess.run(["pgrep", "-f", f"configurable-http-proxy.*--api-port {hub.proxy_api_port}"],
+                         capture_output=True, text=True)  # fmt: skip
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids, "the hub's configurable-http-proxy is not running"
+    return pids[0]
+
+
+def test_desktop_reconnects_by_itself_after_a_proxy_restart_without_a_reload(hub, page):
+    hub.spawn("dv-rho")
+    _open_desktop(page, hub, "dv-rho")
+    container = hub.container("dv-rho")
+    _as_user(container, "(xfce4-terminal --title devdock-still-here >/dev/null 2>&1 &) ; sleep 2")
+    page.evaluate("window.devdockTestMarker = 'the same page'")
+    old = _proxy_pid(hub)
+    subprocess.run(["kill", f"-{signal.SIGKILL.value}", str(old)], check=True)
+    page.wait_for_function("document.body.dataset.state === 'reconnecting'", timeout=30_000)
+    assert "Reconnecting by itself" in page.locator("#devdock-banner").inner_text()
+    page.screenshot(path=SHOTS / "desktop-reconnecting.png")
+    page.wait_for_function("document.getElementById('status').textContent === 'Connected'", timeout=90_000)
+    assert _proxy_pid(hub) != old  # the proxy really restarted
+    assert page.evaluate("window.devdockTestMarker") == "the same page"  # no reload
+    assert page.locator("#devdock-banner").is_hidden()
+    wait_for_desktop_frame(page.locator("#screen canvas"))
+    # The session is as it was: the window opened before is still there.
+    assert "devdock-still-here" in _as_user(container, "xwininfo -root -tree")
+    page.screenshot(path=SHOTS / "desktop-reconnected.png")
+
+
+def test_desktop_says_the_server_is_gone_and_links_to_the_hub(hub, page):
+    hub.ensure_running("dv-rho")
+    _open_desktop(page, hub, "dv-rho")
+    hub.stop_server("dv-rho")
+    page.wait_for_function("document.body.dataset.state === 'gone'", timeout=60_000)
+    banner = page.locator("#devdock-banner")
+    assert "Your server has stopped" in banner.inner_text()
+    assert banner.locator("a").get_attribute("href").endswith("/hub/home")
+    page.screenshot(path=SHOTS / "desktop-server-gone.png")
+
+
+def test_desktop_clipboard_both_ways_through_the_clipboard_api(hub, browser):
+    hub.spawn("dv-cleo")
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=hub.url)
+    page = context.new_page()
+    try:
+        _open_desktop(page, hub, "dv-cleo")
+        container = hub.container("dv-cleo")
+        assert "shared with this computer" in page.locator("#clipboard-mode").inner_text()
+        # Copied on the desktop: the page's clipboard (this computer's) has it, without the popover.
+        _as_user(container, "printf 'copied on the desktop: 你好 ✓' | xclip -selection clipboard")
+        page.wait_for_function(
+            "navigator.clipboard.readText().then(t => window.devdockSeen = t); window.devdockSeen === "
+            "'copied on the desktop: 你好 ✓'",
+            timeout=30_000,
+        )
+        assert page.locator("#clipboard-container").is_hidden()
+        # Copied on this computer: back on the desktop, it pastes there.
+        page.evaluate("navigator.clipboard.writeText('copied in the browser')")
+        page.locator("#screen canvas").click()
+        deadline = time.monotonic() + 30
+        while _as_user(container, "xclip -o -selection clipboard") != "copied in the browser":
+            assert time.monotonic() < deadline, _as_user(container, "xclip -o -selection clipboard")
+            time.sleep(0.5)
+            page.locator("#screen canvas").click()
+    finally:
+        context.close()
+    hub.stop_server("dv-cleo")
+
+
+def _screen_size(container) -> tuple[int, int]:
+    out = _as_user(container, "xdpyinfo | grep dimensions")
+    width, height = out.split("dimensions:")[1].split()[0].split("x")
+    return int(width), int(height)
+
+
+def test_desktop_size_follows_the_window_and_the_session_runs_on_without_a_tab(hub, browser):
+    hub.spawn("dv-sam")
+    container = hub.container("dv-sam")
+    context = browser.new_context(viewport={"width": 1200, "height": 760})
+    page = context.new_page()
+    _open_desktop(page, hub, "dv-sam")
+
+    def fits() -> bool:
+        box = page.locator("#screen").bounding_box()
+        return _screen_size(container) == (int(box["width"]), int(box["height"]))
+
+    deadline = time.monotonic() + 30
+    while not fits():
+        assert time.monotonic() < deadline, (_screen_size(container), page.locator("#screen").bounding_box())
+        time.sleep(0.5)
+    page.set_viewport_size({"width": 1000, "height": 640})
+    deadline = time.monotonic() + 30
+    while not fits():
+        assert time.monotonic() < deadline, (_screen_size(container), page.locator("#screen").bounding_box())
+        time.sleep(0.5)
+    assert _screen_size(container)[0] == 1000
+    # No tab open: the session and its windows keep running; the next tab finds them.
+    _as_user(container, "(xfce4-terminal --title devdock-no-tab >/dev/null 2>&1 &) ; sleep 2")
+    context.close()
+    time.sleep(5)
+    assert "devdock-no-tab" in _as_user(container, "xwininfo -root -tree")
+    context = browser.new_context(viewport={"width": 1000, "height": 640})
+    page = context.new_page()
+    _open_desktop(page, hub, "dv-sam", drawn=False)  # a dark terminal fills much of it: not the empty desktop
+    assert "devdock-no-tab" in _as_user(container, "xwininfo -root -tree")
+    page.wait_for_timeout(2000)
+    page.screenshot(path=SHOTS / "desktop-after-no-tab.png")
+    context.close()
+    hub.stop_server("dv-sam")
