@@ -41,7 +41,8 @@ def test_desktop_page_served_through_the_proxy(alice):
     headers = {"Authorization": f"token {alice['token']}"}
     bundle = requests.get(alice["url"] + "devdock/desktop-static/viewer.bundle.js", headers=headers, timeout=30)
     assert bundle.status_code == 200 and "clipboardPasteFrom" in bundle.text  # the viewer with noVNC in it
-    anonymous = requests.get(alice["url"] + "devdock/desktop-static/viewer.bundle.js", timeout=30, allow_redirects=False)
+    bundle_url = alice["url"] + "devdock/desktop-static/viewer.bundle.js"
+    anonymous = requests.get(bundle_url, timeout=30, allow_redirects=False)
     assert anonymous.status_code in (302, 401, 403), anonymous.status_code
 
 
