@@ -96,7 +96,8 @@ step_system() {
         fonts-dejavu-core adwaita-icon-theme \
         mesa-utils libgl1-mesa-dri libvulkan1 \
         fonts-noto-core fonts-noto-cjk fonts-noto-color-emoji \
-        xclip x11-utils
+        xclip x11-utils \
+        firefox-esr
     # noVNC's ES modules for devdock's desktop viewer (devdock_ext/desktop.py), from Debian's package but without
     # its dependencies (websockify, numpy): jupyter-server-proxy already carries the websocket.
     apt-get update -qq

@@ -154,3 +154,33 @@ def test_desktop_size_follows_the_window_and_the_session_runs_on_without_a_tab(h
     page.screenshot(path=SHOTS / "desktop-after-no-tab.png")
     context.close()
     hub.stop_server("dv-sam")
+
+
+def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, page):
+    hub.spawn("dv-fox")
+    container = hub.container("dv-fox")
+    # The panel's web browser launcher (XFCE's debian-sensible-browser helper) is Firefox ESR.
+    browser_path = _as_user(container, "readlink -f /etc/alternatives/x-www-browser").strip()
+    assert browser_path.endswith("firefox-esr"), browser_path
+    log = "/tmp/firefox-dns.log"
+    # Every host name Firefox looks up goes to its log (MOZ_LOG's resolver module).
+    _as_user(container, f"(MOZ_LOG=nsHostResolver:5 MOZ_LOG_FILE={log} firefox-esr >/dev/null 2>&1 &); true")
+    deadline = time.monotonic() + 90
+    while "Mozilla Firefox" not in _as_user(container, "xwininfo -root -tree | grep -i firefox"):
+        assert time.monotonic() < deadline, _as_user(container, "xwininfo -root -tree")
+        time.sleep(1)
+    time.sleep(15)  # what a start would fetch (first-run pages, telemetry, updates, safe browsing) starts by now
+    lookups = _as_user(container, f"cat {log}* 2>/dev/null | grep -o 'Resolving host \\[[^]]*\\]' | sort -u")
+    assert lookups.strip() == "", lookups
+    titles = _as_user(container, "xwininfo -root -tree | grep -i firefox")
+    assert "Welcome" not in titles and "Privacy" not in titles, titles
+    _open_desktop(page, hub, "dv-fox", drawn=False)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=SHOTS / "desktop-firefox.png")
+    # The control: a page the user opens is looked up (the log works).
+    _as_user(container, "firefox-esr --new-tab http://devdock-control.invalid/ >/dev/null 2>&1; true")
+    deadline = time.monotonic() + 30
+    while "devdock-control.invalid" not in _as_user(container, f"cat {log}* 2>/dev/null"):
+        assert time.monotonic() < deadline, "Firefox's resolver log stayed empty"
+        time.sleep(1)
+    hub.stop_server("dv-fox")
