@@ -4,11 +4,16 @@ Clipboard API, makes the session follow the window's size, and the session runs 
 
 from __future__ import annotations
 
+import io
+import json
 import signal
 import subprocess
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.e2e.desktop import SHOTS, login, wait_for_desktop_frame
 from tests.harness import Hub
@@ -184,3 +189,117 @@ def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, pag
         assert time.monotonic() < deadline, "Firefox's resolver log stayed empty"
         time.sleep(1)
     hub.stop_server("dv-fox")
+
+
+def test_desktop_opengl_and_fonts_of_every_script_seen_in_chromium(hub, page):
+    """What a person sees: glxgears drawing (Mesa's software renderer here) and a terminal with CJK, Devanagari and
+    emoji text, in the desktop as Chromium shows it."""
+    hub.spawn("dv-gus")
+    container = hub.container("dv-gus")
+    before = _open_desktop(page, hub, "dv-gus")
+    text = "你好 こんにちは 안녕하세요 नमस्ते 😀"
+    terminal = f"xfce4-terminal --geometry=60x8+40+60 --title fonts -x sh -c 'echo \"{text}\"; sleep 600'"
+    _as_user(container, f"({terminal} >/dev/null 2>&1 &); (glxgears -geometry 300x300+700+120 >/dev/null 2>&1 &)")
+    time.sleep(4)
+    windows = _as_user(container, "xwininfo -root -tree")
+    assert '"fonts"' in windows and '"glxgears"' in windows, windows
+    page.wait_for_timeout(2000)
+    shot = page.locator("#screen canvas").screenshot()
+    (SHOTS / "desktop-gl-fonts.png").write_bytes(shot)
+    image = Image.open(io.BytesIO(shot)).convert("RGB")
+    # glxgears draws a red, a green and a blue gear: strongly coloured pixels the empty desktop does not have.
+    empty = Image.open(io.BytesIO(before)).convert("RGB")
+
+    def gear_pixels(img) -> dict[str, int]:
+        counts = {"red": 0, "green": 0, "blue": 0}
+        for r, g, b in img.getdata():
+            if r > 150 and g < 60 and b < 60:
+                counts["red"] += 1
+            elif g > 150 and r < 60 and b < 60:
+                counts["green"] += 1
+            elif b > 150 and r < 60 and g < 60:
+                counts["blue"] += 1
+        return counts
+
+    seen, control = gear_pixels(image), gear_pixels(empty)
+    assert all(seen[c] > 200 for c in seen), seen
+    assert all(control[c] < 50 for c in control), control
+    hub.stop_server("dv-gus")
+
+
+def test_desktop_files_dropped_on_the_page_land_in_the_home_and_replace_nothing(hub, page):
+    hub.spawn("dv-dora")
+    container = hub.container("dv-dora")
+    _open_desktop(page, hub, "dv-dora", drawn=False)
+
+    def drop(name: str, size: int) -> str:
+        """Drop a file of ``size`` bytes (a repeating pattern) on the desktop, as a file manager would."""
+        data = page.evaluate_handle(
+            """([name, size]) => {
+                 const bytes = new Uint8Array(size);
+                 for (let i = 0; i < size; i++) bytes[i] = i % 251;
+                 const dt = new DataTransfer(); dt.items.add(new File([bytes], name)); return dt; }""",
+            [name, size],
+        )
+        page.evaluate("delete document.getElementById('devdock-banner').dataset.uploaded")
+        page.locator("#screen").dispatch_event("drop", {"dataTransfer": data})
+        page.wait_for_function("document.getElementById('devdock-banner').dataset.uploaded", timeout=60_000)
+        return page.evaluate("document.getElementById('devdock-banner').dataset.uploaded")
+
+    expected = "import hashlib; print(hashlib.sha256(bytes(i % 251 for i in range({}))).hexdigest())"
+    home = "/home/dv-dora"
+    for name, size, landed in (("notes.txt", 1000, "notes.txt"), ("notes.txt", 2000, "notes (1).txt"),
+                               ("big.bin", 9 * 1024 * 1024 + 17, "big.bin")):  # fmt: skip
+        assert drop(name, size) == landed
+        digest = container.exec_run(["sha256sum", f"{home}/{landed}"]).output.decode().split()[0]
+        assert digest == container.exec_run(["python3", "-c", expected.format(size)]).output.decode().strip(), landed
+    # the first notes.txt is as it was (1000 bytes): nothing was replaced
+    assert container.exec_run(["stat", "-c", "%s %U", f"{home}/notes.txt"]).output.decode().split() == [
+        "1000",
+        "dv-dora",
+    ]
+    assert "Uploaded to your home: ~/big.bin" in page.locator("#devdock-banner").inner_text()
+    hub.stop_server("dv-dora")
+
+
+@pytest.fixture(scope="module")
+def public_hub(docker_client, tmp_path_factory):
+    """A hub whose public address the servers can reach (the devdock network's gateway), as on a real host."""
+    folder = tmp_path_factory.mktemp("public")
+    gateway = Hub(docker_client, folder / "probe").gateway  # made, never started: it sets the network up
+    hub = Hub(docker_client, folder / "hub", host=gateway)
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(public_hub, page):
+    hub = public_hub
+    hub.spawn("dv-finn")
+    container = hub.container("dv-finn")
+    with open(Path(__file__).parent / "firefox_bidi.py", "rb") as f:
+        script = f.read()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("firefox_bidi.py")
+        info.size, info.mode = len(script), 0o644
+        tar.addfile(info, io.BytesIO(script))
+    container.put_archive("/usr/local/share", archive.getvalue())  # the container's own layer (/tmp is a tmpfs)
+    # A web app in the server on port 6006, as TensorBoard serves one; and Firefox on the desktop, driven over
+    # its own remote protocol (WebDriver BiDi) from inside the container.
+    _as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "
+                        "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &) && "
+                        "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")  # fmt: skip
+    out = container.exec_run(
+        ["/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn", hub.password,
+         "/user/dv-finn/proxy/6006/"],
+        user="1000",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output.decode()[-2000:]
+    seen = json.loads(out.output.decode().strip().splitlines()[-1])
+    assert "JupyterLab" in seen["lab_title"] and seen["lab_url"].startswith(f"{hub.url}/user/dv-finn/lab"), seen
+    assert seen["app_text"] == "TensorBoard stand-in: scalars", seen
+    _open_desktop(page, hub, "dv-finn", drawn=False)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=SHOTS / "desktop-firefox-lab.png")
+    hub.stop_server("dv-finn")

@@ -156,4 +156,76 @@ clipboardText.addEventListener("change", () => {
   if (rfb) rfb.clipboardPasteFrom(clipboardText.value);
 });
 
+// --- files dropped on the desktop go to the home (JupyterLab's contents API: the same home) ---------------------
+
+const contentsUrl = new URL("../api/contents/", window.location);
+const CHUNK = 4 * 1024 * 1024;
+
+function base64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+async function contents(name, init) {
+  return fetch(new URL(encodeURIComponent(name), contentsUrl), {
+    credentials: "same-origin",
+    cache: "no-store",
+    ...init,
+    headers: { "X-XSRFToken": xsrfToken(), "Content-Type": "application/json" },
+  });
+}
+
+// A name of its own in the home: "data.csv", else "data (1).csv" ... (nothing there is replaced).
+async function freeName(original) {
+  const clean = original.replace(/[\/\\]/g, "_").replace(/^\.+/, "_") || "upload";
+  const dot = clean.lastIndexOf(".");
+  const [stem, ext] = dot > 0 ? [clean.slice(0, dot), clean.slice(dot)] : [clean, ""];
+  for (let n = 0; n < 1000; n++) {
+    const name = n ? `${stem} (${n})${ext}` : clean;
+    const response = await contents(name, { method: "GET" });
+    if (response.status === 404) return name;
+  }
+  throw new Error("no free name");
+}
+
+async function upload(file) {
+  const name = await freeName(file.name);
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const chunks = Math.max(1, Math.ceil(bytes.length / CHUNK));
+  for (let i = 0; i < chunks; i++) {
+    const model = { type: "file", format: "base64", content: base64(bytes.subarray(i * CHUNK, (i + 1) * CHUNK)) };
+    if (chunks > 1) model.chunk = i === chunks - 1 ? -1 : i + 1; // JupyterLab's chunked upload
+    const response = await contents(name, { method: "PUT", body: JSON.stringify(model) });
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+  }
+  return name;
+}
+
+function say(text) {
+  banner.hidden = false;
+  banner.textContent = text;
+}
+
+screen.addEventListener("dragover", (event) => {
+  if (event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files")) event.preventDefault();
+});
+screen.addEventListener("drop", async (event) => {
+  if (!event.dataTransfer || !event.dataTransfer.files.length) return;
+  event.preventDefault();
+  for (const file of Array.from(event.dataTransfer.files)) {
+    say(`Uploading ${file.name} to your home...`);
+    try {
+      const name = await upload(file);
+      say(`Uploaded to your home: ~/${name}`);
+      banner.dataset.uploaded = name;
+    } catch (e) {
+      say(`${file.name} could not be uploaded (${e.message}); nothing in your home was changed.`);
+    }
+  }
+  setTimeout(() => {
+    if (connected) banner.hidden = true;
+  }, 8000);
+});
+
 connect();
