@@ -585,6 +585,15 @@ class StandInGPUs:
     def apps(self, processes: list[tuple[str, int, int]]) -> None:
         (self.folder / "apps.csv").write_text("".join(f"{u}, {pid}, {mib}\n" for u, pid, mib in processes))
 
+    def hub_config(self, nodes: list[str], profiles: list[dict]) -> str:
+        """Config lines: these stand-in GPUs as device nodes, read by this nvidia-smi every second."""
+        return (
+            devices_mode_config(nodes, self.uuids)
+            + f"c.DevDockSpawner.profile_list = {profiles!r}\n"
+            + f"c.DevDockSpawner.gpu_monitor_command = [{str(self.script)!r}]\n"
+            + "c.DevDockSpawner.usage_interval = 1\n"
+        )
+
     def broken(self, broken: bool) -> None:
         flag = self.folder / "broken"
         flag.touch() if broken else flag.unlink(missing_ok=True)

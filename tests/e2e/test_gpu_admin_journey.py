@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.e2e.desktop import SHOTS, login
-from tests.harness import RUN_ID, Hub, StandInGPUs, devices_mode_config, host_pid_of
+from tests.harness import RUN_ID, Hub, StandInGPUs, host_pid_of
 
 pytestmark = pytest.mark.e2e
 
@@ -24,12 +24,7 @@ PROFILES = [
 @pytest.fixture(scope="module")
 def gpu_hub(docker_client, tmp_path_factory, device_nodes):
     gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
-    extra = (
-        devices_mode_config(device_nodes, UUIDS)
-        + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
-        + f"c.DevDockSpawner.gpu_monitor_command = [{str(gpus.script)!r}]\n"
-        + "c.DevDockSpawner.usage_interval = 1\n"
-    )
+    extra = gpus.hub_config(device_nodes, PROFILES)
     hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-admin"), extra_config=extra)
     hub.start()
     yield hub, gpus

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, StandInGPUs, devices_mode_config, host_pid_of, xsrf_from
+from tests.harness import RUN_ID, Hub, StandInGPUs, host_pid_of, xsrf_from
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +57,7 @@ def cuda_env_image(docker_client):
 @pytest.fixture(scope="module")
 def monitored(docker_client, tmp_path_factory, device_nodes, cuda_env_image):
     gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
-    extra = (
-        devices_mode_config(device_nodes, UUIDS)
-        + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
-        + f"c.DevDockSpawner.gpu_monitor_command = [{str(gpus.script)!r}]\n"
-        + "c.DevDockSpawner.usage_interval = 1\n"
-    )
+    extra = gpus.hub_config(device_nodes, PROFILES)
     hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-health"), extra_config=extra)
     hub.start()
     yield hub, gpus
