@@ -44,3 +44,18 @@ def wait_for_desktop_frame(canvas, timeout: float = 90) -> bytes:
         time.sleep(1)
     (SHOTS / "desktop-not-drawn.png").write_bytes(png)
     raise AssertionError(f"desktop never drawn after {timeout}s: (colours, black share) = {frame_stats(png)}")
+
+
+def open_desktop(page, hub, user: str, drawn: bool = True):
+    login(page, hub, user)
+    page.wait_for_url(f"**/user/{user}/**", timeout=180_000)
+    page.goto(f"{hub.url}/user/{user}/desktop/")
+    page.wait_for_function("document.getElementById('status').textContent === 'Connected'", timeout=60_000)
+    return wait_for_desktop_frame(page.locator("#screen canvas")) if drawn else None
+
+
+def as_user(container, script: str) -> str:
+    """``script`` as the user on the desktop's display (:1, the session jupyter-remote-desktop-proxy started)."""
+    display = container.exec_run(["sh", "-c", "ls /tmp/.X11-unix | head -n 1"], user="1000").output.decode().strip()
+    env = {"DISPLAY": ":" + display.lstrip("X"), "HOME": f"/home/{container.labels['io.devdock.owner']}"}
+    return container.exec_run(["bash", "-c", script], user="1000", environment=env).output.decode(errors="replace")

@@ -16,6 +16,14 @@ import time
 
 from tornado.websocket import websocket_connect
 
+#: Seconds one BiDi command may take, and the whole run (a loaded machine runs JupyterLab slowly in Firefox).
+CALL_TIMEOUT = 90
+RUN_TIMEOUT = 300
+
+
+def step(text: str) -> None:
+    print(f"firefox_bidi: {text}", file=sys.stderr, flush=True)
+
 
 async def main(hub: str, user: str, password: str, app_path: str) -> dict:
     for _ in range(60):
@@ -33,7 +41,10 @@ async def main(hub: str, user: str, password: str, app_path: str) -> dict:
         counter += 1
         await ws.write_message(json.dumps({"id": counter, "method": method, "params": params}))
         while True:
-            message = json.loads(await ws.read_message())
+            raw = await asyncio.wait_for(ws.read_message(), CALL_TIMEOUT)
+            if raw is None:
+                raise RuntimeError(f"{method}: Firefox closed the connection")
+            message = json.loads(raw)
             if message.get("id") == counter:
                 if message.get("type") == "error":
                     raise RuntimeError(f"{method}: {message.get('error')}: {message.get('message')}")
@@ -43,7 +54,8 @@ async def main(hub: str, user: str, password: str, app_path: str) -> dict:
     context = (await call("browsingContext.getTree", {}))["contexts"][0]["context"]
 
     async def go(url: str) -> None:
-        await call("browsingContext.navigate", {"context": context, "url": url, "wait": "complete"})
+        # Not waiting for the load to complete (a busy page may never say so): each step polls for what it needs.
+        await call("browsingContext.navigate", {"context": context, "url": url, "wait": "none"})
 
     async def js(expression: str):
         result = await call(
@@ -63,23 +75,27 @@ async def main(hub: str, user: str, password: str, app_path: str) -> dict:
             await asyncio.sleep(0.5)
         raise RuntimeError(f"not within {timeout} s: {expression}")
 
+    step("session open")
     await go(f"{hub}/hub/login")
-    await until("document.getElementById('username_input') !== null")
+    await until("location.pathname.endsWith('/hub/login') && document.getElementById('login_submit') !== null")
     await js(
         f"document.getElementById('username_input').value = {json.dumps(user)};"
         f"document.getElementById('password_input').value = {json.dumps(password)};"
         "document.getElementById('login_submit').click(); true"
     )
     await until("!location.pathname.endsWith('/hub/login')")
+    step("logged in")
     await go(f"{hub}/user/{user}/lab")
-    lab = await until("document.querySelector('.jp-LabShell') && document.title")
+    lab = await until("location.pathname.includes('/lab') && document.querySelector('.jp-LabShell') && document.title")
     lab_url = await js("location.href")
+    step("JupyterLab shown")
     await go(f"{hub}{app_path}")
-    app = await until("document.body && document.body.innerText.trim()")
+    on_app = f"location.pathname === {json.dumps(app_path)}"
+    app = await until(f"{on_app} && document.body && document.body.innerText.trim()")
     await go(f"{hub}/user/{user}/lab")  # what the desktop then shows
-    await until("document.querySelector('.jp-LabShell')")
+    await until("location.pathname.includes('/lab') && document.querySelector('.jp-LabShell')")
     return {"lab_title": lab, "lab_url": lab_url, "app_text": app[:200]}
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(*sys.argv[1:5]))))
+    print(json.dumps(asyncio.run(asyncio.wait_for(main(*sys.argv[1:5]), RUN_TIMEOUT))))

@@ -1,0 +1,99 @@
+"""Firefox ESR in the desktop, in Chromium through the real hub: it starts without first-run pages or looking up any
+host, and, driven over its own remote protocol from inside the container, opens the user's JupyterLab and a web app
+through the hub at its public address."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.desktop import SHOTS, as_user, open_desktop
+from tests.harness import Hub
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def hub(docker_client, tmp_path_factory):
+    hub = Hub(docker_client, tmp_path_factory.mktemp("firefox"))
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, page):
+    hub.spawn("dv-fox")
+    container = hub.container("dv-fox")
+    # The panel's web browser launcher (XFCE's debian-sensible-browser helper) is Firefox ESR.
+    browser_path = as_user(container, "readlink -f /etc/alternatives/x-www-browser").strip()
+    assert browser_path.endswith("firefox-esr"), browser_path
+    log = "/tmp/firefox-dns.log"
+    # Every host name Firefox looks up goes to its log (MOZ_LOG's resolver module).
+    as_user(container, f"(MOZ_LOG=nsHostResolver:5 MOZ_LOG_FILE={log} firefox-esr >/dev/null 2>&1 &); true")
+    deadline = time.monotonic() + 90
+    while "Mozilla Firefox" not in as_user(container, "xwininfo -root -tree | grep -i firefox"):
+        assert time.monotonic() < deadline, as_user(container, "xwininfo -root -tree")
+        time.sleep(1)
+    time.sleep(15)  # what a start would fetch (first-run pages, telemetry, updates, safe browsing) starts by now
+    lookups = as_user(container, f"cat {log}* 2>/dev/null | grep -o 'Resolving host \\[[^]]*\\]' | sort -u")
+    assert lookups.strip() == "", lookups
+    titles = as_user(container, "xwininfo -root -tree | grep -i firefox")
+    assert "Welcome" not in titles and "Privacy" not in titles, titles
+    open_desktop(page, hub, "dv-fox", drawn=False)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=SHOTS / "desktop-firefox.png")
+    # The control: a page the user opens is looked up (the log works).
+    as_user(container, "firefox-esr --new-tab http://devdock-control.invalid/ >/dev/null 2>&1; true")
+    deadline = time.monotonic() + 30
+    while "devdock-control.invalid" not in as_user(container, f"cat {log}* 2>/dev/null"):
+        assert time.monotonic() < deadline, "Firefox's resolver log stayed empty"
+        time.sleep(1)
+    hub.stop_server("dv-fox")
+
+
+@pytest.fixture(scope="module")
+def public_hub(docker_client, tmp_path_factory):
+    """A hub whose public address the servers can reach (the devdock network's gateway), as on a real host."""
+    folder = tmp_path_factory.mktemp("public")
+    gateway = Hub(docker_client, folder / "probe").gateway  # made, never started: it sets the network up
+    hub = Hub(docker_client, folder / "hub", host=gateway)
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(public_hub, page):
+    hub = public_hub
+    hub.spawn("dv-finn")
+    container = hub.container("dv-finn")
+    with open(Path(__file__).parent / "firefox_bidi.py", "rb") as f:
+        script = f.read()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("firefox_bidi.py")
+        info.size, info.mode = len(script), 0o644
+        tar.addfile(info, io.BytesIO(script))
+    container.put_archive("/usr/local/share", archive.getvalue())  # the container's own layer (/tmp is a tmpfs)
+    # A web app in the server on port 6006, as TensorBoard serves one; and Firefox on the desktop, driven over
+    # its own remote protocol (WebDriver BiDi) from inside the container.
+    as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "
+                        "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &) && "
+                        "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")  # fmt: skip
+    out = container.exec_run(
+        ["timeout", "330", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
+         hub.password, "/user/dv-finn/proxy/6006/"],
+        user="1000",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output.decode()[-2000:]
+    seen = json.loads(out.output.decode().strip().splitlines()[-1])
+    assert "JupyterLab" in seen["lab_title"] and seen["lab_url"].startswith(f"{hub.url}/user/dv-finn/lab"), seen
+    assert seen["app_text"] == "TensorBoard stand-in: scalars", seen
+    open_desktop(page, hub, "dv-finn", drawn=False)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=SHOTS / "desktop-firefox-lab.png")
+    hub.stop_server("dv-finn")
