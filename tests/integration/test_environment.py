@@ -130,7 +130,7 @@ def test_ssh_finds_python_pip_and_jupyter_with_the_same_environment_as_terminals
     kernel = _env(run_in_kernel(hub.server_url("eve2"), token, code)["stdout"], names)
     desktop_shell = (
         "import subprocess, time\n"
-        "for _ in range(60):  # the desktop starts with the server, a moment after it\n"
+        "for _ in range(180):  # the desktop starts with the server, a moment after it (later on a loaded machine)\n"
         "    pid = subprocess.run(['pgrep', '-o', '-u', '1000', 'xfce4-session'], capture_output=True).stdout\n"
         "    if pid.strip():\n"
         "        break\n"
