@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 
 from .gpu import MIG_PROFILE, WHOLE
-from .spawner_desktop import KEYBOARD, LOCALE
+from .spawner_desktop import desktop_setting_problem
 from .swarm import check_constraint
 
 #: Spawner settings a profile may override (each spawn starts again from the site's configuration).
@@ -133,15 +133,10 @@ def load_profiles(profile_list: list[dict]) -> list[Profile]:
         bad = set(overrides) - set(OVERRIDABLE)
         if bad:
             raise ValueError(f"{where} ({slug}): cannot override {sorted(bad)}; allowed: {list(OVERRIDABLE)}")
-        for key, pattern, example in (
-            ("desktop_locale", LOCALE, "de_DE.UTF-8"),
-            ("desktop_keyboard_layout", KEYBOARD, "de"),
-        ):
-            value = overrides.get(key)
-            if value is not None and not (isinstance(value, str) and pattern.match(value)):
-                raise ValueError(f"{where} ({slug}): {key} must look like {example!r}, not {value!r}")
-        if overrides.get("desktop_gl", "auto") not in ("auto", "software"):
-            raise ValueError(f"{where} ({slug}): desktop_gl must be 'auto' or 'software'")
+        for key in ("desktop_locale", "desktop_keyboard_layout", "desktop_gl"):
+            problem = desktop_setting_problem(key, overrides[key]) if key in overrides else ""
+            if problem:
+                raise ValueError(f"{where} ({slug}): {problem}")
         placement = entry.get("placement", []) or []
         if not isinstance(placement, list | tuple):
             raise ValueError(f"{where} ({slug}): placement must be a list of constraints, not {placement!r}")

@@ -15,13 +15,26 @@ from traitlets.config import LoggingConfigurable
 LOCALE = re.compile(r"^([a-z]{2,3}_[A-Z]{2}(@[a-z]+)?|C)\.UTF-8$")
 #: ``us``, ``de``, ``de(nodeadkeys)``, ``us,ru``: XKB layouts, with an optional variant each.
 KEYBOARD = re.compile(r"^[a-z]{2,12}(\([a-z0-9_-]{1,24}\))?(,[a-z]{2,12}(\([a-z0-9_-]{1,24}\))?){0,3}$")
+#: The desktop settings a site or a profile may give, what each must look like, and an example of it.
+ALLOWED = {"desktop_locale": (LOCALE, "de_DE.UTF-8"), "desktop_keyboard_layout": (KEYBOARD, "de")}
+GL_MODES = ("auto", "software")
+
+
+def desktop_setting_problem(name: str, value) -> str:
+    """Why ``value`` cannot be the desktop setting ``name`` ("" when it can; empty means the default)."""
+    if name == "desktop_gl":
+        return "" if value in GL_MODES else f"desktop_gl must be 'auto' or 'software', not {value!r}"
+    pattern, example = ALLOWED[name]
+    if value == "" or (isinstance(value, str) and pattern.match(value)):
+        return ""
+    return f"{name} must look like {example!r}, not {value!r}"
 
 
 class DesktopMixin(LoggingConfigurable):
     """OpenGL, locale and keyboard of the desktop session."""
 
     desktop_gl = CaselessStrEnum(
-        ["auto", "software"],
+        list(GL_MODES),
         "auto",
         config=True,
         help="""
@@ -54,18 +67,12 @@ class DesktopMixin(LoggingConfigurable):
         """,
     )
 
-    @validate("desktop_locale")
-    def _check_locale(self, proposal):
+    @validate(*ALLOWED)
+    def _check_allowed(self, proposal):
         value = proposal["value"].strip()
-        if value and not LOCALE.match(value):
-            raise TraitError(f"desktop_locale {value!r} is not a UTF-8 locale such as 'de_DE.UTF-8'")
-        return value
-
-    @validate("desktop_keyboard_layout")
-    def _check_keyboard(self, proposal):
-        value = proposal["value"].strip()
-        if value and not KEYBOARD.match(value):
-            raise TraitError(f"desktop_keyboard_layout {value!r} is not an XKB layout such as 'de' or 'fr(oss)'")
+        problem = desktop_setting_problem(proposal["trait"].name, value)
+        if problem:
+            raise TraitError(problem)
         return value
 
     def desktop_environment(self) -> dict[str, str]:
