@@ -274,12 +274,15 @@ class Hub:
             time.sleep(0.3)
         raise AssertionError(f"server {name}/{server} still listed {timeout}s after stop")
 
-    def metric(self, name: str) -> float:
+    def metric(self, name: str, missing: float | None = None) -> float:
         """One sample of the hub's Prometheus metrics, e.g. ``devdock_gpus_allocated`` or
-        ``devdock_spawn_phase_seconds_count{phase="server"}`` (fails if it is not there)."""
+        ``devdock_spawn_phase_seconds_count{phase="server"}`` (fails if it is not there, unless ``missing`` is
+        given: then that)."""
         headers = {"Authorization": f"token {self.service_token}"}
         text = requests.get(f"{self.url}/hub/metrics", headers=headers, timeout=30).text
         match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        if not match and missing is not None:
+            return missing
         assert match, f"{name} not in /hub/metrics"
         return float(match.group(1))
 
@@ -483,7 +486,7 @@ def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 120, 
             "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                         "allow_stdin": False, "stop_on_error": True},
         }))  # fmt: skip
-        deadline = time.monotonic() + timeout
+        deadline, idle = time.monotonic() + timeout, False
         while time.monotonic() < deadline:
             ws.settimeout(max(0.1, deadline - time.monotonic()))
             message = json.loads(ws.recv())
@@ -496,6 +499,11 @@ def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 120, 
                 result["error"] = f"{content['ename']}: {content['evalue']}"
             elif kind == "execute_reply":
                 result["status"] = content["status"]
+            elif kind == "status" and content.get("execution_state") == "idle":
+                idle = True
+            # The reply comes on the shell channel and the output on IOPub, in no set order between them: the
+            # cell is done when both the reply and IOPub's "idle" for it have come.
+            if result["status"] and idle:
                 return result
         raise AssertionError(f"the kernel did not finish within {timeout}s: {result}")
     finally:
