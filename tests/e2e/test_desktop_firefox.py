@@ -1,9 +1,14 @@
 """Firefox ESR in the desktop, in Chromium through the real hub: it starts without first-run pages or looking up any
-host."""
+host, and, driven over its own remote protocol from inside the container, opens the user's JupyterLab and a web app
+through the hub at its public address."""
 
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +20,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def hub(docker_client, tmp_path_factory):
-    hub = Hub(docker_client, tmp_path_factory.mktemp("firefox"))
+    """A hub whose public address the servers can reach (the devdock network's gateway), as on a real host."""
+    folder = tmp_path_factory.mktemp("firefox")
+    gateway = Hub(docker_client, folder / "probe").gateway  # made, never started: it sets the network up
+    hub = Hub(docker_client, folder / "hub", host=gateway)
     hub.start()
     yield hub
     hub.stop()
@@ -49,3 +57,36 @@ def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, pag
         assert time.monotonic() < deadline, "Firefox's resolver log stayed empty"
         time.sleep(1)
     hub.stop_server("dv-fox")
+
+
+def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(hub, page):
+    hub.spawn("dv-finn")
+    container = hub.container("dv-finn")
+    with open(Path(__file__).parent / "firefox_bidi.py", "rb") as f:
+        script = f.read()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("firefox_bidi.py")
+        info.size, info.mode = len(script), 0o644
+        tar.addfile(info, io.BytesIO(script))
+    container.put_archive("/usr/local/share", archive.getvalue())  # the container's own layer (/tmp is a tmpfs)
+    # A web app in the server on port 6006, as TensorBoard serves one; and Firefox on the desktop, driven over
+    # its own remote protocol (WebDriver BiDi) from inside the container.
+    as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "
+                        "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &) && "
+                        "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")  # fmt: skip
+    out = container.exec_run(
+        ["timeout", "330", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
+         hub.password, "/user/dv-finn/proxy/6006/"],
+        user="1000",
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output.decode()[-2000:]
+    seen = json.loads(out.output.decode().strip().splitlines()[-1])
+    base_url, _, title = seen["lab_title"].partition(" ")
+    assert base_url == "/user/dv-finn/" and "JupyterLab" in title, seen  # the user's own server's JupyterLab page
+    assert seen["lab_url"].startswith(f"{hub.url}/user/dv-finn/lab"), seen
+    assert seen["app_text"] == "TensorBoard stand-in: scalars", seen
+    open_desktop(page, hub, "dv-finn", drawn=False)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=SHOTS / "desktop-firefox-lab.png")
+    hub.stop_server("dv-finn")
