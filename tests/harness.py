@@ -8,6 +8,7 @@ is removed at the end, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -540,6 +542,20 @@ def save_failure_report(name: str, parts: list[str]) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.txt").write_text(text)
     return text
+
+
+def put_files(container, folder: str, files: dict[str, bytes], owner: int | None = None) -> None:
+    """Write ``files`` (a path under ``folder`` -> its bytes) into a container, owned by ``owner`` (a uid, for the
+    user's own files) or by root."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            if owner is not None:
+                info.uid = info.gid = owner
+            tar.addfile(info, io.BytesIO(data))
+    container.put_archive(folder, archive.getvalue())
 
 
 def make_device_nodes(folder: Path, count: int) -> list[str]:

@@ -4,16 +4,14 @@ through the hub at its public address."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.desktop import SHOTS, as_user, open_desktop
-from tests.harness import Hub
+from tests.harness import Hub, put_files
 
 pytestmark = pytest.mark.e2e
 
@@ -62,14 +60,8 @@ def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, pag
 def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(hub, page):
     hub.spawn("dv-finn")
     container = hub.container("dv-finn")
-    with open(Path(__file__).parent / "firefox_bidi.py", "rb") as f:
-        script = f.read()
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        info = tarfile.TarInfo("firefox_bidi.py")
-        info.size, info.mode = len(script), 0o644
-        tar.addfile(info, io.BytesIO(script))
-    container.put_archive("/usr/local/share", archive.getvalue())  # the container's own layer (/tmp is a tmpfs)
+    script = (Path(__file__).parent / "firefox_bidi.py").read_bytes()
+    put_files(container, "/usr/local/share", {"firefox_bidi.py": script})  # the container's own layer (/tmp: tmpfs)
     # A web app in the server on port 6006, as TensorBoard serves one; and Firefox on the desktop, driven over
     # its own remote protocol (WebDriver BiDi) from inside the container.
     as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "

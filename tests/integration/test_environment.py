@@ -11,13 +11,12 @@ import io
 import os
 import re
 import subprocess
-import tarfile
 import zipfile
 
 import pytest
 import requests
 
-from tests.harness import IMAGE, RUN_ID, Hub, keygen, run_in_kernel, run_in_terminal, ssh
+from tests.harness import IMAGE, RUN_ID, Hub, keygen, put_files, run_in_kernel, run_in_terminal, ssh
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +45,8 @@ def make_wheel(name: str, version: str = "1.0", code: str = "") -> tuple[str, by
 
 def put_wheels(container, login: str, *names: str) -> str:
     """The wheels into ``~/wheels`` of the user's home (their own files, as if they had downloaded them)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name in names:
-            filename, data = make_wheel(name)
-            info = tarfile.TarInfo(f"wheels/{filename}")
-            info.size, info.uid, info.gid, info.mode = len(data), 1000, 1000, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    container.put_archive(f"/home/{login}", buf.getvalue())
+    wheels = {f"wheels/{filename}": data for filename, data in map(make_wheel, names)}
+    put_files(container, f"/home/{login}", wheels, owner=1000)
     return f"/home/{login}/wheels"
 
 
