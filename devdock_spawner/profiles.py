@@ -42,6 +42,8 @@ OVERRIDABLE = (
     "desktop_locale",
     "desktop_keyboard_layout",
     "desktop_gl",
+    "desktop_selkies",
+    "desktop_default_view",
 )
 #: Keys users may send in ``user_options``. SSH keys are not among them: they change only on the owner's
 #: ``/hub/ssh`` page (a token that may start a server must not be able to add a key to it).
@@ -133,10 +135,12 @@ def load_profiles(profile_list: list[dict]) -> list[Profile]:
         bad = set(overrides) - set(OVERRIDABLE)
         if bad:
             raise ValueError(f"{where} ({slug}): cannot override {sorted(bad)}; allowed: {list(OVERRIDABLE)}")
-        for key in ("desktop_locale", "desktop_keyboard_layout", "desktop_gl"):
+        for key in (name for name in OVERRIDABLE if name.startswith("desktop_")):
             problem = desktop_setting_problem(key, overrides[key]) if key in overrides else ""
             if problem:
                 raise ValueError(f"{where} ({slug}): {problem}")
+        if overrides.get("desktop_default_view") == "selkies" and overrides.get("desktop_selkies") is False:
+            raise ValueError(f"{where} ({slug}): desktop_default_view 'selkies' needs desktop_selkies on")
         placement = entry.get("placement", []) or []
         if not isinstance(placement, list | tuple):
             raise ValueError(f"{where} ({slug}): placement must be a list of constraints, not {placement!r}")

@@ -476,6 +476,11 @@ class DevDockSpawner(
         self.user_options = options
         self._apply_profile(profile)
         self._profile_slug = profile.slug
+        try:
+            self.desktop_views = self.desktop_views_for_spawn()
+        except ValueError as e:
+            self.log.error("devdock: not starting %s: %s", self._log_name, e)
+            raise web.HTTPError(500, f"devdock is misconfigured: {e}") from e
         self.stop_reason = {}
         if self.last_oom:
             self._emit(
@@ -670,6 +675,8 @@ class DevDockSpawner(
         self.ssh_host_key = str(state.get("ssh_host_key") or "")
         # stop_reason: why the culler stopped it, for the home page, until the next start.
         self.stop_reason = dict(state.get("stop_reason") or {})
+        # desktop_views: the ways into the running server's desktop, the default first (the home page's links).
+        self.desktop_views = [str(v) for v in state.get("desktop_views") or []]
 
     def _forget_stored_ssh_keys(self) -> None:
         """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.2 took keys there).
@@ -697,6 +704,8 @@ class DevDockSpawner(
             state["ssh_host_key"] = self.ssh_host_key
         if self.stop_reason:
             state["stop_reason"] = dict(self.stop_reason)
+        if self.desktop_views:
+            state["desktop_views"] = list(self.desktop_views)
         return state
 
     def clear_state(self):
@@ -706,6 +715,7 @@ class DevDockSpawner(
         port, host_key, reason = self.ssh_port, self.ssh_host_key, self.stop_reason
         super().clear_state()
         self.ssh_port, self.ssh_host_key, self.stop_reason = port, host_key, reason
+        self.desktop_views = []
         self.release_gpus()
 
     # --- progress ----------------------------------------------------------------------------

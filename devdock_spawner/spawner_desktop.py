@@ -1,4 +1,5 @@
-"""The desktop part of DevDockSpawner: how its OpenGL renders, its language and its keyboard (a mixin).
+"""The desktop part of DevDockSpawner: how its OpenGL renders, its language, its keyboard and its two ways in
+(noVNC and Selkies) (a mixin).
 
 What the desktop session does with these is in the image (``images/desktop/rootfs/opt/devdock/bin/devdock-gl-env``
 and ``devdock-xstartup``); the spawner only decides and validates, so that a profile can choose too.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from traitlets import CaselessStrEnum, TraitError, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 #: ``de_DE.UTF-8``, ``zh_CN.UTF-8``, ``C.UTF-8``: the UTF-8 locales glibc can make (the image makes one it lacks).
@@ -18,12 +19,20 @@ KEYBOARD = re.compile(r"^[a-z]{2,12}(\([a-z0-9_-]{1,24}\))?(,[a-z]{2,12}(\([a-z0
 #: The desktop settings a site or a profile may give, what each must look like, and an example of it.
 ALLOWED = {"desktop_locale": (LOCALE, "de_DE.UTF-8"), "desktop_keyboard_layout": (KEYBOARD, "de")}
 GL_MODES = ("auto", "software")
+#: The two ways into the same desktop session, and the path of each under the server's URL.
+VIEWS = {"novnc": "desktop/", "selkies": "selkies/"}
+#: Selkies' encoders devdock offers: H.264 (NVENC on a GPU that has one, else x264) or JPEG (any browser).
+SELKIES_ENCODERS = ("h264enc", "jpeg")
 
 
 def desktop_setting_problem(name: str, value) -> str:
     """Why ``value`` cannot be the desktop setting ``name`` ("" when it can; empty means the default)."""
     if name == "desktop_gl":
         return "" if value in GL_MODES else f"desktop_gl must be 'auto' or 'software', not {value!r}"
+    if name == "desktop_selkies":
+        return "" if isinstance(value, bool) else f"desktop_selkies must be true or false, not {value!r}"
+    if name == "desktop_default_view":
+        return "" if value in VIEWS else f"desktop_default_view must be one of {sorted(VIEWS)}, not {value!r}"
     pattern, example = ALLOWED[name]
     if value == "" or (isinstance(value, str) and pattern.match(value)):
         return ""
@@ -67,6 +76,42 @@ class DesktopMixin(LoggingConfigurable):
         """,
     )
 
+    desktop_selkies = Bool(
+        True,
+        config=True,
+        help="""
+        Offer Selkies as a second way into the same desktop session (``/selkies/``: H.264 or JPEG over one
+        websocket, with the session's sound, a two-way clipboard and file upload), next to noVNC
+        (``/desktop/``). Off: the server does not serve ``/selkies/`` at all. A profile may set its own
+        (``overrides.desktop_selkies``). Default: on.
+        """,
+    )
+
+    desktop_default_view = CaselessStrEnum(
+        list(VIEWS),
+        "novnc",
+        config=True,
+        help="""
+        Which way into the desktop the hub's home page offers first: ``novnc`` (any browser, no sound) or
+        ``selkies`` (faster, with sound; needs ``desktop_selkies``). A profile may set its own
+        (``overrides.desktop_default_view``). Default: ``novnc``.
+        """,
+    )
+
+    desktop_selkies_encoder = CaselessStrEnum(
+        list(SELKIES_ENCODERS),
+        "h264enc",
+        config=True,
+        help="""
+        Selkies' video encoder: ``h264enc`` (H.264, on the GPU's NVENC where the server holds a GPU that has one,
+        else in software; the choice is in ``~/.cache/devdock/selkies.log``) or ``jpeg`` (for browsers without
+        H.264 decoding). Default: ``h264enc``.
+        """,
+    )
+
+    #: The ways into the running server's desktop, the default first (set at start, kept in the server's state).
+    desktop_views = List(Unicode())
+
     @validate(*ALLOWED)
     def _check_allowed(self, proposal):
         value = proposal["value"].strip()
@@ -82,4 +127,18 @@ class DesktopMixin(LoggingConfigurable):
             env.update(LANG=self.desktop_locale, LC_ALL=self.desktop_locale, LANGUAGE=self.desktop_locale.split(".")[0])
         if self.desktop_keyboard_layout:
             env["DEVDOCK_KEYBOARD_LAYOUT"] = self.desktop_keyboard_layout
+        env["DEVDOCK_SELKIES"] = "1" if self.desktop_selkies else "0"
+        env["DEVDOCK_SELKIES_ENCODER"] = self.desktop_selkies_encoder
         return env
+
+    def desktop_links(self, server_url: str) -> list[tuple[str, str]]:
+        """(label, URL) of each way into the running server's desktop, the default first, for the home page."""
+        labels = {"novnc": "Desktop (noVNC)", "selkies": "Desktop (Selkies, with sound)"}
+        return [(labels[view], server_url + VIEWS[view]) for view in self.desktop_views if view in VIEWS]
+
+    def desktop_views_for_spawn(self) -> list[str]:
+        """The ways into this server's desktop, the default first (checked at each start: a profile may set both)."""
+        if self.desktop_default_view == "selkies" and not self.desktop_selkies:
+            raise ValueError("desktop_default_view is 'selkies' but desktop_selkies is off: turn one of them around")
+        views = ["novnc", "selkies"] if self.desktop_selkies else ["novnc"]
+        return sorted(views, key=lambda view: view != self.desktop_default_view)

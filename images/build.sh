@@ -139,6 +139,23 @@ step_python() {
     sed -i 's/^include-system-site-packages = false/include-system-site-packages = true/' "$VENV/pyvenv.cfg"
 }
 
+# Selkies in a venv of its own (see selkies-requirements.txt), the libraries its encoder and input need, and
+# PulseAudio for the session's sound (devdock-xstartup starts it; Selkies streams it).
+step_selkies() {
+    apt_install pulseaudio pulseaudio-utils \
+        libgbm1 libpixman-1-0 libxkbcommon0 libdrm2 libwayland-server0 libice6 libsm6 libxext6 libxtst6 libxfixes3
+    # The session's sound server is started by devdock-xstartup with devdock's own module list, not by XFCE's
+    # autostart (which would load the X11 bell, hardware detection and a second sink).
+    rm -f /etc/xdg/autostart/pulseaudio.desktop
+    python3 -m venv "$DEVDOCK/selkies"
+    if [ -n "${PIP_INDEX_URL:-}" ]; then
+        export PIP_INDEX_URL
+    fi
+    export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+    "$DEVDOCK/selkies/bin/pip" install -q -r "$DEVDOCK/build/selkies-requirements.txt"
+    "$DEVDOCK/selkies/bin/python" -m compileall -q -j 0 "$DEVDOCK/selkies/lib" >/dev/null || true
+}
+
 # devdock's own files: the server extension on the venv's path, its config in the venv's etc/.
 step_devdock() {
     site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -171,7 +188,7 @@ step_cleanup() {
 }
 
 main() {
-    step=${1:?usage: build.sh system|python|devdock|cleanup}
+    step=${1:?usage: build.sh system|python|selkies|devdock|cleanup}
     shift
     "step_$step" "$@"
 }
