@@ -10,6 +10,7 @@ from PIL import Image
 from tests.harness import ARTIFACTS
 
 SHOTS = ARTIFACTS / "screenshots"
+SHOTS.mkdir(parents=True, exist_ok=True)  # any browser test may be the first to save one
 
 
 def login(page, hub, username: str) -> None:
