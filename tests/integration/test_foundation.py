@@ -63,6 +63,8 @@ PROTECTED = [
     ("contents-api", "http", "api/contents"),
     ("desktop-page", "http", "desktop/"),
     ("desktop-websocket", "ws", "desktop-websockify/"),
+    ("selkies-page", "http", "selkies/"),
+    ("selkies-websocket", "ws", "selkies/api/websockets"),
     ("terminal-websocket", "ws", "terminals/websocket/{terminal}"),
 ]
 
@@ -119,6 +121,21 @@ def test_ghsa_vrq4_9hc3_cgp7_no_vnc_port_listens_on_tcp(hub, alice):
         assert not ports & FORBIDDEN_PORTS, sorted(ports & FORBIDDEN_PORTS)
     finally:
         ws.close()
+
+
+def test_selkies_listens_on_no_tcp_port_only_on_its_unix_socket(hub, alice):
+    container = hub.container("alice")
+    before = _listening_tcp_ports(container)
+    r = requests.get(alice["url"] + "selkies/", headers={"Authorization": f"token {alice['token']}"}, timeout=90)
+    assert r.status_code == 200 and "<title>Selkies</title>" in r.text  # Selkies' own page, through the hub
+    processes = container.exec_run(["ps", "-eo", "args"]).output.decode()
+    assert "/opt/devdock/selkies/bin/selkies --unix-socket /tmp/jupyter-server-proxy-" in processes, processes
+    assert "--enable-basic-auth=false" in processes and "--mode=websockets" in processes
+    assert _listening_tcp_ports(container) == before, (before, _listening_tcp_ports(container))
+    assert 8888 in before  # the check sees listeners
+    # Nothing but the user can reach its socket: the folder jupyter-server-proxy made for it is theirs alone.
+    folders = container.exec_run(["sh", "-c", "stat -c '%a %U' /tmp/jupyter-server-proxy-*"]).output.decode()
+    assert folders.split() and {line for line in folders.splitlines()} == {"700 alice"}, folders
 
 
 def test_user_processes_hold_no_capabilities(hub, alice):
