@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime
 from io import BytesIO
 
 import pytest
@@ -224,6 +225,7 @@ def test_selkies_audio_a_tone_played_in_the_desktop_is_heard_in_the_page(hub, co
 
 
 def test_selkies_home_page_links_both_views_the_profiles_default_first_and_a_profile_switches_it_off(hub, page, ann):
+    """Also what noVNC's page says of sound: open Selkies for it where the server has it, none where it has not."""
     login(page, hub, "sk-ann")
     page.wait_for_url("**/user/sk-ann/**", timeout=60_000)
     page.goto(f"{hub.url}/hub/home")
@@ -238,13 +240,16 @@ def test_selkies_home_page_links_both_views_the_profiles_default_first_and_a_pro
                         headers={"Authorization": f"token {token}"}).json()  # fmt: skip
     selkies = [s for s in info["server_processes"] if s["name"] == "selkies"]
     assert selkies and selkies[0]["launcher_entry"]["enabled"], info
+    novnc = requests.get(hub.server_url("sk-ann") + "desktop/", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert 'id="audio-note" href="/user/sk-ann/selkies/"' in novnc.text and "Sound: open in Selkies" in novnc.text
 
     # The plain profile: no Selkies at all (no route, no link), noVNC as before.
     hub.spawn("sk-bea", options={"profile": "plain"})
     bea = hub.token("sk-bea")
     headers = {"Authorization": f"token {bea}"}
     assert requests.get(hub.server_url("sk-bea") + "selkies/", headers=headers, timeout=30).status_code == 404
-    assert requests.get(hub.server_url("sk-bea") + "desktop/", headers=headers, timeout=30).status_code == 200
+    novnc = requests.get(hub.server_url("sk-bea") + "desktop/", headers=headers, timeout=30)
+    assert novnc.status_code == 200 and "No sound in this view" in novnc.text and "selkies/" not in novnc.text
     page.context.clear_cookies()
     login(page, hub, "sk-bea")
     page.wait_for_url("**/user/sk-bea/**", timeout=60_000)
@@ -252,3 +257,25 @@ def test_selkies_home_page_links_both_views_the_profiles_default_first_and_a_pro
     links = page.locator(".devdock-desktop-links a")
     assert links.count() == 1 and links.nth(0).get_attribute("href").endswith("/user/sk-bea/desktop/")
     hub.stop_server("sk-bea")
+
+
+def _desktop_input_at(hub, user: str) -> datetime:
+    """When the desktop last had keyboard or pointer input, as the server's activity sources say (devdock_ext)."""
+    headers = {"Authorization": f"token {hub.token(user)}"}
+    status = requests.get(hub.server_url(user) + "api/devdock/status", headers=headers, timeout=30).json()
+    return datetime.fromisoformat(status["sources"]["desktop input"])
+
+
+def test_selkies_stream_is_not_activity_but_input_through_it_is(hub, context, ann):
+    page = open_selkies(context, hub)
+    page.wait_for_timeout(3000)  # the server's activity check runs every 2 s here
+    before = _desktop_input_at(hub, "sk-ann")
+    page.wait_for_timeout(8000)  # the stream runs (frames, audio, its websocket): nobody touches anything
+    still = _desktop_input_at(hub, "sk-ann")
+    assert abs((still - before).total_seconds()) < 1, (before, still)
+    page.keyboard.press("Shift")
+    page.mouse.move(700, 500)
+    deadline = time.monotonic() + 20
+    while (_desktop_input_at(hub, "sk-ann") - still).total_seconds() < 8:
+        assert time.monotonic() < deadline, "input through Selkies did not count as desktop activity"
+        time.sleep(1)

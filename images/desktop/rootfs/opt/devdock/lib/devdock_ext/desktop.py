@@ -8,7 +8,8 @@ has only the clipboard popover, with one that:
   keeping the popover as the fallback;
 - reconnects by itself, for as long as the server exists, with a visible "Reconnecting" state (a proxy restart,
   a network blip, a laptop waking up), and says so with a link to the hub once the server is gone;
-- asks the session to follow the window's size (``resizeSession``).
+- asks the session to follow the window's size (``resizeSession``);
+- says that sound needs the Selkies view (noVNC carries no audio), with a link to it where the server offers it.
 
 noVNC comes from Debian's ``novnc`` package: its ES modules and ``viewer/viewer.js`` are bundled into one classic
 script when the image is built (``viewer.bundle.js``, by Debian's esbuild). The page and its files are served only
@@ -40,6 +41,7 @@ PAGE = """<!doctype html>
     <span id="status-container"><span id="status-label">Status:</span> <span id="status">Connecting...</span></span>
     <a id="clipboard-button" href="#" title="The desktop's clipboard, for browsers without clipboard access">Remote Clipboard</a>
     <span id="clipboard-mode"></span>
+    {audio_note}
     {hub_link}
   </div>
   <div id="devdock-banner" hidden></div>
@@ -64,8 +66,19 @@ class DesktopPageHandler(JupyterHandler):
         hub_link = f'<a id="hub-link" href="{escape.xhtml_escape(hub)}">Hub</a>' if hub else ""
         config = json.dumps({"hub": hub, "xsrf": self.xsrf_token.decode()}).replace("</", "<\\/")
         static = url_path_join(base, "devdock/desktop-static/")
+        if os.environ.get("DEVDOCK_SELKIES", "1") == "1":
+            selkies = escape.xhtml_escape(url_path_join(base, "selkies/"))
+            audio_note = (
+                f'<a id="audio-note" href="{selkies}" target="_blank" rel="noopener" title="noVNC carries no sound; '
+                'Selkies shows this same desktop, with its sound">Sound: open in Selkies</a>'
+            )
+        else:
+            audio_note = '<span id="audio-note" title="noVNC carries no sound">No sound in this view</span>'
+
         self.set_header("Cache-Control", "no-store")
-        self.finish(PAGE.format(static=escape.xhtml_escape(static), hub_link=hub_link, config=config))
+        self.finish(
+            PAGE.format(static=escape.xhtml_escape(static), hub_link=hub_link, audio_note=audio_note, config=config)
+        )
 
 
 def handlers(base_url: str) -> list:
