@@ -5,7 +5,7 @@
 Speaks RFB 3.8 with security type None and the Raw encoding, then measures
 - full frames: non-incremental requests for the whole screen, read completely (frames/s, MB/s);
 - small requests: non-incremental requests for a 16x16 region (round-trip time).
-Prints one JSON line. ``benchmarks/stream.py`` runs it directly on the VNC unix socket inside the
+Prints one JSON line. ``benchmarks/relay.py`` runs it directly on the VNC unix socket inside the
 container and, through the Hub's proxy, over the authenticated websocket.
 """
 
