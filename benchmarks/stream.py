@@ -7,7 +7,8 @@ second one waits for typing. Each round opens each view in turn (the order alter
 Chromium, logged in on the hub, and measures, over the same window of time:
 
 - **frames shown per second**: distinct pictures of the scrolling terminal's region the page shows, sampled on each
-  of the browser's animation frames (at most its 60 Hz), the same sampler for noVNC's canvas and Selkies' video;
+  of the browser's animation frames for noVNC's canvas and on each frame the browser presents for Selkies' video
+  (``requestVideoFrameCallback``), the same sampler on both;
 - **key to glyph**: a key press (the browser's keydown) until the typed character is on the page, the scrolling
   paused, median and p90 of ``--keys`` presses;
 - **bytes per second** the container sends (its network interface, in the engine's stats: the stream and the rest);
@@ -52,13 +53,17 @@ METER = """
     count(region) {
       this.frames = 0; this.running = true;
       let last = sample(region);
+      // A video's frames are counted as the browser presents them, a canvas's on each animation frame.
+      const element = view();
+      const next = element.requestVideoFrameCallback ? (f) => element.requestVideoFrameCallback(f)
+                                                    : (f) => requestAnimationFrame(f);
       const tick = () => {
         if (!this.running) return;
         const now = sample(region);
         if (now !== last) { this.frames += 1; last = now; }
-        requestAnimationFrame(tick);
+        next(tick);
       };
-      requestAnimationFrame(tick);
+      next(tick);
     },
     stop() { this.running = false; return this.frames; },
     armKey(region) {
@@ -102,7 +107,7 @@ def process_cpu(container) -> dict[str, float]:
     return {line.split()[0]: sum(int(x) for x in line.split()[1:]) / ticks for line in out if line.strip()}
 
 
-def open_view(context, hub, user: str, view: str, bar: int):
+def open_view(context, hub, user: str, view: str, bar: int, encoder: str):
     """The view's page, its picture shown 1:1 (noVNC's viewer sizes the session to its screen area, under its bar)."""
     page = context.new_page()
     if view == "noVNC":
@@ -114,13 +119,12 @@ def open_view(context, hub, user: str, view: str, bar: int):
         page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
         page.goto(f"{hub.url}/user/{user}/selkies/")
         # H.264 plays in its <video>, JPEG stripes are drawn on its canvas.
-        shown = page.wait_for_function(
-            """(() => { const v = document.getElementById('videoStream'), c = document.getElementById('videoCanvas');
-                if (v && v.videoWidth > 0 && getComputedStyle(v).display !== 'none') return 'videoStream';
-                if (c && c.width > 0 && getComputedStyle(c).display !== 'none') return 'videoCanvas';
-                return false; })()""",
+        shown = "videoStream" if encoder != "jpeg" else "videoCanvas"
+        page.wait_for_function(
+            f"""(() => {{ const e = document.getElementById('{shown}');
+                return e && (e.videoWidth || e.width) > 0 && getComputedStyle(e).display !== 'none'; }})()""",
             timeout=90_000,
-        ).json_value()
+        )
         selector = f"#{shown}"
     page.evaluate(f"window.devdockView = {selector!r}")
     page.evaluate(METER)
@@ -133,8 +137,8 @@ def click_at(page, element, x: int, y: int) -> None:
     page.mouse.click(box["x"] + x * box["width"] / WIDTH, box["y"] + y * box["height"] / HEIGHT)
 
 
-def measure(context, hub, user: str, view: str, bar: int, container, seconds: float, keys: int, scroller: str) -> dict:
-    page, element = open_view(context, hub, user, view, bar)
+def measure(context, hub, user, view, bar, encoder, container, seconds: float, keys: int, scroller: str) -> dict:
+    page, element = open_view(context, hub, user, view, bar, encoder)
     try:
         page.wait_for_timeout(3000)  # the view settles (first full frame, encoder ramp-up)
         t0, cpu0, sent0 = counters(container)
@@ -224,7 +228,9 @@ def main() -> None:
                 idle.append({"cpu": (cpu1 - cpu0) / 1e9 / (t1 - t0), "bytes_per_s": (sent1 - sent0) / (t1 - t0)})
                 views = ["noVNC", "Selkies"] if r % 2 == 0 else ["Selkies", "noVNC"]
                 for view in views:
-                    result = measure(context, hub, user, view, bar, container, args.seconds, args.keys, scroller)
+                    result = measure(
+                        context, hub, user, view, bar, args.encoder, container, args.seconds, args.keys, scroller
+                    )
                     results[view].append(result)
                     print(
                         f"round {r + 1} {view:8s} {result['fps']:.1f} frames/s (decoded {result['decoded_fps']:.0f}), "

@@ -147,12 +147,13 @@ step_selkies() {
     # The session's sound server is started by devdock-xstartup with devdock's own module list, not by XFCE's
     # autostart (which would load the X11 bell, hardware detection and a second sink).
     rm -f /etc/xdg/autostart/pulseaudio.desktop
-    python3 -m venv "$DEVDOCK/selkies"
+    # No pip of its own (22 MB): the server venv's pip installs into it (pip --python).
+    python3 -m venv --without-pip "$DEVDOCK/selkies"
     if [ -n "${PIP_INDEX_URL:-}" ]; then
         export PIP_INDEX_URL
     fi
     export PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-    "$DEVDOCK/selkies/bin/pip" install -q -r "$DEVDOCK/build/selkies-requirements.txt"
+    "$VENV/bin/pip" --python "$DEVDOCK/selkies/bin/python" install -q -r "$DEVDOCK/build/selkies-requirements.txt"
     "$DEVDOCK/selkies/bin/python" -m compileall -q -j 0 "$DEVDOCK/selkies/lib" >/dev/null || true
 }
 

@@ -36,3 +36,11 @@ IMAGE_ADVISORIES = [
     ("jupyter-remote-desktop-proxy", "CVE-2025-32428 TigerVNC on TCP", "3.0.1"),
     ("tornado", "6.6.1 open redirects and percent-decoding DoS", "6.6.1"),
 ]
+
+# Selkies' venv in the desktop image (images/desktop/selkies-requirements.txt): its web server and image code.
+SELKIES_ADVISORIES = [
+    ("aiohttp", "CVE-2026-34515 and nine more fixed in 3.13.4", "3.13.4"),
+    ("aiohttp", "GHSA-4fvr-rgm6-gqmc pipelined requests queued without limit", "3.14.1"),
+    ("pillow", "CVE-2025-48379 DDS heap overflow", "11.3.0"),
+    ("cryptography", "CVE-2026-69247 (OpenSSL in wheels)", "50.0.0"),
+]

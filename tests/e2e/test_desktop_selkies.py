@@ -162,6 +162,10 @@ def test_selkies_shows_the_same_desktop_as_novnc_and_pointer_and_keyboard_reach_
         assert time.monotonic() < deadline, "noVNC does not show the window opened through Selkies"
         time.sleep(0.5)
     novnc.screenshot(path=SHOTS / "selkies-window-in-novnc.png")
+    # The encoder was chosen by itself and said so: no GPU here, so no NVENC, and x264 in software.
+    log = in_home(ann, ".cache/devdock/selkies.log")
+    assert "No hardware encoder" in log and "nvenc" in log, log
+    assert "Encoder: software H264 (x264)" in log, log
     as_user(ann, "pkill -f typed-in-selkies; pkill -f left-shell; pkill -f right-cat")
 
 

@@ -9,15 +9,15 @@ import subprocess
 import pytest
 from packaging.version import Version
 
-from tests.advisories import ADVISORIES, IMAGE_ADVISORIES
+from tests.advisories import ADVISORIES, IMAGE_ADVISORIES, SELKIES_ADVISORIES
 from tests.harness import IMAGE, ROOT, RUN_ID, Hub
 
 pytestmark = pytest.mark.integration
 
 
-def _installed(client, image: str, pip: str) -> dict[str, Version]:
+def _installed(client, image: str, *pip: str) -> dict[str, Version]:
     out = client.containers.run(
-        image, [pip, "list", "--format", "json"], entrypoint=[], remove=True, network_mode="none"
+        image, [*pip, "list", "--format", "json"], entrypoint=[], remove=True, network_mode="none"
     )
     return {p["name"].lower().replace("_", "-"): Version(p["version"]) for p in json.loads(out)}
 
@@ -26,6 +26,17 @@ def test_desktop_image_holds_no_package_below_an_advisory_fix(docker_client):
     installed = _installed(docker_client, IMAGE, "/opt/devdock/venv/bin/pip")
     assert "jupyterhub" in installed and "tornado" in installed  # positive control: the listing is real
     below = [(p, str(installed[p]), fixed, why) for p, why, fixed in IMAGE_ADVISORIES if installed[p] < Version(fixed)]
+    assert not below, below
+
+
+def test_selkies_venv_in_the_desktop_image_holds_no_package_below_an_advisory_fix(docker_client):
+    # Selkies' venv has no pip of its own: the server venv's pip lists it.
+    installed = _installed(
+        docker_client, IMAGE, "/opt/devdock/venv/bin/pip", "--python", "/opt/devdock/selkies/bin/python"
+    )
+    assert installed.get("selkies") == Version("2.1.0") and "pixelflux" in installed  # the listing is Selkies' venv
+    assert "jupyterhub" not in installed  # and not the server's
+    below = [(p, str(installed[p]), fix, why) for p, why, fix in SELKIES_ADVISORIES if installed[p] < Version(fix)]
     assert not below, below
 
 
