@@ -146,7 +146,10 @@ step_selkies() {
         libgbm1 libpixman-1-0 libxkbcommon0 libdrm2 libwayland-server0 libice6 libsm6 libxext6 libxtst6 libxfixes3
     # The session's sound server is started by devdock-xstartup with devdock's own module list, not by XFCE's
     # autostart (which would load the X11 bell, hardware detection and a second sink).
-    rm -f /etc/xdg/autostart/pulseaudio.desktop
+    # Nor does a client start one of its own (an SSH session's pactl, say): the session's is the only one.
+    rm -f /etc/xdg/autostart/pulseaudio.desktop /usr/lib/systemd/system/pulseaudio-enable-autospawn.service
+    mkdir -p /etc/pulse/client.conf.d
+    echo "autospawn = no" > /etc/pulse/client.conf.d/devdock.conf
     # No pip of its own (22 MB): the server venv's pip installs into it (pip --python).
     python3 -m venv --without-pip "$DEVDOCK/selkies"
     if [ -n "${PIP_INDEX_URL:-}" ]; then
