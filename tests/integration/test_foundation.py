@@ -130,6 +130,8 @@ def test_selkies_listens_on_no_tcp_port_only_on_its_unix_socket(hub, alice):
     assert r.status_code == 200 and "<title>Selkies</title>" in r.text  # Selkies' own page, through the hub
     processes = container.exec_run(["ps", "-eo", "args"]).output.decode()
     assert "/opt/devdock/selkies/bin/selkies --unix-socket /tmp/jupyter-server-proxy-" in processes, processes
+    owner = container.exec_run(["sh", "-c", "ps -o user= -p $(pgrep -f '^/opt/devdock/selkies/bin/python')"])
+    assert owner.output.decode().split() == ["alice"], owner.output  # unprivileged: the user's own process
     assert "--enable-basic-auth=false" in processes and "--mode=websockets" in processes
     assert _listening_tcp_ports(container) == before, (before, _listening_tcp_ports(container))
     assert 8888 in before  # the check sees listeners
