@@ -146,7 +146,7 @@ def test_selkies_shows_the_same_desktop_as_novnc_and_pointer_and_keyboard_reach_
     width, height = (int(v) for v in as_user(ann, "xdpyinfo | grep dimensions").split()[1].split("x"))
     box = selkies.locator("#videoStream").bounding_box()
     selkies.mouse.click(box["x"] + 300 * box["width"] / width, box["y"] + 230 * box["height"] / height)
-    selkies.wait_for_timeout(500)
+    selkies.wait_for_timeout(1500)  # the click's way to the window manager, on a loaded machine too
     selkies.keyboard.type("xfce4-terminal --geometry=40x10+500+500 --color-bg=#ff00ff --title=typed-in-selkies &")
     selkies.keyboard.press("Enter")
     deadline = time.monotonic() + 30
