@@ -413,9 +413,11 @@ def device_config(gpus: list[GPU], mode: str, common_devices: list[str] | None =
         "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,graphics,video",
     }
     if mode == "nvidia":
-        result["device_requests"] = [
-            DeviceRequest(driver="nvidia", device_ids=uuids, capabilities=[["gpu", "compute", "utility"]])
-        ]
+        # Docker appends NVIDIA_DRIVER_CAPABILITIES from the request's capabilities after the container's own
+        # environment, and that one wins: so the request names all four (graphics: the desktop's OpenGL on the
+        # GPU; video: NVENC for Selkies), not only compute and utility.
+        capabilities = [["gpu", "compute", "utility", "graphics", "video"]]
+        result["device_requests"] = [DeviceRequest(driver="nvidia", device_ids=uuids, capabilities=capabilities)]
     elif mode == "cdi":
         result["device_requests"] = [DeviceRequest(driver="cdi", device_ids=[f"nvidia.com/gpu={u}" for u in uuids])]
     else:

@@ -76,7 +76,7 @@ def test_gpu_profile_creates_exact_device_request_and_fails_clearly_without_a_gp
             "Driver": "nvidia",
             "Count": 0,
             "DeviceIDs": [UUIDS[0]],
-            "Capabilities": [["gpu", "compute", "utility"]],
+            "Capabilities": [["gpu", "compute", "utility", "graphics", "video"]],
             "Options": {},
         }
     ]

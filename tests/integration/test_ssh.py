@@ -13,7 +13,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from tests.harness import keygen, ssh, xsrf_from
+from tests.harness import free_port, keygen, ssh, xsrf_from
 
 pytestmark = pytest.mark.integration
 
@@ -215,6 +215,24 @@ def test_admins_see_every_users_port_and_others_do_not(hub, sam):
     assert refused.status_code == 403
 
 
+def _two_free_ports() -> tuple[int, int]:
+    """Two neighbouring ports nothing listens on now, on the loopback address."""
+    import socket
+
+    for _ in range(100):
+        low = free_port()
+        if low >= 65535:
+            continue
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", low))
+                b.bind(("127.0.0.1", low + 1))
+        except OSError:
+            continue
+        return low, low + 1
+    raise RuntimeError("no two neighbouring free ports")
+
+
 def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_factory, keys):
     """A port that looks free to devdock but that Docker cannot bind (a host program took it)."""
     import socket
@@ -223,7 +241,7 @@ def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_fac
     from devdock_spawner.ports import PortAllocator
     from tests.harness import Hub
 
-    low, high = 43110, 43111
+    low, high = _two_free_ports()  # not fixed numbers: another hub or container of the suite may hold those
     home = PortAllocator(low, high).home_port(server_key("binder"))
     extra = f"c.DevDockSpawner.ssh_port_range = ({low}, {high})\nc.DevDockSpawner.ssh_probe_host_ports = False\n"
     hub = Hub(docker_client, tmp_path_factory.mktemp("bind"), extra_config=extra)

@@ -138,7 +138,7 @@ MODES = [
                 "Driver": "nvidia",
                 "Count": 0,
                 "DeviceIDs": ["GPU-0001"],
-                "Capabilities": [["gpu", "compute", "utility"]],
+                "Capabilities": [["gpu", "compute", "utility", "graphics", "video"]],
                 "Options": {},
             }
         ],
@@ -164,6 +164,16 @@ def test_requests_for_each_mode(mode, requests, devices):
     assert config["env"]["NVIDIA_VISIBLE_DEVICES"] == "GPU-0001"
     if mode == "devices":
         assert config["binds"] == {"/usr/local/nvidia": {"bind": "/usr/local/nvidia", "mode": "ro"}}
+
+
+def test_nvidia_mode_asks_docker_for_the_graphics_and_video_capabilities_the_desktop_and_selkies_need():
+    # Docker writes NVIDIA_DRIVER_CAPABILITIES from the request's capabilities after the container's environment (and
+    # the toolkit takes the last one): what the request names is what the container gets.
+    config = device_config([GPU.from_config({"index": 0, "uuid": "GPU-0"})], "nvidia")
+    (request,) = config["device_requests"]
+    driver_caps = set(request["Capabilities"][0]) - {"gpu"}
+    assert {"graphics", "video", "compute", "utility"} <= driver_caps  # OpenGL on the GPU, NVENC, CUDA, nvidia-smi
+    assert set(config["env"]["NVIDIA_DRIVER_CAPABILITIES"].split(",")) == driver_caps  # the two never disagree
 
 
 def test_requests_are_fresh_objects_each_time():
