@@ -174,8 +174,9 @@ def test_desktop_opengl_and_fonts_of_every_script_seen_in_chromium(hub, page):
         return counts
 
     seen, control = gear_pixels(image), gear_pixels(empty)
-    assert all(seen[c] > 200 for c in seen), seen
-    assert all(control[c] < 50 for c in control), control
+    # The empty desktop has a few such pixels (the panel's icons, a selection): the gears bring many times more.
+    assert all(seen[c] > 200 and seen[c] > 5 * control[c] for c in seen), (seen, control)
+    assert all(control[c] < 200 for c in control), control
     hub.stop_server("dv-gus")
 
 
