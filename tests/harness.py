@@ -558,6 +558,27 @@ def put_files(container, folder: str, files: dict[str, bytes], owner: int | None
     container.put_archive(folder, archive.getvalue())
 
 
+@contextlib.contextmanager
+def cdi_spec(name: str, spec: dict):
+    """A CDI spec in /etc/cdi for as long as the block runs, one module at a time.
+
+    The engine reads every spec of a kind together (``nvidia.com/gpu`` for all of devdock's): modules running side
+    by side that write and remove their specs meanwhile take turns (a lock file), so that one module's spec
+    coming or going never meets another's container creation.
+    """
+    import fcntl
+
+    spec_file = Path("/etc/cdi") / f"{name}.json"
+    spec_file.parent.mkdir(exist_ok=True)
+    with open("/tmp/devdock-tests-cdi.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        spec_file.write_text(json.dumps(spec))
+        try:
+            yield spec_file
+        finally:
+            spec_file.unlink(missing_ok=True)
+
+
 def make_device_nodes(folder: Path, count: int) -> list[str]:
     """Stand-in GPU device nodes (character devices 1:5, like /dev/zero) for a GPU-less engine."""
     nodes = [str(folder / f"nvidia{i}") for i in range(count)]

@@ -5,17 +5,14 @@ NVIDIA's kind and the UUIDs of the inventory, as `nvidia-ctk cdi generate` would
 from __future__ import annotations
 
 import concurrent.futures
-import json
-from pathlib import Path
 
 import pytest
 
-from tests.harness import RUN_ID, Hub
+from tests.harness import RUN_ID, Hub, cdi_spec
 
 pytestmark = pytest.mark.integration
 
 UUIDS = [f"GPU-cdi{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
-SPEC_DIR = Path("/etc/cdi")
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +34,17 @@ def cdi_hub(docker_client, tmp_path_factory, device_nodes):
         ],
         "containerEdits": {},
     }
-    spec_file = SPEC_DIR / f"devdock-test-{RUN_ID}.json"
-    SPEC_DIR.mkdir(exist_ok=True)
-    spec_file.write_text(json.dumps(spec))
     inventory = [{"index": i, "uuid": uuid, "name": "Stand-in GPU"} for i, uuid in enumerate(UUIDS)]
     extra = (
         f"c.DevDockSpawner.gpu_inventory = {inventory!r}\n"
         'c.DevDockSpawner.gpu_mode = "cdi"\n'
         'c.DevDockSpawner.profile_list = [{"slug": "gpu", "display_name": "1 GPU", "gpus": 1, "default": True}]\n'
     )
-    hub = Hub(docker_client, tmp_path_factory.mktemp("cdi"), extra_config=extra)
-    hub.start()
-    yield hub
-    hub.stop()
-    spec_file.unlink()
+    with cdi_spec(f"devdock-test-{RUN_ID}", spec):
+        hub = Hub(docker_client, tmp_path_factory.mktemp("cdi"), extra_config=extra)
+        hub.start()
+        yield hub
+        hub.stop()
 
 
 def test_cdi_two_servers_get_their_own_device_and_a_third_is_refused(cdi_hub):

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import os
 import re
 import tarfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, StandInGPUs, host_pid_of, xsrf_from
+from tests.harness import RUN_ID, Hub, StandInGPUs, cdi_spec, host_pid_of, xsrf_from
 
 pytestmark = pytest.mark.integration
 
@@ -258,9 +256,6 @@ def mig_hub(docker_client, tmp_path_factory, device_nodes):
         ],
         "containerEdits": {},
     }
-    spec_file = Path("/etc/cdi") / f"devdock-test-mig-{RUN_ID}.json"
-    spec_file.parent.mkdir(exist_ok=True)
-    spec_file.write_text(json.dumps(spec))
     inventory = [{"index": 0, "uuid": PARENT, "name": "Stand-in H200"}] + [
         {"index": 0, "uuid": u, "parent": PARENT, "mig_profile": "1g.18gb", "mig_device": i}
         for i, u in enumerate(MIG_UUIDS)
@@ -275,11 +270,11 @@ def mig_hub(docker_client, tmp_path_factory, device_nodes):
         'c.DevDockSpawner.gpu_mode = "cdi"\n'
         f"c.DevDockSpawner.profile_list = {profiles!r}\n"
     )
-    hub = Hub(docker_client, tmp_path_factory.mktemp("mig"), extra_config=extra)
-    hub.start()
-    yield hub
-    hub.stop()
-    spec_file.unlink()
+    with cdi_spec(f"devdock-test-mig-{RUN_ID}", spec):
+        hub = Hub(docker_client, tmp_path_factory.mktemp("mig"), extra_config=extra)
+        hub.start()
+        yield hub
+        hub.stop()
 
 
 def test_mig_slice_is_its_own_device_and_its_gpu_is_not_given_whole_meanwhile(mig_hub):
