@@ -16,9 +16,11 @@ import time
 
 from tornado.websocket import websocket_connect
 
-#: Seconds one BiDi command may take, and the whole run (a loaded machine runs JupyterLab slowly in Firefox).
+#: Seconds one BiDi command may take, ``session.new`` (it waits for the browser's own startup, slow on a loaded
+#: machine's first run of a profile), and the whole run (a loaded machine runs JupyterLab slowly in Firefox).
 CALL_TIMEOUT = 90
-RUN_TIMEOUT = 300
+SESSION_TIMEOUT = 180
+RUN_TIMEOUT = 360
 
 
 def step(text: str) -> None:
@@ -36,12 +38,12 @@ async def main(hub: str, user: str, password: str, app_path: str) -> dict:
         raise RuntimeError("Firefox's WebDriver BiDi endpoint did not answer")
     counter = 0
 
-    async def call(method: str, params: dict) -> dict:
+    async def call(method: str, params: dict, timeout: float = CALL_TIMEOUT) -> dict:
         nonlocal counter
         counter += 1
         await ws.write_message(json.dumps({"id": counter, "method": method, "params": params}))
         while True:
-            raw = await asyncio.wait_for(ws.read_message(), CALL_TIMEOUT)
+            raw = await asyncio.wait_for(ws.read_message(), timeout)
             if raw is None:
                 raise RuntimeError(f"{method}: Firefox closed the connection")
             message = json.loads(raw)
@@ -50,7 +52,8 @@ async def main(hub: str, user: str, password: str, app_path: str) -> dict:
                     raise RuntimeError(f"{method}: {message.get('error')}: {message.get('message')}")
                 return message["result"]
 
-    await call("session.new", {"capabilities": {}})
+    step("BiDi connected")
+    await call("session.new", {"capabilities": {}}, SESSION_TIMEOUT)
     context = (await call("browsingContext.getTree", {}))["contexts"][0]["context"]
 
     async def go(url: str) -> None:

@@ -67,12 +67,16 @@ def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(hub, pag
     as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "
                         "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &) && "
                         "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")  # fmt: skip
+    deadline = time.monotonic() + 150  # its window on the desktop first: a loaded machine starts it slowly
+    while "Mozilla Firefox" not in as_user(container, "xwininfo -root -tree | grep -i firefox"):
+        assert time.monotonic() < deadline, as_user(container, "cat /tmp/firefox.out; xwininfo -root -tree")
+        time.sleep(1)
     out = container.exec_run(
-        ["timeout", "330", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
+        ["timeout", "390", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
          hub.password, "/user/dv-finn/proxy/6006/"],
         user="1000",
     )  # fmt: skip
-    assert out.exit_code == 0, out.output.decode()[-2000:]
+    assert out.exit_code == 0, out.output.decode()[-2000:] + as_user(container, "tail -c 2000 /tmp/firefox.out")
     seen = json.loads(out.output.decode().strip().splitlines()[-1])
     base_url, _, title = seen["lab_title"].partition(" ")
     assert base_url == "/user/dv-finn/" and "JupyterLab" in title, seen  # the user's own server's JupyterLab page
