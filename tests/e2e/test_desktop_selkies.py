@@ -1,10 +1,11 @@
 """Selkies, the second way into the same desktop, in Chromium through the real hub and proxy: it shows the session
 noVNC shows (a window opened through one is seen in the other), pointer and keyboard reach an application, the
-clipboard goes both ways, an upload lands in the home, a tone played in the desktop is heard in the page, the
-hub's home page links both views (a profile's default first), and a profile can switch Selkies off."""
+clipboard goes both ways (text and images), an upload lands in the home, a tone played in the desktop is heard in
+the page, the hub's home page links both views (a profile's default first), and a profile can switch Selkies off."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from datetime import datetime
@@ -193,6 +194,75 @@ def test_selkies_clipboard_both_ways(hub, context, ann):
         page.evaluate("window.dispatchEvent(new Event('focus'))")
         page.mouse.click(800, 600)  # on the stream (its overlay takes the pointer, as a person's click)
         time.sleep(0.5)
+
+
+# The browser's clipboard image, if any: its size and the colours at its left and right quarter (drawn on a canvas).
+READ_CLIPBOARD_IMAGE = """
+(async () => {
+  for (const item of await navigator.clipboard.read()) {
+    if (!item.types.includes('image/png')) continue;
+    const bitmap = await createImageBitmap(await item.getType('image/png'));
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(bitmap, 0, 0);
+    const at = x => Array.from(ctx.getImageData(x, bitmap.height >> 1, 1, 1).data.slice(0, 3));
+    return [bitmap.width, bitmap.height, at(bitmap.width >> 2), at((bitmap.width * 3) >> 2)];
+  }
+  return null;
+})()
+"""
+
+
+def two_colour_png(width: int, height: int, left: tuple, right: tuple) -> bytes:
+    image = Image.new("RGB", (width, height), left)
+    image.paste(right, (width // 2, 0, width, height))
+    out = BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def near(colour, expected) -> bool:
+    return all(abs(a - b) <= 8 for a, b in zip(colour, expected, strict=True))
+
+
+def test_selkies_clipboard_an_image_both_ways(hub, context, ann):
+    page = open_selkies(context, hub)
+    # The control: before the desktop copies an image, the browser's clipboard holds none.
+    assert page.evaluate(READ_CLIPBOARD_IMAGE) is None
+    # An image copied on the desktop (as an image viewer or a screenshot tool offers it): the browser has it.
+    png = two_colour_png(96, 40, (255, 0, 255), (0, 160, 0))
+    as_user(ann, f"echo {base64.b64encode(png).decode()} | base64 -d | xclip -selection clipboard -t image/png")
+    deadline = time.monotonic() + 30
+    while (seen := page.evaluate(READ_CLIPBOARD_IMAGE)) is None:
+        assert time.monotonic() < deadline, as_user(ann, "xclip -o -selection clipboard -t TARGETS")
+        time.sleep(0.5)
+    width, height, left, right = seen
+    assert (width, height) == (96, 40) and near(left, (255, 0, 255)) and near(right, (0, 160, 0)), seen
+    # An image copied in the browser: the desktop's clipboard offers it as a PNG of the same picture.
+    page.evaluate(
+        """(async () => {
+          const canvas = new OffscreenCanvas(64, 30), ctx = canvas.getContext('2d');
+          ctx.fillStyle = 'rgb(0, 0, 255)'; ctx.fillRect(0, 0, 32, 30);
+          ctx.fillStyle = 'rgb(255, 200, 0)'; ctx.fillRect(32, 0, 32, 30);
+          const blob = await canvas.convertToBlob({type: 'image/png'});
+          await navigator.clipboard.write([new ClipboardItem({'image/png': blob})]);
+        })()"""
+    )
+
+    def desktop_image():
+        out = as_user(ann, "xclip -o -selection clipboard -t image/png 2>/dev/null | base64 -w0")
+        try:
+            return Image.open(BytesIO(base64.b64decode(out))).convert("RGB")
+        except OSError:
+            return None  # not an image (yet): the magenta and green one is gone, the new one not there
+
+    deadline = time.monotonic() + 30
+    while (image := desktop_image()) is None or image.size != (64, 30):
+        assert time.monotonic() < deadline, as_user(ann, "xclip -o -selection clipboard -t TARGETS")
+        page.evaluate("window.dispatchEvent(new Event('focus'))")
+        page.mouse.click(800, 600)  # on the stream, as the text clipboard's test
+        time.sleep(0.5)
+    assert near(image.getpixel((16, 15)), (0, 0, 255)) and near(image.getpixel((48, 15)), (255, 200, 0))
 
 
 def test_selkies_upload_lands_in_the_home(hub, context, ann):
