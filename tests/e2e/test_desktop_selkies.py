@@ -232,7 +232,7 @@ def test_selkies_clipboard_an_image_both_ways(hub, context, ann):
     # An image copied on the desktop (as an image viewer or a screenshot tool offers it): the browser has it.
     png = two_colour_png(96, 40, (255, 0, 255), (0, 160, 0))
     as_user(ann, f"echo {base64.b64encode(png).decode()} | base64 -d | xclip -selection clipboard -t image/png")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while (seen := page.evaluate(READ_CLIPBOARD_IMAGE)) is None:
         assert time.monotonic() < deadline, as_user(ann, "xclip -o -selection clipboard -t TARGETS")
         time.sleep(0.5)
@@ -256,7 +256,7 @@ def test_selkies_clipboard_an_image_both_ways(hub, context, ann):
         except OSError:
             return None  # not an image (yet): the magenta and green one is gone, the new one not there
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while (image := desktop_image()) is None or image.size != (64, 30):
         assert time.monotonic() < deadline, as_user(ann, "xclip -o -selection clipboard -t TARGETS")
         page.evaluate("window.dispatchEvent(new Event('focus'))")
