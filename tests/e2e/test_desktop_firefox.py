@@ -27,6 +27,13 @@ def hub(docker_client, tmp_path_factory):
     hub.stop()
 
 
+def wait_for_firefox_window(container, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while "Mozilla Firefox" not in as_user(container, "xwininfo -root -tree | grep -i firefox"):
+        assert time.monotonic() < deadline, as_user(container, "cat /tmp/firefox.out 2>/dev/null; xwininfo -root -tree")
+        time.sleep(1)
+
+
 def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, page):
     hub.spawn("dv-fox")
     container = hub.container("dv-fox")
@@ -36,10 +43,7 @@ def test_desktop_firefox_starts_without_first_run_pages_or_phoning_home(hub, pag
     log = "/tmp/firefox-dns.log"
     # Every host name Firefox looks up goes to its log (MOZ_LOG's resolver module).
     as_user(container, f"(MOZ_LOG=nsHostResolver:5 MOZ_LOG_FILE={log} firefox-esr >/dev/null 2>&1 &); true")
-    deadline = time.monotonic() + 90
-    while "Mozilla Firefox" not in as_user(container, "xwininfo -root -tree | grep -i firefox"):
-        assert time.monotonic() < deadline, as_user(container, "xwininfo -root -tree")
-        time.sleep(1)
+    wait_for_firefox_window(container, 90)
     time.sleep(15)  # what a start would fetch (first-run pages, telemetry, updates, safe browsing) starts by now
     lookups = as_user(container, f"cat {log}* 2>/dev/null | grep -o 'Resolving host \\[[^]]*\\]' | sort -u")
     assert lookups.strip() == "", lookups
@@ -67,10 +71,7 @@ def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(hub, pag
     as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "
                         "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &) && "
                         "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")  # fmt: skip
-    deadline = time.monotonic() + 150  # its window on the desktop first: a loaded machine starts it slowly
-    while "Mozilla Firefox" not in as_user(container, "xwininfo -root -tree | grep -i firefox"):
-        assert time.monotonic() < deadline, as_user(container, "cat /tmp/firefox.out; xwininfo -root -tree")
-        time.sleep(1)
+    wait_for_firefox_window(container, 150)  # its window first: a loaded machine starts it slowly
     out = container.exec_run(
         ["timeout", "390", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
          hub.password, "/user/dv-finn/proxy/6006/"],

@@ -177,6 +177,19 @@ def test_selkies_shows_the_same_desktop_as_novnc_and_pointer_and_keyboard_reach_
     as_user(ann, "pkill -f typed-in-selkies; pkill -f left-shell; pkill -f right-cat")
 
 
+def until_on_the_desktop(page, container, done, timeout: float) -> None:
+    """Until what the browser copied is on the desktop's clipboard: Selkies sends it once the page has the focus
+    again, so each try gives it the focus and clicks the stream (its overlay takes the pointer, as a person's click)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, as_user(
+            container, "xclip -o -selection clipboard -t TARGETS; xclip -o -selection clipboard"
+        )
+        page.evaluate("window.dispatchEvent(new Event('focus'))")
+        page.mouse.click(800, 600)
+        time.sleep(0.5)
+
+
 def test_selkies_clipboard_both_ways(hub, context, ann):
     page = open_selkies(context, hub)
     # Copied on the desktop: the browser's clipboard has it.
@@ -188,12 +201,9 @@ def test_selkies_clipboard_both_ways(hub, context, ann):
     )
     # Copied in the browser: the desktop's clipboard has it once the page has the focus again.
     page.evaluate("navigator.clipboard.writeText('copied in the browser')")
-    deadline = time.monotonic() + 30
-    while as_user(ann, "xclip -o -selection clipboard") != "copied in the browser":
-        assert time.monotonic() < deadline, as_user(ann, "xclip -o -selection clipboard")
-        page.evaluate("window.dispatchEvent(new Event('focus'))")
-        page.mouse.click(800, 600)  # on the stream (its overlay takes the pointer, as a person's click)
-        time.sleep(0.5)
+    until_on_the_desktop(
+        page, ann, lambda: as_user(ann, "xclip -o -selection clipboard") == "copied in the browser", 30
+    )
 
 
 # The browser's clipboard image, if any: its size and the colours at its left and right quarter (drawn on a canvas).
@@ -256,12 +266,8 @@ def test_selkies_clipboard_an_image_both_ways(hub, context, ann):
         except OSError:
             return None  # not an image (yet): the magenta and green one is gone, the new one not there
 
-    deadline = time.monotonic() + 60
-    while (image := desktop_image()) is None or image.size != (64, 30):
-        assert time.monotonic() < deadline, as_user(ann, "xclip -o -selection clipboard -t TARGETS")
-        page.evaluate("window.dispatchEvent(new Event('focus'))")
-        page.mouse.click(800, 600)  # on the stream, as the text clipboard's test
-        time.sleep(0.5)
+    until_on_the_desktop(page, ann, lambda: (image := desktop_image()) is not None and image.size == (64, 30), 60)
+    image = desktop_image()
     assert near(image.getpixel((16, 15)), (0, 0, 255)) and near(image.getpixel((48, 15)), (255, 200, 0))
 
 
