@@ -71,7 +71,7 @@ def test_desktop_says_the_server_is_gone_and_links_to_the_hub(hub, page):
     page.screenshot(path=SHOTS / "desktop-server-gone.png")
 
 
-def test_desktop_clipboard_both_ways_through_the_clipboard_api(hub, browser):
+def test_desktop_clipboard_both_ways_through_the_clipboard_api_and_a_text_copied_again_goes_again(hub, browser):
     hub.spawn("dv-cleo")
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=hub.url)
@@ -80,6 +80,20 @@ def test_desktop_clipboard_both_ways_through_the_clipboard_api(hub, browser):
         open_desktop(page, hub, "dv-cleo")
         container = hub.container("dv-cleo")
         assert "shared with this computer" in page.locator("#clipboard-mode").inner_text()
+        copied_here = "copied in the browser"
+
+        def until_on_the_desktop(text: str) -> None:
+            """Until ``text`` is on the desktop's clipboard: it goes there when the user comes back to the desktop."""
+            page.locator("#screen canvas").click()
+            deadline = time.monotonic() + 30
+            while (held := as_user(container, "xclip -o -selection clipboard")) != text:
+                assert time.monotonic() < deadline, held
+                time.sleep(0.5)
+                page.locator("#screen canvas").click()
+
+        # Copied on this computer: back on the desktop, it pastes there.
+        page.evaluate(f"navigator.clipboard.writeText({copied_here!r})")
+        until_on_the_desktop(copied_here)
         # Copied on the desktop: the page's clipboard (this computer's) has it, without the popover.
         as_user(container, "printf 'copied on the desktop: 你好 ✓' | xclip -selection clipboard")
         page.wait_for_function(
@@ -88,14 +102,9 @@ def test_desktop_clipboard_both_ways_through_the_clipboard_api(hub, browser):
             timeout=30_000,
         )
         assert page.locator("#clipboard-container").is_hidden()
-        # Copied on this computer: back on the desktop, it pastes there.
-        page.evaluate("navigator.clipboard.writeText('copied in the browser')")
-        page.locator("#screen canvas").click()
-        deadline = time.monotonic() + 30
-        while as_user(container, "xclip -o -selection clipboard") != "copied in the browser":
-            assert time.monotonic() < deadline, as_user(container, "xclip -o -selection clipboard")
-            time.sleep(0.5)
-            page.locator("#screen canvas").click()
+        # The first text copied here again: the desktop has something else now, so it goes again.
+        page.evaluate(f"navigator.clipboard.writeText({copied_here!r})")
+        until_on_the_desktop(copied_here)
     finally:
         context.close()
     hub.stop_server("dv-cleo")

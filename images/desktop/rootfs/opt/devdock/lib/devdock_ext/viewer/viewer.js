@@ -17,8 +17,10 @@ let rfb = null;
 let connected = false;
 let attempt = 0;
 let retryTimer = null;
-let lastFromDesktop = "";
-let lastToDesktop = null;
+// What the desktop's clipboard holds, as far as this page knows: the last text it sent us or we sent it. The
+// browser's clipboard goes to the desktop whenever it differs, so the same text copied here again after the
+// desktop copied something else goes again.
+let desktopHas = null;
 
 function setState(state, text, bannerHtml) {
   document.body.dataset.state = state;
@@ -119,7 +121,7 @@ const clipboardApi = Boolean(window.isSecureContext && navigator.clipboard && na
 clipboardMode.textContent = clipboardApi ? "clipboard: shared with this computer" : "clipboard: use Remote Clipboard";
 
 async function pushToBrowser(text) {
-  lastFromDesktop = text;
+  desktopHas = text;
   clipboardText.value = text;
   if (!clipboardApi) return;
   try {
@@ -133,8 +135,8 @@ async function pullFromBrowser() {
   if (!clipboardApi || !rfb || !connected) return;
   try {
     const text = await navigator.clipboard.readText();
-    if (text && text !== lastToDesktop && text !== lastFromDesktop) {
-      lastToDesktop = text;
+    if (text && text !== desktopHas) {
+      desktopHas = text;
       clipboardText.value = text;
       rfb.clipboardPasteFrom(text);
     }
@@ -152,7 +154,7 @@ document.getElementById("clipboard-button").addEventListener("click", (event) =>
   popover.hidden = !popover.hidden;
 });
 clipboardText.addEventListener("change", () => {
-  lastToDesktop = clipboardText.value;
+  desktopHas = clipboardText.value;
   if (rfb) rfb.clipboardPasteFrom(clipboardText.value);
 });
 
