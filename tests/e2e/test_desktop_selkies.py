@@ -14,6 +14,7 @@ from io import BytesIO
 import pytest
 import requests
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.e2e.desktop import SHOTS, as_user, desktop_drawn, frame_stats, login, wait_for_desktop_frame
 from tests.harness import Hub
@@ -78,6 +79,9 @@ def context(browser, hub, ann):
     page = context.new_page()
     login(page, hub, "sk-ann")
     page.wait_for_url("**/user/sk-ann/**", timeout=180_000)
+    # Each test starts from an empty browser clipboard (one browser's, shared by its contexts): Selkies sends what
+    # it holds to the desktop as the page opens, which would race what a test copies on the desktop.
+    page.evaluate("navigator.clipboard.writeText('')")
     yield context
     context.close()
 
@@ -86,10 +90,15 @@ def open_selkies(context, hub, user: str = "sk-ann"):
     """The Selkies page, once its stream shows the drawn desktop."""
     page = context.new_page()
     page.goto(f"{hub.url}/user/{user}/selkies/")
-    page.wait_for_function(
-        "(() => { const v = document.getElementById('videoStream'); return v && v.videoWidth > 0; })()",
-        timeout=90_000,
-    )
+    try:
+        page.wait_for_function(
+            "(() => { const v = document.getElementById('videoStream'); return v && v.videoWidth > 0; })()",
+            timeout=90_000,
+        )
+    except PlaywrightTimeout:
+        container = hub.container(user)
+        log = container.exec_run(["tail", "-n", "60", f"/home/{user}/.cache/devdock/selkies.log"], user="1000")
+        raise AssertionError(f"Selkies' stream did not start in 90 s; its log ends:\n{log.output.decode()}") from None
     wait_for_frame(page, desktop_drawn)
     return page
 
