@@ -60,3 +60,16 @@ def as_user(container, script: str) -> str:
     display = container.exec_run(["sh", "-c", "ls /tmp/.X11-unix | head -n 1"], user="1000").output.decode().strip()
     env = {"DISPLAY": ":" + display.lstrip("X"), "HOME": f"/home/{container.labels['io.devdock.owner']}"}
     return container.exec_run(["bash", "-c", script], user="1000", environment=env).output.decode(errors="replace")
+
+
+def until_on_the_desktops_clipboard(container, done, nudge, timeout: float) -> None:
+    """Until ``done()``: what the browser copied is on the desktop's clipboard. A view sends the browser's clipboard
+    when the user comes back to the desktop, so each try first ``nudge()``s the page (a click, the focus)."""
+    deadline = time.monotonic() + timeout
+    nudge()
+    while not done():
+        assert time.monotonic() < deadline, as_user(
+            container, "xclip -o -selection clipboard -t TARGETS; xclip -o -selection clipboard"
+        )
+        time.sleep(0.5)
+        nudge()

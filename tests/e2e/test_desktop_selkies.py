@@ -16,7 +16,15 @@ import requests
 from PIL import Image
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.e2e.desktop import SHOTS, as_user, desktop_drawn, frame_stats, login, wait_for_desktop_frame
+from tests.e2e.desktop import (
+    SHOTS,
+    as_user,
+    desktop_drawn,
+    frame_stats,
+    login,
+    until_on_the_desktops_clipboard,
+    wait_for_desktop_frame,
+)
 from tests.harness import Hub
 
 pytestmark = pytest.mark.e2e
@@ -189,14 +197,12 @@ def test_selkies_shows_the_same_desktop_as_novnc_and_pointer_and_keyboard_reach_
 def until_on_the_desktop(page, container, done, timeout: float) -> None:
     """Until what the browser copied is on the desktop's clipboard: Selkies sends it once the page has the focus
     again, so each try gives it the focus and clicks the stream (its overlay takes the pointer, as a person's click)."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, as_user(
-            container, "xclip -o -selection clipboard -t TARGETS; xclip -o -selection clipboard"
-        )
+
+    def nudge():
         page.evaluate("window.dispatchEvent(new Event('focus'))")
         page.mouse.click(800, 600)
-        time.sleep(0.5)
+
+    until_on_the_desktops_clipboard(container, done, nudge, timeout)
 
 
 def test_selkies_clipboard_both_ways(hub, context, ann):

@@ -12,7 +12,7 @@ import time
 import pytest
 from PIL import Image
 
-from tests.e2e.desktop import SHOTS, as_user, open_desktop, wait_for_desktop_frame
+from tests.e2e.desktop import SHOTS, as_user, open_desktop, until_on_the_desktops_clipboard, wait_for_desktop_frame
 from tests.harness import Hub
 
 pytestmark = pytest.mark.e2e
@@ -83,13 +83,12 @@ def test_desktop_clipboard_both_ways_through_the_clipboard_api_and_a_text_copied
         copied_here = "copied in the browser"
 
         def until_on_the_desktop(text: str) -> None:
-            """Until ``text`` is on the desktop's clipboard: it goes there when the user comes back to the desktop."""
-            page.locator("#screen canvas").click()
-            deadline = time.monotonic() + 30
-            while (held := as_user(container, "xclip -o -selection clipboard")) != text:
-                assert time.monotonic() < deadline, held
-                time.sleep(0.5)
-                page.locator("#screen canvas").click()
+            until_on_the_desktops_clipboard(
+                container,
+                lambda: as_user(container, "xclip -o -selection clipboard") == text,
+                page.locator("#screen canvas").click,
+                30,
+            )
 
         # Copied on this computer: back on the desktop, it pastes there.
         page.evaluate(f"navigator.clipboard.writeText({copied_here!r})")
