@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests import harness
@@ -27,6 +29,16 @@ def hub(docker_client, tmp_path_factory):
 def device_nodes(tmp_path_factory):
     """Two stand-in GPU device nodes, for GPU tests on an engine without GPUs."""
     return harness.make_device_nodes(tmp_path_factory.mktemp("dev"), 2)
+
+
+def pytest_configure(config):
+    """SIGINT back for the hubs the tests start. A test command started in the background (``nohup``, ``&`` in a
+    script, a CI runner) inherits SIGINT ignored, and an ignored signal stays ignored through exec: the hub's idle
+    culler then never stops on the SIGINT the hub sends it, the hub waits out its 30 s for it, is killed by the
+    harness, and leaves the culler and its proxy running (half a minute and two processes for every hub stopped).
+    A handled signal is reset at exec, so the hubs, and what they start, get SIGINT's default again."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 #: The longest modules (and tiers), longest first, from the suite's own junit times on a 2-core machine: they start
