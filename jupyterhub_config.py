@@ -10,7 +10,11 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_HUB_PORT          port of the hub API                        (8081)
   DEVDOCK_PROXY_API_URL     configurable-http-proxy's API              (http://127.0.0.1:8001)
   DEVDOCK_PROXY_EXTERNAL    1: the proxy runs as its own service; the hub does not start it
-  DEVDOCK_SUBDOMAIN_HOST    e.g. https://hub.example.org: one origin per user (alice.hub.example.org); optional
+  DEVDOCK_SUBDOMAIN_HOST    e.g. https://hub.example.org: users' servers at alice.hub.example.org (a wildcard DNS
+                            record and certificate)   (from DEVDOCK_PUBLIC_URL or DEVDOCK_BIND_URL; a loopback
+                            address becomes localhost: alice.localhost, which browsers resolve by themselves)
+  DEVDOCK_SINGLE_ORIGIN     1: every user's server on the hub's origin, unsafe: one user's page can act for
+                            another (docs/security.md); the admin page says so in red      (0)
   DEVDOCK_NETWORK           Docker network of user containers          (devdock)
   DEVDOCK_ISOLATE           1: containers on it cannot reach each other (1; 0 when the hub is a container on it)
   DEVDOCK_IMAGE             desktop image                               (devdock/desktop:latest)
@@ -21,7 +25,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   browsers open), OAUTH2_TOKEN_URL and OAUTH2_USERDATA_URL (what the hub calls), OAUTH_CLIENT_ID,
   OAUTH_CLIENT_SECRET; optional OAUTH_CALLBACK_URL, OAUTH2_BASIC_AUTH, OAUTH_TLS_VERIFY. And devdock's:
   DEVDOCK_PUBLIC_URL        URL users open (JupyterHub.public_url); with https:// every cookie is Secure; the
-                            OAuth callback URL is derived from it (optional)
+                            OAuth callback URL is derived from it (DEVDOCK_BIND_URL, 127.0.0.1 as localhost)
   DEVDOCK_OAUTH_SCOPE       space-separated scopes                     (openid profile email)
   DEVDOCK_OAUTH_USERDATA_FROM_ID_TOKEN  1: claims from the ID token; OAUTH2_USERDATA_URL not needed (0)
   DEVDOCK_OAUTH_USERNAME_CLAIM  claim that becomes the hub username   (preferred_username; email
@@ -85,6 +89,7 @@ import sys
 
 from devdock_spawner import hub as devdock_hub
 from devdock_spawner.hubconfig import (
+    SINGLE_ORIGIN_WARNING,
     ConfigError,
     admin_users,
     configure_culling,
@@ -98,6 +103,7 @@ from devdock_spawner.hubconfig import (
     parse_port_range,
     read_profiles,
     site_files,
+    user_origins,
 )
 
 c = get_config()  # noqa: F821  (provided by JupyterHub when it loads this file)
@@ -127,15 +133,25 @@ else:
 c.JupyterHub.hub_ip = hub_ip
 c.JupyterHub.hub_connect_ip = env("DEVDOCK_HUB_CONNECT_IP", hub_ip)
 c.JupyterHub.hub_port = env_int("DEVDOCK_HUB_PORT", 8081)
-if env("DEVDOCK_SUBDOMAIN_HOST"):
-    # Each user's server on its own origin (alice.hub.example.org): needs wildcard DNS and certificate.
-    c.JupyterHub.subdomain_host = env("DEVDOCK_SUBDOMAIN_HOST")
-if env("DEVDOCK_PUBLIC_URL"):
+# Each user's server on its own origin (alice.localhost:8000 here, alice.hub.example.org on a site with a
+# wildcard DNS record and certificate): a page one user's server serves can never act for another user on the
+# hub's origin. DEVDOCK_SINGLE_ORIGIN=1 is the documented, unsafe opt-out (docs/security.md).
+single_origin = env_flag("DEVDOCK_SINGLE_ORIGIN", False)
+subdomain_host, public_url = user_origins(
+    env("DEVDOCK_PUBLIC_URL") or c.JupyterHub.bind_url, env("DEVDOCK_SUBDOMAIN_HOST"), single_origin
+)
+c.DevDockSpawner.allow_single_origin = single_origin
+if single_origin:
+    print(f"[devdock] WARNING: {SINGLE_ORIGIN_WARNING}", file=sys.stderr)
+else:
+    c.JupyterHub.subdomain_host = subdomain_host
+if env("DEVDOCK_PUBLIC_URL") or public_url != c.JupyterHub.bind_url:
     # The URL users open decides the scheme, not a guess from the request: behind a TLS front end (Caddy, a
     # load balancer) configurable-http-proxy appends its own hop to X-Forwarded-Proto ("https,http"), and
-    # tornado reads the last entry, so the hub would think it is served over http.
-    c.JupyterHub.public_url = env("DEVDOCK_PUBLIC_URL")
-    if env("DEVDOCK_PUBLIC_URL").startswith("https://"):
+    # tornado reads the last entry, so the hub would think it is served over http. On this machine it is
+    # http://localhost:<port>, whose subdomains browsers resolve to this machine.
+    c.JupyterHub.public_url = public_url
+    if public_url.startswith("https://"):
         # Every cookie Secure: the hub's own, its _xsrf cookie and the single-user servers' (JupyterHub hands
         # cookie_options on to them), so none is ever sent over plain http.
         c.JupyterHub.tornado_settings = {"cookie_options": {"secure": True}}

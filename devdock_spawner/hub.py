@@ -28,7 +28,7 @@ from tornado import httputil, web
 
 from . import culler, metrics
 from .gpu import engine_gpu_support
-from .hubconfig import culling_policy
+from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
 from .hubstate import hub_state
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT
@@ -206,9 +206,11 @@ class AdminOverviewHandler(BaseHandler):
             row["gpu_use"] = gpu_use_text(spawner.gpu_use_now) if spawner.active else ""
             row["gpu_notice"] = spawner.gpu_health_notice if spawner.active else ""
         disk = own[0].hub_disk_problem() if hasattr(own[0], "hub_disk_problem") else ""
+        single_origin = "" if self.settings.get("subdomain_host") else SINGLE_ORIGIN_WARNING
         html = await self.render_template(
             "devdock_admin.html",
             rows=rows,
+            single_origin=single_origin,
             unknown=hub_state().unknown_containers,
             disk_problem=disk,
             gpus=_gpu_rows(),

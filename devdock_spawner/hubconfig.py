@@ -7,9 +7,11 @@ that names the variable: a configuration that cannot be honoured never starts a 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docker
 
@@ -80,6 +82,63 @@ def network_gateway(network: str, isolated: bool) -> str:
         if config.get("Gateway"):
             return config["Gateway"]
     raise ConfigError(f"network {network} has no gateway address; set DEVDOCK_HUB_IP")
+
+
+# --- one origin per user ----------------------------------------------------------------------------------------
+
+#: What a hub that serves every user's server on its own origin answers when a site opts out.
+SINGLE_ORIGIN_WARNING = (
+    "every user's server shares the hub's origin (DEVDOCK_SINGLE_ORIGIN=1 / "
+    "c.DevDockSpawner.allow_single_origin = True): a page served by one user's server can act for whoever "
+    "opens it (change their SSH keys, read their pages); see docs/security.md"
+)
+
+
+def user_origins(public_url: str, subdomain_host: str = "", single_origin: bool = False) -> tuple[str, str]:
+    """``(subdomain_host, public_url)`` for a hub whose users' servers each have their own origin.
+
+    ``public_url`` is the URL users open (``DEVDOCK_PUBLIC_URL``, else ``DEVDOCK_BIND_URL``); ``subdomain_host``
+    a site's own wildcard host (``DEVDOCK_SUBDOMAIN_HOST``). Without one, it is derived: a loopback or
+    unspecified address becomes ``localhost`` (browsers resolve ``alice.localhost`` to this machine by
+    themselves, so local use needs no DNS), a host name stays (``alice.hub.example.org`` then needs a wildcard
+    DNS record and certificate). Any other address (``0.0.0.0`` included: users then come by some address of
+    this host) has no subdomains: the hub stops with a sentence. ``single_origin`` (the documented, unsafe opt-out) keeps every server on the hub's origin.
+
+    >>> user_origins("http://127.0.0.1:8000")
+    ('http://localhost:8000', 'http://localhost:8000')
+    >>> user_origins("https://hub.example.org")
+    ('https://hub.example.org', 'https://hub.example.org')
+    """
+    if single_origin:
+        return "", public_url
+    if subdomain_host:
+        _check_origin_url(subdomain_host, "DEVDOCK_SUBDOMAIN_HOST")
+        return subdomain_host.rstrip("/"), public_url
+    parts = _check_origin_url(public_url, "DEVDOCK_PUBLIC_URL (or DEVDOCK_BIND_URL)")
+    host = parts.hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and not address.is_loopback:
+        raise ConfigError(
+            f"{public_url} is an address, and an address has no subdomains for users' servers: set "
+            "DEVDOCK_SUBDOMAIN_HOST to a host name with a wildcard DNS record (https://hub.example.org, users at "
+            "alice.hub.example.org), or DEVDOCK_SINGLE_ORIGIN=1 to serve every user on the hub's origin (unsafe: "
+            "docs/security.md)"
+        )
+    if address is not None:
+        host = "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    origin = f"{parts.scheme}://{host}{port}"
+    return origin, origin
+
+
+def _check_origin_url(url: str, name: str):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+        raise ConfigError(f"{name} must be a URL like https://hub.example.org (no path), not {url!r}")
+    return parts
 
 
 # --- the site folder ---------------------------------------------------------------------------------------------
@@ -162,8 +221,11 @@ def configure_oauth(c, allowed_users: set[str]) -> None:
     # An address becomes a username only when the provider vouches for it: an unverified one could name somebody
     # else's account. Sign-in then fails with "No ... found".
     oauth.username_claim = verified_email if username_claim == "email" else username_claim
-    if env("DEVDOCK_PUBLIC_URL") and not env("OAUTH_CALLBACK_URL"):
-        oauth.oauth_callback_url = env("DEVDOCK_PUBLIC_URL").rstrip("/") + "/hub/oauth_callback"
+    # The URL users open, as jupyterhub_config.py settled it (127.0.0.1 becomes localhost: users' servers are on
+    # its subdomains, and the callback must reach the origin that set the login's state cookie).
+    public_url = c.JupyterHub.public_url if "public_url" in c.JupyterHub else env("DEVDOCK_PUBLIC_URL")
+    if public_url and not env("OAUTH_CALLBACK_URL"):
+        oauth.oauth_callback_url = public_url.rstrip("/") + "/hub/oauth_callback"
     # Groups from the identity provider's claim become JupyterHub groups (profiles' allowed_groups use them).
     allowed_groups = set(env_list("DEVDOCK_OAUTH_ALLOWED_GROUPS"))
     admin_groups = set(env_list("DEVDOCK_OAUTH_ADMIN_GROUPS"))

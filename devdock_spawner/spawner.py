@@ -137,6 +137,32 @@ class DevDockSpawner(
         """,
     )
 
+    allow_single_origin = Bool(
+        False,
+        config=True,
+        help="""
+        Serve users' servers on the hub's own origin (``JupyterHub.subdomain_host`` unset). **Unsafe on a hub
+        with more than one user**: a user controls their own server completely, so a page it serves runs on
+        the hub's origin, and whoever opens it (another user, an admin) lets it act for them: change their SSH
+        keys on ``/hub/ssh``, read their pages. devdock refuses to start servers on such a hub unless this is
+        True; the admin page then says so in red. ``jupyterhub_config.py`` sets it from ``DEVDOCK_SINGLE_ORIGIN``.
+        Default: False (set ``c.JupyterHub.subdomain_host``: every server on its own origin).
+        """,
+    )
+
+    @property
+    def single_origin_problem(self) -> str:
+        """Why this hub must not start servers ("" when every user's server has its own origin)."""
+        settings = getattr(self.user, "settings", None) or {}
+        if settings.get("subdomain_host") or self.allow_single_origin:
+            return ""
+        return (
+            "devdock gives every user's server an origin of its own, and this hub's JupyterHub.subdomain_host is "
+            "not set: a page served by one user's server could act for whoever opens it. Set "
+            "c.JupyterHub.subdomain_host (DEVDOCK_SUBDOMAIN_HOST; local use: http://localhost:8000), or accept the "
+            "risk with c.DevDockSpawner.allow_single_origin = True (DEVDOCK_SINGLE_ORIGIN=1); docs/security.md"
+        )
+
     create_network = Bool(
         True,
         config=True,
@@ -464,7 +490,7 @@ class DevDockSpawner(
     async def _start(self):
         self._start_began = time.monotonic()
         self._emit(5, f"Preparing the desktop for {self.user.name}")
-        problem = self.hub_disk_problem()
+        problem = self.single_origin_problem or self.hub_disk_problem()
         if problem:
             self.log.error("devdock: not starting %s: %s", self._log_name, problem)
             raise web.HTTPError(503, problem)

@@ -130,8 +130,15 @@ class Hub:
             "DEVDOCK_HOME_SIZE": "0",
             # A hub that dies of a signal leaves every thread's Python stack in its log.
             "PYTHONFAULTHANDLER": "1",
-            # *.localhost names resolve to loopback; tests send the Host header to 127.0.0.1.
-            **({"DEVDOCK_SUBDOMAIN_HOST": f"http://devdock.localhost:{self.port}"} if subdomains else {}),
+            # *.localhost names resolve to loopback; tests send the Host header to 127.0.0.1. Most of the suite
+            # drives a hub at 127.0.0.1 with plain HTTP clients, through the documented opt-out of one origin per
+            # user; the shipped default (an origin per user) is what tests/e2e/test_origins.py, tests/compose/
+            # and the README tier run.
+            **(
+                {"DEVDOCK_SUBDOMAIN_HOST": f"http://devdock.localhost:{self.port}"}
+                if subdomains
+                else {"DEVDOCK_SINGLE_ORIGIN": "1"}
+            ),
             **env_overrides,
         }
 

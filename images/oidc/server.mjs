@@ -22,7 +22,10 @@ import Provider from 'oidc-provider';
 
 const env = (name, fallback = '') => (process.env[name] ?? '').trim() || fallback;
 
-const publicUrl = env('DEVDOCK_PUBLIC_URL', 'http://127.0.0.1:8000').replace(/\/+$/, '');
+const publicUrl = env('DEVDOCK_PUBLIC_URL', 'http://localhost:8000').replace(/\/+$/, '');
+// The hub serves a loopback address as localhost (users' servers on its subdomains, alice.localhost): its callback
+// is on localhost then, whichever loopback address the site wrote.
+const hubUrl = publicUrl.replace(/^(https?:\/\/)(127\.0\.0\.1|\[::1\])(?=[:/]|$)/, '$1localhost');
 const config = {
   issuer: env('DEVDOCK_OIDC_ISSUER', 'http://127.0.0.1:9000').replace(/\/+$/, ''),
   port: Number(env('DEVDOCK_OIDC_LISTEN_PORT', '9000')),
@@ -30,7 +33,7 @@ const config = {
   clientDir: env('DEVDOCK_OIDC_CLIENT_DIR', '/var/lib/devdock-oidc-client'),
   usersFile: env('DEVDOCK_OIDC_USERS', '/etc/devdock-oidc/users.json'),
   clientId: env('DEVDOCK_OIDC_CLIENT_ID', 'devdock'),
-  redirectUris: env('DEVDOCK_OIDC_REDIRECT_URIS', `${publicUrl}/hub/oauth_callback`).split(',').map((s) => s.trim()),
+  redirectUris: env('DEVDOCK_OIDC_REDIRECT_URIS', `${hubUrl}/hub/oauth_callback`).split(',').map((s) => s.trim()),
   trustProxy: env('DEVDOCK_OIDC_TRUST_PROXY', '0') === '1',
 };
 const SCOPES = ['openid', 'profile', 'email', 'groups'];
@@ -248,7 +251,7 @@ function makeProvider(users, credentials, state) {
       ctx.body = page(
         'Sign-in error · devdock demo identity provider',
         `<h1>Sign-in error</h1><p class="error">${escapeHtml(out.error)}: ${escapeHtml(out.error_description ?? '')}</p>
-<p><a href="${escapeHtml(publicUrl)}/hub/">Back to devdock</a></p>`,
+<p><a href="${escapeHtml(hubUrl)}/hub/">Back to devdock</a></p>`,
       );
     },
   });
@@ -323,7 +326,7 @@ function main(command) {
     const banner = [
       '',
       '================================ devdock =================================',
-      `  Open ${publicUrl} and sign in at the demo identity provider`,
+      `  Open ${hubUrl} and sign in at the demo identity provider`,
       `  (${config.issuer}, client "${config.clientId}").`,
     ];
     if (generated.length) {
