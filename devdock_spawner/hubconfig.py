@@ -106,8 +106,8 @@ def user_origins(public_url: str, subdomain_host: str = "", single_origin: bool 
 
     >>> user_origins("http://127.0.0.1:8000")
     ('http://localhost:8000', 'http://localhost:8000')
-    >>> user_origins("https://hub.example.org")
-    ('https://hub.example.org', 'https://hub.example.org')
+    >>> user_origins("https://hub.example.org/")
+    ('https://hub.example.org', 'https://hub.example.org/')
     """
     if single_origin:
         return "", public_url
@@ -115,9 +115,8 @@ def user_origins(public_url: str, subdomain_host: str = "", single_origin: bool 
         _check_origin_url(subdomain_host, "DEVDOCK_SUBDOMAIN_HOST")
         return subdomain_host.rstrip("/"), public_url
     parts = _check_origin_url(public_url, "DEVDOCK_PUBLIC_URL (or DEVDOCK_BIND_URL)")
-    host = parts.hostname or ""
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(parts.hostname)
     except ValueError:
         address = None
     if address is not None and not address.is_loopback:
@@ -127,10 +126,10 @@ def user_origins(public_url: str, subdomain_host: str = "", single_origin: bool 
             "alice.hub.example.org), or DEVDOCK_SINGLE_ORIGIN=1 to serve every user on the hub's origin (unsafe: "
             "docs/security.md)"
         )
-    if address is not None:
-        host = "localhost"
+    if address is None:
+        return f"{parts.scheme}://{parts.netloc}", public_url
     port = f":{parts.port}" if parts.port else ""
-    origin = f"{parts.scheme}://{host}{port}"
+    origin = f"{parts.scheme}://localhost{port}"
     return origin, origin
 
 

@@ -39,6 +39,7 @@ def pytest_configure(config):
     A handled signal is reset at exec, so the hubs, and what they start, get SIGINT's default again."""
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    harness.resolve_localhost_subdomains()
 
 
 #: The longest modules (and tiers), longest first, from the suite's own junit times on a 2-core machine: they start

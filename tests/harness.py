@@ -45,6 +45,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def resolve_localhost_subdomains() -> None:
+    """Resolve ``*.localhost`` to loopback in this test process, as browsers do by themselves (RFC 6761 6.3).
+
+    Users' servers live on their own origins (``alice.localhost:8000``); glibc resolves only ``localhost`` from
+    /etc/hosts, so Python's HTTP and websocket clients get the same answer Chromium gives, and nothing else changes.
+    """
+    if getattr(socket.getaddrinfo, "devdock_localhost", False):
+        return
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if isinstance(name, str) and name.lower().rstrip(".").endswith(".localhost"):
+            host = "127.0.0.1"
+        return original(host, *args, **kwargs)
+
+    getaddrinfo.devdock_localhost = True
+    socket.getaddrinfo = getaddrinfo
+
+
 def docker_client() -> docker.DockerClient:
     """The engine, or a loud failure: a missing engine never turns into a passing (or skipped) test."""
     try:

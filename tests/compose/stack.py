@@ -51,7 +51,8 @@ class Stack:
         self.http_port, self.oidc_port = free_port(), free_port()
         self.hub_port, self.proxy_api_port = free_port(), free_port()
         self.gateway_port = free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        # The shipped default: the hub on localhost, each user's server on its own origin (alice.localhost).
+        self.url = f"http://localhost:{self.http_port}"
         self.issuer = f"http://127.0.0.1:{self.oidc_port}"
         self.service_token = secrets.token_hex(16)
         ssh_low = random.randrange(43000, 47900, 100)
@@ -154,6 +155,17 @@ class Stack:
         headers = {"Authorization": f"token {token or self.service_token}"}
         return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kwargs)
 
+    def user_url(self, user: str) -> str:
+        """The user's server, on its own origin (``http://alice.localhost:<port>/user/alice/``)."""
+        return f"http://{user}.localhost:{self.http_port}/user/{user}/"
+
+    def route(self, user: str) -> dict:
+        """The proxy's route to the user's server (its key names the user's own host)."""
+        routes = self.api("GET", "/proxy").json()
+        found = [route for spec, route in routes.items() if spec == f"/{user}.localhost/user/{user}/"]
+        assert len(found) == 1, routes
+        return found[0]
+
     def token(self, user: str) -> str:
         assert self.api("POST", f"/users/{user}").status_code in (201, 409)
         r = self.api("POST", f"/users/{user}/tokens", json={"note": "devdock compose tests", "expires_in": 3600})
@@ -212,7 +224,8 @@ class Person:
         self.page.on("framenavigated", lambda frame: frame.parent_frame is None and self.visited.append(frame.url))
 
     def _guard(self, route):
-        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+        host = urlparse(route.request.url).hostname or ""
+        if host in ("127.0.0.1", "localhost") or host.endswith(".localhost"):
             route.continue_()
         else:
             self.off_site.append(route.request.url)

@@ -27,6 +27,8 @@ print(json.dumps({
     "allowed_users": sorted(cfg.Authenticator.allowed_users) if "allowed_users" in cfg.Authenticator else None,
     "admin_users": sorted(cfg.Authenticator.admin_users),
     "public_url": cfg.JupyterHub.public_url if "public_url" in cfg.JupyterHub else None,
+    "subdomain_host": cfg.JupyterHub.subdomain_host if "subdomain_host" in cfg.JupyterHub else None,
+    "allow_single_origin": cfg.DevDockSpawner.allow_single_origin,
     "cookie_options": cfg.JupyterHub.tornado_settings.get("cookie_options") if "tornado_settings" in cfg.JupyterHub
                       else None,
     "groups_key": o.auth_state_groups_key if "auth_state_groups_key" in o else None,
@@ -148,3 +150,26 @@ def test_https_public_url_makes_every_cookie_secure(tmp_path):
     assert cfg["cookie_options"] == {"secure": True}
     status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_PUBLIC_URL="http://127.0.0.1:8000")
     assert status == 0 and cfg["cookie_options"] is None, cfg
+
+
+def test_origin_per_user_by_default_with_the_callback_on_the_same_origin(tmp_path):
+    """The shipped default: the hub on localhost, users' servers on its subdomains, OAuth's callback where the
+    login's state cookie was set; the single origin only through its opt-out."""
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1")
+    assert status == 0, cfg
+    assert (cfg["subdomain_host"], cfg["public_url"]) == ("http://localhost:8000", "http://localhost:8000")
+    assert cfg["callback"] == "http://localhost:8000/hub/oauth_callback"
+    assert cfg["allow_single_origin"] is False
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_PUBLIC_URL="https://hub.example.org")
+    assert status == 0, cfg
+    assert cfg["subdomain_host"] == "https://hub.example.org"
+    assert cfg["callback"] == "https://hub.example.org/hub/oauth_callback"
+    status, cfg = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_SINGLE_ORIGIN="1")
+    assert status == 0, cfg
+    assert cfg["subdomain_host"] is None and cfg["allow_single_origin"] is True
+
+
+def test_a_public_address_without_a_wildcard_host_stops_the_hub_with_a_sentence(tmp_path):
+    status, out = load(tmp_path, DEVDOCK_OAUTH_ALLOW_ALL="1", DEVDOCK_PUBLIC_URL="http://192.0.2.10:8000")
+    assert status != 0
+    assert "DEVDOCK_SUBDOMAIN_HOST" in out and "DEVDOCK_SINGLE_ORIGIN=1" in out, out

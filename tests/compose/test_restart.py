@@ -26,7 +26,7 @@ def bob(stack, docker_client, browser, tmp_path_factory):
     """bob's running server (the "desktop" profile), a file in his home, and a signed-in browser."""
     stack.spawn("bob", {"profile": "desktop"})
     token = stack.token("bob")
-    url = f"{stack.url}/user/bob/"
+    url = stack.user_url("bob")
     out = run_in_terminal(url, token, "echo kept-$((40 + 2)) > ~/restart.txt; cat ~/restart.txt", expect="kept-42")
     assert "kept-42" in out, out
 
@@ -45,7 +45,7 @@ def bob(stack, docker_client, browser, tmp_path_factory):
         "started_at": container.attrs["State"]["StartedAt"],
         "ssh_config": config,
         "ssh_env": env,
-        "route": stack.api("GET", "/proxy").json()["/user/bob/"]["target"],
+        "route": stack.route("bob")["target"],
     }
     yield state
     person.close()
@@ -62,7 +62,7 @@ def assert_bob_unharmed(stack, docker_client, bob):
     assert container.status == "running"
     assert container.attrs["State"]["StartedAt"] == bob["started_at"]
     # ...the proxy routes to it as before, and it answers through the proxy...
-    assert stack.api("GET", "/proxy").json()["/user/bob/"]["target"] == bob["route"]
+    assert stack.route("bob")["target"] == bob["route"]
     status = requests.get(bob["url"] + "api/status", headers={"Authorization": f"token {bob['token']}"}, timeout=30)
     assert status.status_code == 200, status.text
     # ...with bob's file, and his ssh config still takes him in through the gateway, host keys and all.

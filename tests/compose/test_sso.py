@@ -85,7 +85,7 @@ def test_next_parameter_cannot_send_the_browser_off_site(stack, person, target):
     p.page.goto(f"{stack.url}/hub/login?next={quote(target, safe='')}")
     p.page.wait_for_load_state()
 
-    assert urlparse(p.page.url).netloc == f"127.0.0.1:{stack.http_port}", p.page.url
+    assert urlparse(p.page.url).netloc == f"localhost:{stack.http_port}", p.page.url
     hosts = {urlparse(url).hostname for url in p.visited if url.startswith("http")}
-    assert hosts <= {"127.0.0.1"}, p.visited
+    assert hosts <= {"localhost", "127.0.0.1"}, p.visited  # the hub, and the demo identity provider
     assert not p.off_site, p.off_site
