@@ -20,6 +20,7 @@ from . import metrics, naming, reconcile
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec, last_lines, network_spec
 from .hubstate import hub_state
+from .images import missing_image_message
 from .ports import port_taken
 from .profiles import InvalidOptions, validate_user_options
 from .spawner_culling import CullingMixin
@@ -563,11 +564,9 @@ class DevDockSpawner(
             await self.pull_image(self.image)
         except (APIError, DockerException) as e:
             detail = getattr(e, "explanation", None) or str(e)
-            raise web.HTTPError(
-                503,
-                f"The image {self.image} is not available on this server ({detail}). "
-                "An admin can build it (scripts/build-images.sh) or pull it.",
-            ) from e
+            message = missing_image_message(self.image, "users' servers run it", detail)
+            self.log.error("devdock: not starting %s: %s", self._log_name, message)
+            raise web.HTTPError(503, message) from e
 
     async def poll(self):
         """DockerSpawner's poll, but an unreachable engine is not a dead server.

@@ -11,13 +11,14 @@ import json
 import os
 import time
 
-from docker.errors import APIError
+from docker.errors import APIError, ImageNotFound
 from tornado import web
 from traitlets import CaselessStrEnum, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import homeimage, naming
 from .container import last_lines
+from .images import missing_image_message
 
 
 class HomesMixin(LoggingConfigurable):
@@ -200,18 +201,30 @@ class HomesMixin(LoggingConfigurable):
         out = await self._one_shot(
             self.home_helper_image, ["devdock-home-image", *args], host, "home-image",
             f"The home of {self.user.name} could not be prepared",
+            "it makes, attaches and removes the homes with a size limit (home_size)",
         )  # fmt: skip
         return json.loads(out.strip().splitlines()[-1])
 
-    async def _one_shot(self, image: str, entrypoint: list[str], host: dict, role: str, failure: str) -> str:
-        """Run a helper container to its end and remove it; its output, or an HTTP 500 with ``failure``."""
-        container = await self.docker(
-            "create_container",
-            image,
-            entrypoint=entrypoint,
-            host_config=host,
-            labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: role, **self.extra_labels},
-        )
+    async def _one_shot(
+        self, image: str, entrypoint: list[str], host: dict, role: str, failure: str, purpose: str = ""
+    ) -> str:
+        """Run a helper container to its end and remove it; its output, or an HTTP 500 with ``failure``.
+
+        A helper image that is not on the engine is a 503 that says which image does ``purpose`` and how to build it
+        (Docker's own "No such image" would reach the user as JupyterHub's "Unhandled error starting server").
+        """
+        try:
+            container = await self.docker(
+                "create_container",
+                image,
+                entrypoint=entrypoint,
+                host_config=host,
+                labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: role, **self.extra_labels},
+            )
+        except ImageNotFound as e:
+            message = missing_image_message(image, purpose)
+            self.log.error("devdock: %s: %s", failure, message)
+            raise web.HTTPError(503, f"{failure}. {message}") from e
         try:
             await self.docker("start", container["Id"])
             result = await self.docker("wait", container["Id"], timeout=3600)
@@ -318,5 +331,6 @@ class HomesMixin(LoggingConfigurable):
             self.image,
             ["sh", "-c", 'umask 077 && tar -C /home -czf "$0.partial" . && mv "$0.partial" "$0"', target],
             host, "offboarding", f"Archiving {volume} failed, so it was not removed",
+            "it archives the homes of deleted users",
         )  # fmt: skip
         self.log.info("devdock: archived home %s of deleted %s to %s", volume, self._log_name, target)

@@ -27,7 +27,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/engine.sh
-scripts/build-images.sh desktop ssh-gateway
+# What the shipped defaults need: the desktop (users' servers), the SSH gateway, and the hub image, whose one-shot
+# helper makes every new home a size-limited filesystem image (DEVDOCK_HOME_SIZE, 50G).
+scripts/build-images.sh desktop ssh-gateway hub
 if ! command -v configurable-http-proxy >/dev/null; then
     npm install -g --no-fund --no-audit configurable-http-proxy@5 >/dev/null
 fi
@@ -50,6 +52,11 @@ if [ "$DEVDOCK_SSH_MODE" != ports ]; then
     DEVDOCK_SSH_GATEWAY_TOKEN=$(cat "$data/ssh-gateway-token")
     export DEVDOCK_SSH_GATEWAY_HOST_KEY="$data/ssh-gateway/ssh_host_ed25519_key.pub"
     mkdir -p "$data/ssh-gateway"
+    if ! docker image inspect devdock/ssh-gateway:latest >/dev/null 2>&1; then
+        echo "devdock: the image devdock/ssh-gateway:latest of the SSH gateway is not on this engine: run" \
+            "scripts/build-images.sh ssh-gateway (or DEVDOCK_SSH_MODE=ports for no gateway)" >&2
+        exit 1
+    fi
     docker rm -f devdock-ssh-gateway >/dev/null 2>&1 || true
     docker run -d --name devdock-ssh-gateway --network host --restart unless-stopped --read-only \
         --tmpfs /tmp --tmpfs /run/devdock-gateway --cap-drop ALL --cap-add CHOWN --cap-add SETUID --cap-add SETGID \
