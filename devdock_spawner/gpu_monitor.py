@@ -126,7 +126,17 @@ def container_id_from_cgroup(text: str) -> str:
     return ""
 
 
-_XID = re.compile(r"NVRM: Xid \(([^)]*)\): (\d+),?\s*(.*)")
+#: A ``/dev/kmsg`` record: ``priority,sequence,timestamp,flags[,more];message`` (the kernel's
+#: Documentation/ABI/testing/dev-kmsg); the message is everything after the first ``;``.
+_KMSG_HEADER = re.compile(r"\d+,\d+,\d+,[^;]*;")
+#: The NVIDIA driver's XID line, from the start of the message: ``NVRM: Xid (PCI:0000:3b:00): 79, ...`` (older
+#: drivers leave out ``PCI:``; a function number or a MIG instance after the bus may follow). Anchored, and the
+#: bus must follow at once: a kernel message that *carries* this text (a trap or segfault line names the
+#: program's file, which a user chooses) does not begin with it, and one that begins with a process name (at
+#: most 15 characters: ``NVRM: Xid (PCI:``) has ``[pid]`` where the bus would be.
+_XID = re.compile(
+    r"NVRM: Xid \((?:PCI:)?([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.[0-7])?(?: [^)]*)?\): (\d+),?\s*(.*)"
+)
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,20 @@ class Xid:
         return self.code in APPLICATION_XIDS
 
 
+def kernel_message(record: str) -> str:
+    """The message of one ``/dev/kmsg`` record (its header taken off once), or the line itself if it has none."""
+    record = record.split("\n", 1)[0]  # continuation lines (`` KEY=value``) follow the message
+    header = _KMSG_HEADER.match(record)
+    return record[header.end() :] if header else record
+
+
 def parse_xid(record: str) -> Xid | None:
-    """An XID from one kernel log record (``/dev/kmsg``'s ``4,1234,5678,-;NVRM: Xid (PCI:0000:3b:00): 79, ...``)."""
-    found = _XID.search(record)
+    """An XID from one kernel log record (``/dev/kmsg``'s ``4,1234,5678,-;NVRM: Xid (PCI:0000:3b:00): 79, ...``).
+
+    Only a record whose message *begins* with the driver's line counts: anything else that contains it (a user's
+    file name in a trap message, a program named after it) is not the driver speaking.
+    """
+    found = _XID.match(kernel_message(record))
     if not found:
         return None
     bus = normal_bus_id(found.group(1))

@@ -7,7 +7,9 @@
 #   APT_MIRROR      e.g. http://mirror.example.org/debian   (empty: keep the base image's sources)
 #   PIP_INDEX_URL   e.g. https://pypi.example.org/simple    (empty: PyPI)
 #   TZ              e.g. Europe/Berlin                       (default Etc/UTC)
-#   EXTRA_CA_DIR    folder of extra *.crt CA certificates (a TLS-inspecting proxy); skipped when empty
+#   EXTRA_CA_DIR    folder of extra *.crt CA certificates (a TLS-inspecting proxy), sub-folders included: the
+#                   Dockerfiles put images/certs/ there and, in host-ca/, the host's own CA folder (the named build
+#                   context "host-ca" that compose and scripts/build-images.sh pass); skipped when empty
 set -eu
 
 DEVDOCK=/opt/devdock
@@ -15,18 +17,22 @@ VENV=$DEVDOCK/venv
 
 log() { printf '[devdock-build] %s\n' "$*"; }
 
-# Trust the site's extra CA certificates, before anything talks TLS.
+# Trust the site's extra CA certificates, before anything talks TLS. Each keeps its path below EXTRA_CA_DIR in its
+# name (host-ca_sub_name.crt), so that two folders' files of one name never overwrite each other.
 install_ca_certs() {
     dir=${EXTRA_CA_DIR:-}
     [ -n "$dir" ] && [ -d "$dir" ] || return 0
-    found=$(find "$dir" -maxdepth 1 -name '*.crt' | head -n 1)
-    [ -n "$found" ] || { log "no extra CA certificates in $dir"; return 0; }
+    count=$(find "$dir" -name '*.crt' -type f | wc -l)
+    [ "$count" -gt 0 ] || { log "no extra CA certificates in $dir"; return 0; }
     mkdir -p /usr/local/share/ca-certificates/devdock
-    cp "$dir"/*.crt /usr/local/share/ca-certificates/devdock/
+    (cd "$dir" && find . -name '*.crt' -type f) | while IFS= read -r crt; do
+        name=$(printf '%s' "${crt#./}" | tr '/' '_')
+        cp "$dir/${crt#./}" "/usr/local/share/ca-certificates/devdock/$name"
+    done
     if command -v update-ca-certificates >/dev/null; then
         update-ca-certificates >/dev/null
     fi
-    log "installed extra CA certificates: $(ls "$dir"/*.crt | wc -l)"
+    log "installed extra CA certificates: $count"
 }
 
 # Point apt at a site mirror, for deb822 sources and the older sources.list alike: on Debian the main archive

@@ -12,13 +12,15 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf '[build-images] %s\n' "$*" >&2; }
 
-# The host's locally added CAs (a TLS-inspecting proxy) must be trusted inside the build too.
-collect_ca_certs() {
+# The host's locally added CAs (a TLS-inspecting proxy) must be trusted inside the build too: its CA folder is the
+# named build context "host-ca" (as docker-compose.yml passes it), nothing is copied into the checkout. A host
+# without that folder gets an empty one.
+host_ca_dir() {
     local src=${DEVDOCK_HOST_CA_DIR:-/usr/local/share/ca-certificates}
-    [ -d "$src" ] || return 0
-    find "$src" -name '*.crt' -type f -print0 | while IFS= read -r -d '' crt; do
-        cmp -s "$crt" "$root/images/certs/$(basename "$crt")" || cp "$crt" "$root/images/certs/"
-    done
+    if [ ! -d "$src" ]; then
+        src=$(mktemp -d /tmp/devdock-no-host-ca.XXXXXX)
+    fi
+    printf '%s' "$src"
 }
 
 build() {
@@ -28,8 +30,8 @@ build() {
         [ -n "${!var:-}" ] && args+=(--build-arg "$var=${!var}")
     done
     log "building $tag from $base"
-    DOCKER_BUILDKIT=1 docker build -q "${args[@]}" -f "$root/images/desktop/Dockerfile" -t "$tag" \
-        "$root/images" >/dev/null
+    DOCKER_BUILDKIT=1 docker build -q "${args[@]}" --build-context "host-ca=$(host_ca_dir)" \
+        -f "$root/images/desktop/Dockerfile" -t "$tag" "$root/images" >/dev/null
     log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
@@ -45,13 +47,12 @@ build_service() {
     done
     "$root/scripts/base-image.sh" "${BASE_IMAGE:-debian:bookworm-slim}"
     log "building $tag"
-    DOCKER_BUILDKIT=1 docker build -q "${args[@]}" -f "$root/images/$name/Dockerfile" -t "$tag" "$context" \
-        >/dev/null
+    DOCKER_BUILDKIT=1 docker build -q "${args[@]}" --build-context "host-ca=$(host_ca_dir)" \
+        -f "$root/images/$name/Dockerfile" -t "$tag" "$context" >/dev/null
     log "built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
 main() {
-    collect_ca_certs
     local targets=("$@")
     [ ${#targets[@]} -gt 0 ] || targets=(desktop)
     for target in "${targets[@]}"; do

@@ -6,7 +6,8 @@
 # 1. a Docker engine >= 25 with BuildKit and Compose v2 (installed and started if missing; scripts/engine.sh)
 # 2. the local base image (pulled, or made with debootstrap when no registry answers) and devdock's
 #    images, built with layer reuse (scripts/build-images.sh)
-# 3. configurable-http-proxy (npm), Debian's Chromium and an OpenSSH client
+# 3. configurable-http-proxy (npm, the version pinned below), Debian's Chromium, an OpenSSH client and the
+#    other tools the tests run (Python's venv module, git, procps, rsync, util-linux, Caddy)
 # 4. a virtualenv (.venv) with devdock and its test extra
 # 5. lint (ruff, the same hooks pre-commit runs), then pytest -v (modules side by side, pytest-xdist) over the unit, integration, e2e, compose
 #    and swarm tiers (the swarm tier makes its own swarm on the engine and a second engine in a container).
@@ -18,21 +19,36 @@ cd "$root"
 log() { printf '\n[test] %s\n' "$*" >&2; }
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# configurable-http-proxy: the newest release that runs on Debian 12's Node.js 18 (5.2 and later want Node 20, 5.3's
+# dependencies Node 22.12); the same version as images/proxy/package.json (tests/unit/test_host_setup.py checks).
+CHP_VERSION=5.1.0
 need_apt=()
-command -v chromium >/dev/null || need_apt+=(chromium)
+if ! command -v chromium >/dev/null; then
+    # Ubuntu's chromium package is only a way to install the snap, which does not run in containers or CI: there,
+    # install Chromium another way and point DEVDOCK_CHROMIUM at it (docs/deployment.md, supported hosts).
+    if [ "$(. /etc/os-release && echo "${ID:-}")" = ubuntu ] && [ ! -x "${DEVDOCK_CHROMIUM:-/usr/bin/chromium}" ]; then
+        log "Ubuntu has no chromium .deb (only the snap): install Chromium and set DEVDOCK_CHROMIUM=/path/to/chromium"
+        exit 1
+    fi
+    [ -x "${DEVDOCK_CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
+fi
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)  # .venv below
+command -v git >/dev/null || need_apt+=(git)                                   # the fresh-clone tests
+command -v pgrep >/dev/null || need_apt+=(procps)
 command -v caddy >/dev/null || need_apt+=(caddy)  # the TLS example's front end, in the integration tier
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v rsync >/dev/null || need_apt+=(rsync)  # rsync through the SSH gateway, as users run it
 command -v nsenter >/dev/null || need_apt+=(util-linux)
-command -v node >/dev/null || need_apt+=(nodejs npm)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
-if ! command -v configurable-http-proxy >/dev/null; then
-    log "installing configurable-http-proxy"
-    npm install -g --no-fund --no-audit configurable-http-proxy@5 >/dev/null
+# One that is there and runs is kept; one that does not start on this Node.js (5.3 on Node 18) is replaced.
+if ! configurable-http-proxy --version >/dev/null 2>&1; then
+    log "installing configurable-http-proxy $CHP_VERSION"
+    npm install -g --no-fund --no-audit "configurable-http-proxy@$CHP_VERSION" >/dev/null
 fi
 
 log "Docker engine"

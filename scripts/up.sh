@@ -30,8 +30,10 @@ scripts/engine.sh
 # What the shipped defaults need: the desktop (users' servers), the SSH gateway, and the hub image, whose one-shot
 # helper makes every new home a size-limited filesystem image (DEVDOCK_HOME_SIZE, 50G).
 scripts/build-images.sh desktop ssh-gateway hub
-if ! command -v configurable-http-proxy >/dev/null; then
-    npm install -g --no-fund --no-audit configurable-http-proxy@5 >/dev/null
+# configurable-http-proxy 5.1.0: the newest release that runs on Debian 12's Node.js 18 (the same as
+# images/proxy/package.json and scripts/test.sh). One that is there and starts is kept.
+if ! configurable-http-proxy --version >/dev/null 2>&1; then
+    npm install -g --no-fund --no-audit configurable-http-proxy@5.1.0 >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e . 2>&1 | grep -v "^WARNING: Location" || true

@@ -83,11 +83,70 @@ def test_gpu_process_cgroup_names_its_container(text, expected):
             "NVRM: Xid (PCI:0000:1B:00): 13, Graphics SM Warp Exception",
             ("0000:1b:00", 13, "Graphics SM Warp Exception"),
         ),  # noqa: E501
+        (
+            "4,5512,88231904,-,caller=C3;NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, "
+            "GPU has fallen off the bus.",
+            ("0000:3b:00", 79, "GPU has fallen off the bus."),
+        ),  # a kernel built with CONFIG_PRINTK_CALLER adds a field to the header
+        (
+            "4,7,1,-;NVRM: Xid (PCI:0000:1b:00.0): 94, pid=77, name=train, Contained: SM (0x1). RST: No, D-RST: No",
+            ("0000:1b:00", 94, "Contained: SM (0x1). RST: No, D-RST: No"),
+        ),  # with the function number
+        (
+            "4,8,1,-;NVRM: Xid (PCI:0000:1b:00 GPU-I:01 GPU-CI:00): 43, pid=77, name=train, Ch 0000000a",
+            ("0000:1b:00", 43, "Ch 0000000a"),
+        ),  # a MIG instance
+        ("4,9,1,-;NVRM: Xid (0000:02:00): 13, 0003 00000000 0000a097", ("0000:02:00", 13, "0003 00000000 0000a097")),
+        (
+            "4,10,1,-;NVRM: Xid (PCI:00000001:00:00): 79, GPU has fallen off the bus.",
+            ("0001:00:00", 79, "GPU has fallen off the bus."),
+        ),  # noqa: E501
+        (
+            "4,11,1,-;NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.\n"
+            " SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n",
+            ("0000:3b:00", 79, "GPU has fallen off the bus."),
+        ),  # fmt: skip
         ("6,1,1,-;usb 1-1: new high-speed USB device", None),
+        # Forged: a user names a file after the driver's line and runs an invalid opcode from it (or makes it
+        # crash); the kernel's trap and segfault messages carry the file's name, and its first 15 characters as
+        # the process name.
+        (
+            "6,4711,9081726354,-;traps: NVRM: Xid (PCI:[1234] trap invalid opcode ip:401000 sp:7ffd0c1e2a40 "
+            "error:0 in NVRM: Xid (PCI:0000:3b:00): 79, x[401000+1000]",
+            None,
+        ),
+        (
+            "6,4712,9081726355,-;NVRM: Xid (PCI:[1234]: segfault at 0 ip 0000000000401000 sp 00007ffd0c1e2a40 "
+            "error 4 in NVRM: Xid (PCI:0000:3b:00): 79, x[401000+1000] likely on CPU 3 (core 3, socket 0)",
+            None,
+        ),
+        ("6,4713,1,-;NVRM: Xid ([1234]: NVRM: Xid (PCI:0000:3b:00): 79, x", None),
+        ("6,4714,1,-;x NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.", None),
+        ("12,4715,1,-;audit: NVRM: Xid (PCI:0000:3b:00): 48, An uncorrectable double bit error", None),
+        ("6,4716,1,-;a;NVRM: Xid (PCI:0000:3b:00): 79, header-like text in the message", None),
+        ("[ 1234.5678] traps: x[1] NVRM: Xid (PCI:0000:3b:00): 79, x", None),
     ],
-    ids=["xid-79", "xid-48-with-process", "xid-13", "not-an-xid"],
+    ids=[
+        "xid-79",
+        "xid-48-with-process",
+        "xid-13",
+        "caller-field",
+        "function-number",
+        "mig-instance",
+        "old-driver",
+        "eight-digit-domain",
+        "continuation-lines",
+        "not-an-xid",
+        "forged-in-a-trap-message",
+        "forged-in-a-segfault-message",
+        "forged-by-a-process-name",
+        "not-at-the-start",
+        "forged-in-audit",
+        "second-semicolon",
+        "dmesg-style-line",
+    ],  # fmt: skip
 )
-def test_gpu_xid_in_a_kernel_log_record(record, expected):
+def test_gpu_xid_only_from_the_drivers_own_kernel_log_record(record, expected):
     xid = parse_xid(record)
     assert (None if xid is None else (xid.bus_id, xid.code, xid.message)) == expected
 

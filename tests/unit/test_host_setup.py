@@ -1,0 +1,86 @@
+"""What the setup scripts and the compose file put on a fresh host, read from the files themselves (no engine).
+
+The checks that need an engine (a build with no copied certificates, the uninstaller) are in
+tests/integration/test_host_setup.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from tests.harness import ROOT
+
+SCRIPTS = ROOT / "scripts"
+PROXY_IMAGE = ROOT / "images" / "proxy"
+
+
+def _chp_pins(text: str) -> set[str]:
+    """Every ``configurable-http-proxy@<version>`` a script installs, with ``$CHP_VERSION`` resolved."""
+    versions = set(re.findall(r"configurable-http-proxy@([^\s\"']+)", text))
+    variable = re.search(r"^CHP_VERSION=(\S+)$", text, re.MULTILINE)
+    if variable:
+        versions = {variable.group(1) if v == "$CHP_VERSION" else v for v in versions}
+    return versions
+
+
+def test_the_scripts_install_the_configurable_http_proxy_of_the_proxy_image_an_exact_version():
+    image = json.loads((PROXY_IMAGE / "package.json").read_text())["dependencies"]["configurable-http-proxy"]
+    lock = json.loads((PROXY_IMAGE / "package-lock.json").read_text())
+    locked = lock["packages"]["node_modules/configurable-http-proxy"]["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", image), f"images/proxy/package.json pins a range ({image}), not a version"
+    assert locked == image
+    for script in ("up.sh", "test.sh"):
+        assert _chp_pins((SCRIPTS / script).read_text()) == {image}, f"scripts/{script} installs another version"
+
+
+@pytest.mark.parametrize("version", ["5", "^5.1.0", "latest"])
+def test_a_range_in_a_script_is_found_as_a_different_pin(version):
+    # The check above compares exact strings: a range is never mistaken for the image's version.
+    assert _chp_pins(f"npm install -g configurable-http-proxy@{version} >/dev/null") != {"5.1.0"}
+
+
+def test_test_sh_installs_python_s_venv_module_and_the_tools_the_tests_run():
+    text = (SCRIPTS / "test.sh").read_text()
+    for package in ("python3-venv", "git", "procps", "openssh-client", "rsync", "util-linux", "caddy", "chromium"):
+        assert re.search(rf"need_apt\+=\([^)]*\b{re.escape(package)}\b", text), f"test.sh never installs {package}"
+
+
+def _compose_builds() -> dict[str, dict]:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return {name: s["build"] for name, s in services.items() if "build" in s}
+
+
+HOST_CA = "${DEVDOCK_HOST_CA_DIR:-/usr/local/share/ca-certificates}"
+
+
+def _build_sections() -> list[tuple[str, dict]]:
+    """Every build section of the compose file and of its GPU override, as written (anchors resolved)."""
+    sections = [(f"docker-compose.yml:{name}", build) for name, build in _compose_builds().items()]
+    gpu = yaml.safe_load((ROOT / "examples/compose-override/gpu.yml").read_text())["services"]
+    sections += [(f"gpu.yml:{name}", s["build"]) for name, s in gpu.items() if "build" in s]
+    return sections
+
+
+@pytest.mark.parametrize(("where", "build"), _build_sections(), ids=[s[0] for s in _build_sections()])
+def test_every_compose_build_gets_the_host_s_ca_folder_as_the_host_ca_context(where, build):
+    assert build.get("additional_contexts", {}).get("host-ca") == HOST_CA, where
+    context = ROOT / build["context"]
+    dockerfile = (context / build["dockerfile"]).read_text()
+    # The Dockerfile takes it from that named context (an empty stage of that name when none is given) ...
+    assert re.search(r"^FROM scratch AS host-ca$", dockerfile, re.MULTILINE), where
+    assert re.search(r"^COPY --from=host-ca / /opt/devdock/build/certs/host-ca/$", dockerfile, re.MULTILINE), where
+    # ... into the folder its CA step installs from, before the first package download.
+    copy = dockerfile.index("COPY --from=host-ca")
+    assert copy < dockerfile.index("EXTRA_CA_DIR=/opt/devdock/build/certs"), where
+
+
+def test_build_images_sh_passes_the_same_host_ca_context_to_every_build():
+    text = (SCRIPTS / "build-images.sh").read_text()
+    builds = re.findall(r"docker build [^\n]*(?:\\\n[^\n]*)*", text)
+    assert builds and all('--build-context "host-ca=$(host_ca_dir)"' in b for b in builds), builds
+    assert "${DEVDOCK_HOST_CA_DIR:-/usr/local/share/ca-certificates}" in text
+    assert "images/certs/" not in re.sub(r"#.*", "", text)  # nothing is copied into the checkout any more
