@@ -367,6 +367,8 @@ class DevDockSpawner(
                 if self.ssh_via_port and self.ssh_port
                 else {}
             ),
+            server_host_ip=None if self.use_internal_ip else self.host_ip,
+            loader_environment={k: v for k, v in gpu_config["env"].items() if k.startswith("LD_")},
             extra_create=await self._resolve_extra(self.extra_create_kwargs),
             extra_host=await self._resolve_extra(self.extra_host_config),
         )
@@ -383,8 +385,6 @@ class DevDockSpawner(
         except UnsafeConfiguration as e:
             self.log.error("Refusing to spawn %s: %s", self._log_name, e)
             raise web.HTTPError(500, f"The server configuration is unsafe: {e}") from e
-        if not self.use_internal_ip:
-            host_kwargs.setdefault("port_bindings", {})[self.port] = (self.host_ip,)
         create_kwargs["host_config"] = self.client.create_host_config(**host_kwargs)
         self.log.debug("Creating container %s with %s", self.object_name, create_kwargs)
         return await self.docker("create_container", **create_kwargs)

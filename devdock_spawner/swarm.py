@@ -18,9 +18,11 @@ from .container import (
     ContainerSettings,
     UnsafeConfiguration,
     check_capabilities,
+    check_loader_environment,
     check_sysctls,
     deep_merge,
-    exposes_docker_socket,
+    host_path_problem,
+    mount_sources,
 )
 from .naming import server_key_from_labels
 from .ports import port_taken
@@ -104,11 +106,13 @@ def _mounts(s: ContainerSettings, w: SwarmSettings) -> list[dict]:
 def check_service_spec(task_template: dict) -> None:
     """Refuse what would undo devdock's guarantees (the service twin of ``check_host_config``)."""
     container = task_template.get("ContainerSpec", {})
-    for mount in container.get("Mounts") or []:
-        if mount.get("Type", "volume") == "bind" and exposes_docker_socket(mount.get("Source", "")):
-            raise UnsafeConfiguration(
-                f"devdock refuses to mount {mount.get('Source')!r}: it gives a user container the Docker socket"
-            )
+    for source, _ in mount_sources(container.get("Mounts")):
+        problem = host_path_problem(source)
+        if problem:
+            raise UnsafeConfiguration(f"devdock refuses to mount {source!r} (extra_task_spec Mounts): {problem}")
+    for key, why in (("User", "the image's entrypoint drops root itself"), ("Command", "it replaces the entrypoint")):
+        if container.get(key):
+            raise UnsafeConfiguration(f"devdock refuses extra_task_spec ContainerSpec.{key}: {why}")
     check_capabilities(
         container.get("CapabilityAdd"), container.get("CapabilityDrop"), "extra_task_spec", "CapabilityDrop"
     )
@@ -117,8 +121,11 @@ def check_service_spec(task_template: dict) -> None:
     if privileges.get("NoNewPrivileges") is False:
         raise UnsafeConfiguration("devdock refuses extra_task_spec Privileges.NoNewPrivileges=false")
     for kind in ("Seccomp", "AppArmor"):
-        if str((privileges.get(kind) or {}).get("Mode", "")).lower() in ("unconfined", "disabled"):
-            raise UnsafeConfiguration(f"devdock refuses extra_task_spec Privileges.{kind}: confinement stays on")
+        if str((privileges.get(kind) or {}).get("Mode", "default")).lower() != "default":
+            raise UnsafeConfiguration(
+                f"devdock refuses extra_task_spec Privileges.{kind}: confinement stays on, with Docker's default "
+                "profile"
+            )
     for network in task_template.get("Networks") or []:
         if str(network.get("Target", "")).lower() in ("host", "bridge"):
             raise UnsafeConfiguration(f"devdock refuses extra_task_spec network {network.get('Target')!r}")
@@ -168,6 +175,7 @@ def service_spec(s: ContainerSettings, w: SwarmSettings) -> dict:
     }
     task = deep_merge(task, w.extra_task_spec)
     check_service_spec(task)
+    check_loader_environment(task["ContainerSpec"].get("Env"), s.loader_environment)
     ports = [
         {
             "Protocol": "tcp",

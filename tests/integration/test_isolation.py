@@ -110,7 +110,12 @@ def undoing_hub(docker_client, tmp_path_factory):
     data = tmp_path_factory.mktemp("undoing")
     setting = data / "extra_host_config.json"
     setting.write_text("{}")
-    extra = f"import json\nc.DevDockSpawner.extra_host_config = lambda spawner: json.load(open({str(setting)!r}))\n"
+    create = data / "extra_create_kwargs.json"  # the same for extra_create_kwargs (see _undoing_create)
+    create.write_text("{}")
+    extra = (
+        f"import json\nc.DevDockSpawner.extra_host_config = lambda spawner: json.load(open({str(setting)!r}))\n"
+        f"c.DevDockSpawner.extra_create_kwargs = lambda spawner: json.load(open({str(create)!r}))\n"
+    )
     h = Hub(docker_client, data, extra_config=extra)
     h.start()
     yield h, setting
@@ -140,6 +145,80 @@ def test_site_configuration_that_undoes_the_hardening_is_refused_with_a_sentence
     hub.spawn(user)
     assert hub.container(user).attrs["HostConfig"]["Ulimits"][0]["Soft"] == 4096
     hub.stop_server(user)
+
+
+#: More of what configuration could use to undo the hardening, each refused with a sentence naming it:
+#: (id, extra_create_kwargs, extra_host_config, what the sentence names).
+UNDOING_MORE = [
+    ("root-user", {"user": "0"}, {}, "extra_create_kwargs user='0'"),
+    ("another-entrypoint", {"entrypoint": ["jupyterhub-singleuser"]}, {}, "extra_create_kwargs entrypoint"),
+    ("ld-preload", {"environment": {"LD_PRELOAD": "/home/undo/.x.so"}}, {}, "LD_PRELOAD"),
+    ("proc", {}, {"binds": {"/proc": {"bind": "/host-proc", "mode": "ro"}}}, "/proc is the host's"),
+    ("containerd", {}, {"binds": ["/run/containerd:/c:ro"]}, "/run is the host's"),
+    (
+        "var-run-through-a-volumes-options",
+        {},
+        {
+            "mounts": [
+                {
+                    "Type": "volume",
+                    "Source": f"{PREFIX}-sneaky",
+                    "Target": "/r",
+                    "VolumeOptions": {
+                        "DriverConfig": {
+                            "Name": "local",
+                            "Options": {"type": "none", "o": "bind", "device": "/var/run"},
+                        }
+                    },
+                }
+            ]
+        },
+        "Docker socket",
+    ),  # fmt: skip
+    ("seccomp-profile", {}, {"security_opt": ["no-new-privileges:true", "seccomp=/tmp/allow.json"]}, "seccomp"),
+    ("runtime", {}, {"runtime": "sysbox-runc"}, "runtime='sysbox-runc'"),
+    ("server-port-on-every-address", {}, {"port_bindings": {"8888": ("0.0.0.0",)}}, "port 8888 on 0.0.0.0"),
+]
+
+
+def test_a_root_user_a_preloaded_library_host_folders_custom_profiles_or_a_wide_port_are_refused_and_clean_starts(
+    undoing_hub, docker_client
+):
+    """Each setting of UNDOING_MORE on a real hub: the start fails, the hub's log says why in a sentence that names
+    the setting, no container and no volume is made; then the same hub with a clean configuration starts."""
+    import json
+
+    hub, setting = undoing_hub
+    create = setting.with_name("extra_create_kwargs.json")
+    user = "undo-more"
+    hub.create_user(user)
+    try:
+        for case, extra_create, extra_host, named in UNDOING_MORE:
+            create.write_text(json.dumps(extra_create))
+            setting.write_text(json.dumps(extra_host))
+            before = len(hub.log_path.read_text(errors="replace"))
+            r = hub.api("POST", f"/users/{user}/server")
+            assert r.status_code in (202, 500), (case, r.status_code, r.text)
+            for _ in range(120):
+                if not hub.api("GET", f"/users/{user}").json()["servers"].get(""):
+                    break
+                time.sleep(0.5)
+            log = hub.log_path.read_text(errors="replace")[before:]
+            refusal = log.split("Refusing to spawn", 1)[-1].split("\n", 1)[0] if "Refusing to spawn" in log else ""
+            assert named in refusal, (case, log[-3000:])
+            assert hub.container(user) is None, case
+            assert not docker_client.volumes.list(filters={"name": f"{PREFIX}-sneaky"}), case
+        # Positive control: the same hub, the same user, a clean configuration.
+        create.write_text("{}")
+        setting.write_text("{}")
+        hub.spawn(user)
+        host = hub.container(user).attrs["HostConfig"]
+        assert host["Runtime"] == "runc" and "no-new-privileges:true" in host["SecurityOpt"], host
+        assert "8888/tcp" not in (host["PortBindings"] or {}), host["PortBindings"]
+        hub.stop_server(user)
+    finally:
+        create.write_text("{}")
+        setting.write_text("{}")
 
 
 def test_admin_with_access_scope_gets_in_and_owner_too(hub, pair):

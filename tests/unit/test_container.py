@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from docker.types import Mount
 
 from devdock_spawner.container import (
     ContainerSettings,
@@ -107,6 +108,68 @@ UNSAFE = [
         {"device_requests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]},
         "allocator",
     ),
+    (
+        "proc",
+        {"binds": {"/proc": {"bind": "/host-proc"}}},
+        r"'/proc' \(binds, from volumes or extra_host_config\): /proc is the host's",
+    ),
+    ("inside-proc", {"binds": ["/proc/1/root:/host:ro"]}, "/proc is the host's"),
+    ("containerd-socket", {"binds": {"/run/containerd": {"bind": "/c"}}}, "/run is the host's"),
+    ("docker-data", {"binds": {"/var/lib/docker/volumes": {"bind": "/v"}}}, "/var/lib/docker is the host's"),
+    ("containerd-data", {"mounts": [{"Type": "bind", "Source": "/var/lib/containerd", "Target": "/c"}]}, "containerd"),
+    ("sys", {"binds": {"/sys/fs/cgroup": {"bind": "/cg"}}}, "/sys is the host's"),
+    ("dev", {"binds": {"/dev": {"bind": "/hostdev"}}}, "/dev is the host's"),
+    ("var-holds-docker-data", {"binds": {"/var/lib": {"bind": "/l"}}}, "/var/lib/docker"),
+    ("root-home", {"binds": {"/root/.ssh": {"bind": "/k", "mode": "ro"}}}, "/root is the host's"),
+    ("host-etc", {"binds": {"/etc/": {"bind": "/hostetc", "mode": "ro"}}}, "/etc is the host's configuration"),
+    ("path-tricks", {"binds": {"/srv/../proc//": {"bind": "/p"}}}, "/proc is the host's"),
+    (
+        "local-volume-bind-of-var-run",
+        {
+            "mounts": [
+                {
+                    "Type": "volume",
+                    "Target": "/r",
+                    "Source": "sneaky",
+                    "VolumeOptions": {
+                        "DriverConfig": {
+                            "Name": "local",
+                            "Options": {"type": "none", "o": "bind", "device": "/var/run"},
+                        }
+                    },
+                }
+            ]
+        },
+        r"'/var/run' \(mounts \(a volume whose driver option device is a host path\)\): .*Docker socket",
+    ),  # fmt: skip
+    (
+        "local-volume-of-a-host-disk",
+        {
+            "mounts": [
+                {
+                    "Type": "volume",
+                    "Target": "/d",
+                    "Source": "disk",
+                    "VolumeOptions": {
+                        "DriverConfig": {"Name": "local", "Options": {"type": "ext4", "device": "/dev/sda1"}}
+                    },
+                }
+            ]
+        },
+        "/dev is the host's",
+    ),  # fmt: skip
+    ("seccomp-profile", {"security_opt": ["no-new-privileges:true", "seccomp=/etc/allow-all.json"]}, "seccomp"),
+    ("apparmor-profile", {"security_opt": ["no-new-privileges:true", "apparmor=my-loose-profile"]}, "AppArmor"),
+    ("selinux-spc", {"security_opt": ["no-new-privileges:true", "label=type:spc_t"]}, "confinement stays on"),
+    ("systempaths", {"security_opt": ["no-new-privileges:true", "systempaths=unconfined"]}, "confinement"),
+    ("writable-cgroups", {"security_opt": ["no-new-privileges:true", "writable-cgroups=true"]}, "only no-new"),
+    ("runtime", {"runtime": "sysbox-runc"}, "runtime='sysbox-runc'"),
+    ("links", {"links": {"devdock-bob": "bob"}}, "links"),
+    ("publish-all-ports", {"publish_all_ports": True}, "publish_all_ports"),
+    ("server-port-on-all-addresses", {"port_bindings": {8888: ("0.0.0.0",)}}, "server's port 8888 on 0.0.0.0"),
+    ("server-port-as-a-bare-port", {"port_bindings": {"8888/tcp": 18888}}, "server's port 8888 on 0.0.0.0"),
+    ("another-port", {"port_bindings": {"8080": ("127.0.0.1", 8080)}}, "only devdock publishes ports"),
+    ("another-port-anywhere", {"port_bindings": {"9000": None}}, "only devdock publishes ports"),
 ]
 
 
@@ -114,6 +177,58 @@ UNSAFE = [
 def test_unsafe_site_settings_are_refused(extra_host, match):
     with pytest.raises(UnsafeConfiguration, match=match):
         container_spec(settings(extra_host=extra_host))
+
+
+UNSAFE_CREATE = [
+    ("root-user", {"user": "0"}, "user='0'"),
+    ("root-by-name", {"user": "root:root"}, "extra_create_kwargs user"),
+    ("another-entrypoint", {"entrypoint": ["jupyterhub-singleuser"]}, "entrypoint"),
+    ("entrypoint-as-a-string", {"entrypoint": "/bin/sh -c 'exec \"$@\"'"}, "entrypoint"),
+    ("ld-preload", {"environment": {"LD_PRELOAD": "/home/alice/.local/lib/x.so"}}, "LD_PRELOAD"),
+    ("ld-audit-in-a-list", {"environment": ["LD_AUDIT=/tmp/a.so"]}, "LD_AUDIT"),
+    ("ld-library-path", {"environment": {"LD_LIBRARY_PATH": "/home/alice/lib"}}, "LD_LIBRARY_PATH"),
+    ("glibc-tunables", {"environment": {"GLIBC_TUNABLES": "glibc.malloc.mxfast=1"}}, "GLIBC_TUNABLES"),
+    ("gconv-path", {"environment": {"GCONV_PATH": "/home/alice"}}, "GCONV_PATH"),
+    ("runtime", {"runtime": "io.containerd.unknown.v1"}, "extra_create_kwargs runtime"),
+    ("second-network", {"networking_config": {"EndpointsConfig": {"devdock": {}, "hub-internal": {}}}}, "hub-internal"),
+    ("another-owner", {"labels": {"io.devdock.owner": "bob"}}, "io.devdock.owner"),
+]
+
+
+@pytest.mark.parametrize(("extra_create", "match"), [c[1:] for c in UNSAFE_CREATE], ids=[c[0] for c in UNSAFE_CREATE])
+def test_unsafe_create_kwargs_are_refused_with_a_sentence_that_names_them(extra_create, match):
+    with pytest.raises(UnsafeConfiguration, match=match):
+        container_spec(settings(extra_create=extra_create))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"environment": {"DEVDOCK_LOGIN": "alice", "LD_PRELOAD": "/home/alice/x.so"}}, "LD_PRELOAD"),
+        ({"server_host_ip": "0.0.0.0"}, "server's port 8888 on 0.0.0.0"),
+        ({"server_host_ip": "192.168.1.5"}, "on 192.168.1.5"),
+        ({"server_host_ip": "::"}, "on ::"),
+        ({"mounts": [Mount("/data", "/proc", type="bind")]}, "/proc is the host's"),
+    ],
+    ids=["ld-preload-in-environment", "host-ip-all", "host-ip-lan", "host-ip-v6-all", "mounts-trait-proc"],
+)
+def test_unsafe_spawner_settings_are_refused(overrides, match):
+    """The same refusals for what comes from the spawner's own traits (environment, host_ip, mounts)."""
+    with pytest.raises(UnsafeConfiguration, match=match):
+        container_spec(settings(**overrides))
+
+
+def test_what_devdock_itself_publishes_and_loads_passes():
+    """Controls: the server's port on loopback, the SSH port on every address, the host driver's libraries."""
+    _, host = container_spec(settings(server_host_ip="127.0.0.1", published={"22/tcp": ("0.0.0.0", 42022)}))
+    assert host["port_bindings"] == {"22": ("0.0.0.0", 42022), "8888": ("127.0.0.1",)}
+    container_spec(settings(server_host_ip="::1"))
+    driver = {"LD_LIBRARY_PATH": "/usr/lib/nvidia/lib64:/usr/lib/nvidia/lib"}
+    env = {"DEVDOCK_LOGIN": "alice", **driver}
+    container_spec(settings(environment=env, loader_environment=driver))
+    with pytest.raises(UnsafeConfiguration, match="LD_LIBRARY_PATH"):
+        container_spec(settings(environment=env, loader_environment=driver,
+                                extra_create={"environment": {"LD_LIBRARY_PATH": "/home/alice"}}))  # fmt: skip
 
 
 def test_site_extras_merge_without_touching_inputs():
@@ -156,6 +271,48 @@ SAFE = [
     ("a-data-bind", {"binds": {"/srv/datasets": {"bind": "/data", "mode": "ro"}}}),
     ("another-sysctl", {"sysctls": {"net.ipv4.tcp_keepalive_time": "600"}}),
     ("a-volume-mount", {"mounts": [{"Type": "volume", "Source": "datasets", "Target": "/data"}]}),
+    ("a-file-from-etc", {"binds": {"/etc/localtime": {"bind": "/etc/localtime", "mode": "ro"}}}),
+    ("a-folder-named-like-proc", {"binds": {"/srv/proc": {"bind": "/data", "mode": "ro"}}}),
+    ("a-volume-named-like-a-host-folder", {"binds": {"proc": {"bind": "/data"}}}),
+    (
+        "nfs-volume",
+        {
+            "mounts": [
+                {
+                    "Type": "volume",
+                    "Source": "nfs",
+                    "Target": "/n",
+                    "VolumeOptions": {
+                        "DriverConfig": {
+                            "Name": "local",
+                            "Options": {"type": "nfs", "o": "addr=10.0.0.1", "device": ":/export"},
+                        }
+                    },
+                }
+            ]
+        },
+    ),
+    (
+        "local-bind-of-a-data-folder",
+        {
+            "mounts": [
+                {
+                    "Type": "volume",
+                    "Source": "d",
+                    "Target": "/d",
+                    "VolumeOptions": {
+                        "DriverConfig": {
+                            "Name": "local",
+                            "Options": {"type": "none", "o": "bind", "device": "/srv/datasets"},
+                        }
+                    },
+                }
+            ]
+        },
+    ),
+    ("docker-default-apparmor", {"security_opt": ["no-new-privileges:true", "apparmor=docker-default"]}),
+    ("gvisor", {"runtime": "runsc"}),
+    ("nvidia-runtime", {"runtime": "nvidia"}),
 ]
 
 

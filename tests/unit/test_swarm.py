@@ -115,6 +115,11 @@ def test_profiles_check_their_placement():
             {"ContainerSpec": {"Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/d"}]}},
             "Docker socket",
         ),
+        ({"ContainerSpec": {"Mounts": [{"Type": "bind", "Source": "/proc", "Target": "/p"}]}}, "/proc is the host's"),
+        ({"ContainerSpec": {"Privileges": {"Seccomp": {"Mode": "custom", "Profile": "{}"}}}}, "default profile"),
+        ({"ContainerSpec": {"User": "0"}}, "ContainerSpec.User"),
+        ({"ContainerSpec": {"Command": ["jupyterhub-singleuser"]}}, "ContainerSpec.Command"),
+        ({"ContainerSpec": {"Env": ["LD_PRELOAD=/home/alice/x.so"]}}, "LD_PRELOAD"),
     ],
 )
 def test_extra_task_spec_cannot_undo_the_guarantees(extra, message):
