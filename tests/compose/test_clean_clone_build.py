@@ -54,10 +54,9 @@ def test_compose_builds_the_proxy_image_from_a_clean_clone_with_the_host_s_ca_ce
         result = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"compose build failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
         # The build's CA step installed the host's certificates (under host-ca_<path>), and the proxy runs.
-        out = docker_client.containers.run(
-            tag, entrypoint=["sh", "-c", "ls /usr/local/share/ca-certificates/devdock/; configurable-http-proxy --version"],
-            remove=True, network_mode="none",
-        ).decode()  # fmt: skip
+        look = "ls /usr/local/share/ca-certificates/devdock/; configurable-http-proxy --version"
+        out = docker_client.containers.run(tag, entrypoint=["sh", "-c", look], remove=True, network_mode="none")
+        out = out.decode()
         assert sorted(line for line in out.split() if line.startswith("host-ca_")) == host_certs, out
         assert chp in out.split(), out
     finally:

@@ -40,7 +40,7 @@ def test_compose_file_is_valid_and_has_the_five_services_with_the_ssh_gateway(co
 OVERRIDES = [
     ("no-demo-idp", {}),
     ("tls-caddy", {"DEVDOCK_DOMAIN": "devdock.example.org"}),
-    ("tls-proxy", {"DEVDOCK_TLS_DIR": "/etc/devdock/tls"}),
+    ("tls-proxy", {"DEVDOCK_TLS_DIR": "/etc/devdock/tls", "DEVDOCK_PUBLIC_URL": "https://devdock.example.org"}),
     ("gpu", {}),
 ]
 
@@ -49,6 +49,36 @@ OVERRIDES = [
 def test_override_examples_merge(compose_config, name, env):
     result = compose_config("-f", str(EXAMPLES / f"{name}.yml"), "config", extra_env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_with_tls_on_the_proxy_the_ssh_gateway_asks_the_hub_over_https_at_the_public_url(compose_config):
+    env = {
+        "DEVDOCK_TLS_DIR": "/etc/devdock/tls",
+        "DEVDOCK_HTTP_PORT": "443",
+        "DEVDOCK_PUBLIC_URL": "https://devdock.example.org",
+    }
+
+    def hub_api(*files: str) -> str:
+        result = compose_config(*(a for f in files for a in ("-f", str(EXAMPLES / f))), "config", extra_env=env)
+        assert result.returncode == 0, result.stderr
+        return yaml.safe_load(result.stdout)["services"]["ssh-gateway"]["environment"]["DEVDOCK_SSH_GATEWAY_HUB_API"]
+
+    # Without the fix the gateway would speak plain HTTP to the port where the proxy now speaks TLS.
+    assert hub_api() == "http://127.0.0.1:443/hub/api"
+    assert hub_api("tls-proxy.yml") == "https://devdock.example.org/hub/api"
+    # Caddy in front leaves the proxy's own port plain HTTP on loopback: the default stays right there.
+    caddy = compose_config(
+        "-f", str(EXAMPLES / "tls-caddy.yml"), "config", extra_env={"DEVDOCK_DOMAIN": "d.example.org"}
+    )
+    gateway = yaml.safe_load(caddy.stdout)["services"]["ssh-gateway"]["environment"]
+    assert gateway["DEVDOCK_SSH_GATEWAY_HUB_API"] == "http://127.0.0.1:8000/hub/api"
+
+
+def test_on_a_gpu_host_the_hub_may_read_the_kernel_log_where_dmesg_is_restricted(compose_config):
+    result = compose_config("-f", str(EXAMPLES / "gpu.yml"), "config")
+    hub = yaml.safe_load(result.stdout)["services"]["hub"]
+    assert "/dev/kmsg" in " ".join(str(d) for d in hub["devices"])
+    assert "SYSLOG" in hub["cap_add"]
 
 
 def test_without_the_demo_idp_the_oidc_service_is_not_started(compose_config):

@@ -84,3 +84,59 @@ def test_build_images_sh_passes_the_same_host_ca_context_to_every_build():
     assert builds and all('--build-context "host-ca=$(host_ca_dir)"' in b for b in builds), builds
     assert "${DEVDOCK_HOST_CA_DIR:-/usr/local/share/ca-certificates}" in text
     assert "images/certs/" not in re.sub(r"#.*", "", text)  # nothing is copied into the checkout any more
+
+
+def test_the_defaults_table_is_generated_from_the_files_that_set_the_defaults():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docs/generate_defaults.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _defaults():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_defaults", ROOT / "docs/generate_defaults.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.config_defaults(ROOT / "jupyterhub_config.py")
+    return module, config, module.up_sh_defaults(SCRIPTS / "up.sh"), module.compose_hub(ROOT / "docker-compose.yml")
+
+
+def test_the_guides_say_the_shipped_ssh_mode_and_home_size():
+    module, config, up, compose = _defaults()
+    shipped_mode = up["DEVDOCK_SSH_MODE"]
+    assert shipped_mode == compose["DEVDOCK_SSH_MODE"]
+    own_mode = module.trait_default("DevDockSpawner.ssh_mode").strip("'")
+    row = next(
+        line for line in (ROOT / "docs/ssh.md").read_text().splitlines() if "`c.DevDockSpawner.ssh_mode`" in line
+    )
+    assert f"`{shipped_mode}` with `scripts/up.sh` and compose" in row and f"`{own_mode}` in a hub" in row, row
+    home = config["DEVDOCK_HOME_SIZE"]["default"]
+    assert compose["DEVDOCK_HOME_SIZE"] == "passed when set" and "DEVDOCK_HOME_SIZE" not in up
+    row = next(line for line in (ROOT / "docs/sharing.md").read_text().splitlines() if line.startswith("| homes |"))
+    assert f"`{home}` with devdock's `jupyterhub_config.py`" in row, row
+    assert module.trait_default("DevDockSpawner.home_size") == "''" and "none in a hub configuration" in row
+
+
+def test_readme_ssh_md_and_sharing_md_say_an_open_ssh_session_counts_as_use():
+    # The image's activity report counts every live sshd session (devdock_ext.ssh_sessions); the docs say the same.
+    ext = (ROOT / "images/desktop/rootfs/opt/devdock/lib/devdock_ext/__init__.py").read_text()
+    assert 'if ssh_sessions():\n            self.record("devdock-ssh", _now())' in ext
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "an open SSH session counts as use while it lasts" in readme
+    assert "SSH session that nobody touches is idle" not in readme
+    assert "An open SSH session counts as activity" in (ROOT / "docs/ssh.md").read_text()
+    assert "for as long as they are open, typed in or not" in " ".join((ROOT / "docs/sharing.md").read_text().split())
+
+
+def test_compose_passes_every_variable_of_the_hub_s_ssh_gateway_settings():
+    _, config, _, compose = _defaults()
+    for name in config:
+        if name.startswith("DEVDOCK_SSH_GATEWAY_") and name not in ("DEVDOCK_SSH_GATEWAY_TOKEN",):
+            if name == "DEVDOCK_SSH_GATEWAY_HOST_KEY":
+                continue  # the hub image's entrypoint (images/hub/devdock-hub) reads it from the gateway's volume
+            assert compose.get(name, "not passed") != "not passed", name
