@@ -190,10 +190,9 @@ class AdminOverviewHandler(BaseHandler):
             user = self.users[orm_user]
             rows.extend(_server_rows(user))
             spawners.extend(_devdock_spawners(user))
-        statuses = await asyncio.gather(*(s.activity_status() for s in spawners))
-        now = datetime.now(UTC)
-        for row, status, spawner in zip(rows, statuses, spawners, strict=True):
-            row["idle"] = _idle_text(now, status)
+        activities = await asyncio.gather(*(s.reported_activity() for s in spawners))
+        for row, activity, spawner in zip(rows, activities, spawners, strict=True):
+            row["idle"] = _idle_text(activity)
             use = spawner.usage_now if spawner.active else None
             row["memory"] = f"{human_bytes(use.memory_bytes)} of {human_bytes(use.memory_limit_bytes)}" if use else ""
             row["cpu"] = f"{use.cpu_cores:.2f}" if use else ""
@@ -280,15 +279,16 @@ def _gpu_rows() -> list[dict]:
     return rows
 
 
-def _idle_text(now: datetime, status: dict) -> str:
-    """``"12 min (desktop input)"``: how long a running server has been idle, and its last kind of activity."""
-    if not status.get("last_activity"):
+def _idle_text(activity) -> str:
+    """``"12 min (desktop input)"``: how long a running server has been idle, and its last kind of activity, as the
+    server said it (checked: ``spawner_culling.read_activity``); "unknown" when it said nothing believable."""
+    if activity is None:
         return ""
-    idle = (now - datetime.fromisoformat(status["last_activity"])).total_seconds()
-    minutes = int(max(0, idle) // 60)
+    if activity.idle_seconds is None:
+        return "unknown"
+    minutes = int(activity.idle_seconds // 60)
     text = f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
-    source = status.get("last_activity_source")
-    return f"{text} ({source})" if source else text
+    return f"{text} ({activity.source})" if activity.source else text
 
 
 class CullNoticeHandler(APIHandler):

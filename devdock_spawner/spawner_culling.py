@@ -8,12 +8,67 @@ and keeps the culler's reason for the home page.
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import HTTPRequest
+from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from traitlets import Dict, Int
 from traitlets.config import LoggingConfigurable
 
 from . import culler
+
+#: The most the hub reads of a server's answer about its activity (devdock's own is under 2 KiB): the answer comes
+#: from the user's own server, which says whatever its user makes it say, as big or as slow as they like.
+STATUS_MAX_BYTES = 16 * 1024
+#: Seconds the hub waits for that answer, connection included.
+STATUS_TIMEOUT = 3
+#: How far a server's clock may be ahead of the hub's before its times count as invented.
+CLOCK_SKEW = timedelta(seconds=60)
+#: What a kind of activity may be called on the admin page (devdock's own names and jupyter_server's are short words).
+_SOURCE = re.compile(r"[\w .()/+-]{1,40}")
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a running server says about its activity, checked: ``idle_seconds`` None when it said nothing usable."""
+
+    idle_seconds: float | None = None
+    #: the last kind of activity ("desktop input", "SSH", ...); "" when not said or not plausible
+    source: str = ""
+
+
+UNKNOWN = Activity()
+
+
+def read_activity(body: bytes, now: datetime, started: datetime | None) -> Activity:
+    """The activity in ``body`` (``api/devdock/status``'s JSON), believed only where it can be true.
+
+    The last activity must be a time with its zone, not after ``now`` (beyond ``CLOCK_SKEW``) and not before the
+    server's start (``started``): anything else, and anything that is not the expected JSON, is unknown.
+    """
+    try:
+        status = json.loads(body)
+    except (ValueError, RecursionError):
+        return UNKNOWN
+    if not isinstance(status, dict):
+        return UNKNOWN
+    last, source = status.get("last_activity"), status.get("last_activity_source")
+    source = source if isinstance(source, str) and _SOURCE.fullmatch(source) else ""
+    if not isinstance(last, str) or len(last) > 64:
+        return UNKNOWN
+    try:
+        when = datetime.fromisoformat(last)
+    except ValueError:
+        return UNKNOWN
+    if when.tzinfo is None:
+        return UNKNOWN
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)  # JupyterHub's database keeps UTC without its zone
+    if when > now + CLOCK_SKEW or (started is not None and when < started - CLOCK_SKEW):
+        return UNKNOWN
+    return Activity(max(0.0, (now - when).total_seconds()), source)
 
 
 class CullingMixin(LoggingConfigurable):
@@ -90,22 +145,36 @@ class CullingMixin(LoggingConfigurable):
             "DEVDOCK_CULL_WARNING": str(self.cull_warning),
         }
 
-    async def activity_status(self) -> dict:
-        """What the running server says about its activity (``api/devdock/status`` of devdock's server extension):
-        the last activity, of which kind, and when the culler will stop it. Empty when it cannot say."""
+    async def reported_activity(self) -> Activity | None:
+        """What the running server says about its activity (``api/devdock/status`` of devdock's server extension),
+        checked by :func:`read_activity`: the idle time and the last kind of activity. None when it is not running.
+
+        The answer is the user's server's to make: read with a client of its own that stops at
+        ``STATUS_MAX_BYTES`` and ``STATUS_TIMEOUT`` (JupyterHub's default client may be curl's, which has no body
+        limit), so that neither a huge nor an endless answer holds the hub's event loop.
+        """
         server = self.server
         if not (self.active and self.ready and server is not None and self.api_token):
-            return {}
-
+            return None
         url = f"http://{server.ip}:{server.port}{server.base_url}api/devdock/status"
+        request = HTTPRequest(
+            url,
+            headers={"Authorization": f"token {self.api_token}"},
+            connect_timeout=STATUS_TIMEOUT,
+            request_timeout=STATUS_TIMEOUT,
+            follow_redirects=False,
+            decompress_response=False,
+        )
+        client = SimpleAsyncHTTPClient(force_instance=True, max_body_size=STATUS_MAX_BYTES)
         try:
-            response = await AsyncHTTPClient().fetch(
-                HTTPRequest(url, headers={"Authorization": f"token {self.api_token}"}, request_timeout=3)
-            )
-            return json.loads(response.body)
-        except Exception as e:  # noqa: BLE001 - an image without devdock's extension, a server starting up
+            response = await client.fetch(request)
+        except Exception as e:  # noqa: BLE001 - an image without devdock's extension, a server starting up, junk
             self.log.debug("No activity status from %s: %s", self._log_name, e)
-            return {}
+            return UNKNOWN
+        finally:
+            client.close()
+        started = self.orm_spawner.started if self.orm_spawner is not None else None
+        return read_activity(response.body, datetime.now(UTC), started)
 
     #: Why the server last stopped when it was not its user's doing (the culler's reason), with the time: the
     #: home page tells the user. Kept in the state while stopped; cleared by the next start.

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import re
+import shlex
 import time
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -304,3 +308,114 @@ def test_hard_usernames_get_working_servers(hub, name):
     out = container.exec_run(["sh", "-c", "id -un"], user="1000").output.decode().strip()
     assert out == login
     hub.stop_server(name.lower())
+
+
+# --- what a user's server says to the hub ------------------------------------------------------------------------
+
+#: A user's own Jupyter server config (~/.jupyter, theirs to write): api/devdock/status, which the hub's admin page
+#: asks, answers whatever ~/.answer holds; "endless" streams spaces for ever, "huge" is valid JSON of 1 MiB.
+LYING_SERVER_CONFIG = '''
+import json
+import os
+from datetime import datetime, timezone
+import devdock_ext
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+
+def _lying_handler(watch):
+    class Lie(APIHandler):
+        _track_activity = False
+
+        @web.authenticated
+        async def get(self):
+            with open(os.path.expanduser("~/.answer")) as f:
+                answer = f.read()
+            self.set_header("Content-Type", "application/json")
+            if answer == "endless":
+                while True:
+                    self.write(b" " * 65536)
+                    await self.flush()
+            if answer == "huge":
+                now = datetime.now(timezone.utc).isoformat()
+                answer = json.dumps({"last_activity": now, "last_activity_source": "SSH", "padding": "x" * (1 << 20)})
+            self.finish(answer)
+
+    return Lie
+
+
+devdock_ext._status_handler = _lying_handler
+'''
+
+
+def _answers(now: str) -> list[tuple[str, str]]:
+    """(what the lying server answers, why the hub must not believe it)."""
+    return [
+        ("<html>not JSON</html>", "not JSON"),
+        ("[1, 2, 3]", "not an object"),
+        ('{"last_activity": "yesterday"}', "not a time"),
+        ('{"last_activity": 1700000000}', "a number"),
+        ('{"last_activity": "2026-01-01T00:00:00"}', "a time without its zone"),
+        ('{"last_activity": "2999-01-01T00:00:00+00:00", "last_activity_source": "SSH"}', "in the future"),
+        ('{"last_activity": "2001-01-01T00:00:00+00:00"}', "before the server started: an invented idle time"),
+        ('{"last_activity": "' + "9" * 5000 + '"}', "a long string"),
+        ("[" * 10_000, "nested past the parser's depth"),
+        ("huge", "1 MiB of valid JSON with a true time: past the size the hub reads"),
+        ("endless", "an answer that never ends"),
+    ]
+
+
+def _admin_row(page: str, user: str) -> str:
+    row = re.search(rf'<tr data-user="{re.escape(user)}" data-server="\(default\)">(.*?)</tr>', page, re.S)
+    assert row, page[-3000:]
+    return row.group(1)
+
+
+def test_admin_page_trusts_nothing_a_users_server_says_and_still_renders(hub):
+    """A user's own server answers the admin page's activity question with junk, lies and floods (through a Jupyter
+    config file in the user's home, as any user can write one): the page still renders for the admin, says
+    "unknown" for that server, and shows another user's honest server as it is (the positive control); a valid
+    answer from the same lying server is believed (the control of the mechanism itself)."""
+    liar, honest = "ans-liar", "ans-honest"
+    hub.spawn(liar)
+    hub.spawn(honest)
+    container = hub.container(liar)
+    home = {"HOME": f"/home/{liar}"}
+    script = (
+        f"mkdir -p ~/.jupyter && printf %s {shlex.quote(LYING_SERVER_CONFIG)} > ~/.jupyter/jupyter_server_config.py"
+    )
+    assert container.exec_run(["sh", "-c", script], user="1000", environment=home).exit_code == 0
+    hub.stop_server(liar)
+    hub.spawn(liar)
+    container = hub.container(liar)
+    admin = hub.browser_session("admin")
+
+    def answer(text: str) -> None:
+        put = container.exec_run(
+            ["sh", "-c", f"printf %s {shlex.quote(text)} > ~/.answer"], user="1000", environment=home
+        )
+        assert put.exit_code == 0, put.output
+
+    def idle_of(page: str, user: str) -> str:
+        return re.search(r'<td class="idle">(.*?)</td>', _admin_row(page, user), re.S).group(1)
+
+    try:
+        # Control: an answer that can be true is believed, from this very server.
+        answer(json.dumps({"last_activity": datetime.now(UTC).isoformat(), "last_activity_source": "SSH"}))
+        page = admin.get(f"{hub.url}/hub/devdock/admin", timeout=60)
+        assert page.status_code == 200 and idle_of(page.text, liar) == "0 min (SSH)", idle_of(page.text, liar)
+        for text, why in _answers(datetime.now(UTC).isoformat()):
+            answer(text)
+            page = admin.get(f"{hub.url}/hub/devdock/admin", timeout=60)
+            assert page.status_code == 200, (why, page.status_code, page.text[-2000:])
+            assert idle_of(page.text, liar) == "unknown", (why, idle_of(page.text, liar))
+            assert re.fullmatch(r"\d+ min( \([\w ]+\))?", idle_of(page.text, honest)), (why, idle_of(page.text, honest))
+        # A plausible time with a source that is not a plain name: the time is shown, the source is not.
+        answer(json.dumps({"last_activity": datetime.now(UTC).isoformat(), "last_activity_source": "<b>x</b>" * 9}))
+        page = admin.get(f"{hub.url}/hub/devdock/admin", timeout=60)
+        assert idle_of(page.text, liar) == "0 min" and "&lt;b&gt;" not in page.text
+        # The hub is still well: its API answers at once after the endless answer was cut.
+        assert hub.api("GET", "/").status_code == 200
+    finally:
+        hub.stop_server(liar)
+        hub.stop_server(honest)
