@@ -29,6 +29,7 @@ from tornado import httputil, web
 from . import culler, metrics
 from .gpu import engine_gpu_support
 from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
+from .guarantees import missing_guarantees
 from .hubstate import hub_state
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT
@@ -214,6 +215,7 @@ class AdminOverviewHandler(BaseHandler):
             disk_problem=disk,
             gpus=_gpu_rows(),
             gpu_monitor_problem=hub_state().gpu_monitor_problem,
+            guarantee_gaps=missing_guarantees(self.settings["config"]),
         )
         self.finish(html)
 

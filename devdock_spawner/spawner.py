@@ -19,6 +19,7 @@ from . import gpu as gpus
 from . import metrics, naming, reconcile
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec, last_lines, network_spec
+from .guarantees import log_text, missing_guarantees
 from .hubstate import hub_state
 from .images import missing_image_message
 from .ports import port_taken
@@ -686,6 +687,22 @@ class DevDockSpawner(
         self.port_allocator.mark_unusable(self.ssh_port)
         await self.allocate_ssh_port()
         await self.recreate_object()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._say_missing_guarantees()
+
+    def _say_missing_guarantees(self) -> None:
+        """Once per hub, in its log: which of devdock's guarantees its configuration lacks, with the line that adds
+        each (devdock_spawner.guarantees). JupyterHub gives a spawner no hook at its own start: the first devdock
+        server object is the earliest moment (at start when servers run, else at the first sign-in)."""
+        state = hub_state()
+        if "guarantees" in state.done:
+            return
+        state.done.add("guarantees")
+        gaps = missing_guarantees(self.config)
+        if gaps:
+            self.log.warning("%s", log_text(gaps))
 
     # --- state -------------------------------------------------------------------------------
 
