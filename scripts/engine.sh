@@ -8,7 +8,9 @@
 #   trixie's docker.io, docker-buildx and docker-compose (Compose v2) packages, fetched through a source
 #   list of their own (the system's apt sources are not touched) and installed over bookworm. Their
 #   dependencies (libc6 >= 2.34, containerd, runc, iptables, tini) are met by bookworm itself.
-# - Start dockerd in the background with CDI enabled and wait until it answers.
+# - Start dockerd with CDI enabled and wait until it answers: through systemd where systemd runs and knows
+#   docker.service (so that the engine comes back after a reboot), else in the background. An engine that already
+#   runs is never restarted (that would stop users' containers): without CDI it gets a warning with what to do.
 # Fails loudly (exit 1) when no engine can be had: the test suite never turns a missing engine into a pass.
 #
 # Environment: DEVDOCK_DOCKERD_LOG (dockerd's log file), DEVDOCK_ENGINE_SUITE (Debian suite the engine
@@ -45,6 +47,10 @@ suite_apt() {
 
 fetch_suite_packages() {
     mkdir -p "$CACHE/lists/partial" "$CACHE/debs"
+    # Ubuntu has no Debian archive keyring by default (its universe packages it).
+    if [ ! -s /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debian-archive-keyring >/dev/null
+    fi
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $SUITE main" \
         >"$CACHE/sources.list"
     suite_apt update >/dev/null
@@ -86,12 +92,21 @@ if config.get("features", {}).get("cdi") is not True:
 PY
 }
 
+systemd_runs_docker() {
+    [ -d /run/systemd/system ] && systemctl cat docker.service >/dev/null 2>&1
+}
+
 start_engine() {
     local logfile=${DEVDOCK_DOCKERD_LOG:-/var/log/devdock-dockerd.log}
     enable_cdi
-    log "starting dockerd (log: $logfile)"
-    # setsid: the daemon outlives this script (and the test session that started it).
-    setsid dockerd >"$logfile" 2>&1 </dev/null &
+    if systemd_runs_docker; then
+        log "starting docker.service through systemd (enabled: it starts again after a reboot)"
+        systemctl enable --now docker.service >/dev/null 2>&1 || systemctl restart docker.service
+    else
+        log "starting dockerd (log: $logfile)"
+        # setsid: the daemon outlives this script (and the test session that started it).
+        setsid dockerd >"$logfile" 2>&1 </dev/null &
+    fi
     for _ in $(seq 1 60); do
         engine_answers && return 0
         sleep 1
@@ -107,6 +122,12 @@ report() {
     log "engine ready: Docker $version (API $(docker version --format '{{.Server.APIVersion}}'))"
     if [ "$(major "$version")" -lt "$MIN_ENGINE_MAJOR" ]; then
         log "WARNING: Docker $version is older than $MIN_ENGINE_MAJOR (end of life); devdock is tested on 26-28"
+    fi
+    # CDI (docs/gpu.md): Engine 28 has it by default; before, a running engine that lacks it is not restarted here.
+    if [ "$(docker info --format '{{len .CDISpecDirs}}' 2>/dev/null || echo 0)" = 0 ]; then
+        log "WARNING: CDI is off on this engine: GPUs named as CDI devices cannot be given to servers. To switch it"
+        log "  on: add {\"features\": {\"cdi\": true}} to /etc/docker/daemon.json, then 'systemctl restart docker'"
+        log "  (running containers stop unless daemon.json has \"live-restore\": true; devdock's come back on start)"
     fi
     if docker compose version >/dev/null 2>&1; then
         log "compose: $(docker compose version --short)"

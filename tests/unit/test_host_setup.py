@@ -140,3 +140,62 @@ def test_compose_passes_every_variable_of_the_hub_s_ssh_gateway_settings():
             if name == "DEVDOCK_SSH_GATEWAY_HOST_KEY":
                 continue  # the hub image's entrypoint (images/hub/devdock-hub) reads it from the gateway's volume
             assert compose.get(name, "not passed") != "not passed", name
+
+
+def test_the_systemd_unit_runs_up_sh_after_docker_and_stops_the_hub_the_way_that_keeps_servers():
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read_string((ROOT / "examples/systemd/devdock.service").read_text())
+    assert unit["Unit"]["Requires"] == "docker.service" and "docker.service" in unit["Unit"]["After"]
+    service = unit["Service"]
+    checkout = service["WorkingDirectory"]
+    assert service["ExecStart"] == f"{checkout}/scripts/up.sh"
+    # up.sh ends in `exec jupyterhub`: the hub is the unit's main process, and SIGINT is its clean shutdown.
+    assert (SCRIPTS / "up.sh").read_text().rstrip().splitlines()[-1].startswith("exec .venv/bin/jupyterhub")
+    assert service["KillSignal"] == "SIGINT" and service["Restart"] == "on-failure"
+    assert service["EnvironmentFile"].startswith("-")  # optional settings file
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # Users' servers outlive a hub stop only with cleanup_servers off, which the config up.sh runs sets by default.
+    assert 'env_flag("DEVDOCK_CLEANUP_SERVERS", False)' in (ROOT / "jupyterhub_config.py").read_text()
+
+
+def test_every_long_running_compose_service_restarts_with_docker():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name, service in services.items():
+        expected = "no" if name == "desktop-image" else "unless-stopped"
+        assert service["restart"] == expected, name
+
+
+def _fake_docker(folder, cdi_dirs: int):
+    """A `docker` client stand-in for engine.sh: an engine that answers, with or without CDI."""
+    script = folder / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in\n'
+        '  "info --format {{len .CDISpecDirs}}") echo ' + str(cdi_dirs) + " ;;\n"
+        "  info) exit 0 ;;\n"
+        '  "version --format {{.Server.Version}}") echo 26.1.5 ;;\n'
+        '  "version --format {{.Server.APIVersion}}") echo 1.45 ;;\n'
+        '  "compose version") exit 0 ;;\n'
+        '  "compose version --short") echo 2.26.1 ;;\n'
+        "  *) exit 1 ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize(("cdi_dirs", "warned"), [(0, True), (2, False)], ids=["cdi-off", "cdi-on"])
+def test_engine_sh_tells_the_admin_when_a_running_engine_lacks_cdi_and_never_restarts_it(tmp_path, cdi_dirs, warned):
+    import os
+    import subprocess
+
+    _fake_docker(tmp_path, cdi_dirs)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(SCRIPTS / "engine.sh")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "engine already running" in result.stderr
+    assert ("CDI is off on this engine" in result.stderr) is warned, result.stderr
+    assert "systemctl restart docker" in result.stderr or not warned
+    assert "starting" not in result.stderr  # a running engine is left as it is
