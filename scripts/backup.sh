@@ -11,7 +11,10 @@
 #
 # The database copy uses SQLite's backup API, so it is consistent while the hub writes; homes are read through a
 # read-only mount while their servers may run (a file being written at that moment may be caught half-way: stop
-# servers first for a perfect copy of a home).
+# servers first for a perfect copy of a home). Sparse files are archived as such (GNU tar --sparse finds their
+# holes with SEEK_HOLE): a user's `truncate -s 15T ~/x` costs a few bytes, not days of reading zeros.
+# homes/volumes.tsv lists each home: its volume, its labels, its size limit in bytes (0: a plain volume without
+# one) and the folder of its filesystem image, so that restore.sh makes it again with the same limit.
 set -euo pipefail
 
 out=${1:?usage: scripts/backup.sh BACKUP_DIR}
@@ -23,14 +26,14 @@ log() { printf '[backup] %s\n' "$*" >&2; }
 
 # A home with a size limit (an ext4 image, docs/sharing.md) is mountable only while its image is on a loop device:
 # the same helper the hub runs attaches it (a running server's stays as it is) and lets it go afterwards.
-home_image() {  # home_image attach|release VOLUME DEVICE_LINK
+home_image() {  # home_image attach|release VOLUME DEVICE_LINK: the helper's JSON answer on stdout
     local dir
     dir=$(dirname "$3")
     local args=(release "$3")
     [ "$1" = attach ] && args=(attach "$dir/$2.img" 0 "$3")
     docker run --rm --network none --read-only --cap-drop ALL --cap-add MKNOD --security-opt no-new-privileges \
         --device /dev/loop-control --device-cgroup-rule 'b 7:* rwm' -v "$dir:$dir" \
-        --entrypoint devdock-home-image "$helper" "${args[@]}" >/dev/null
+        --entrypoint devdock-home-image "$helper" "${args[@]}" | tail -n 1
 }
 
 mkdir -p "$out/homes"
@@ -64,14 +67,17 @@ fi
 : >"$out/homes/volumes.tsv"
 docker volume ls -q --filter "label=io.devdock.hub=$hub_id" --filter label=io.devdock.owner | while read -r volume; do
     labels=$(docker volume inspect -f '{{json .Labels}}' "$volume")
-    printf '%s\t%s\n' "$volume" "$labels" >>"$out/homes/volumes.tsv"
     device=$(docker volume inspect -f '{{index .Options "device"}}' "$volume")
     [ "$device" = "$(dirname "$device")/$volume.dev" ] || device=""
-    [ -z "$device" ] || home_image attach "$volume" "$device"
+    limit=0
+    if [ -n "$device" ]; then
+        limit=$(home_image attach "$volume" "$device" | python3 -c 'import json, sys; print(json.load(sys.stdin)["size"])')
+    fi
     docker run --rm --network none --cap-drop ALL --cap-add DAC_READ_SEARCH --security-opt no-new-privileges \
         -v "$volume:/home:ro" -v "$out/homes:/backup" --entrypoint tar "$image" \
-        -C /home --numeric-owner -czf "/backup/$volume.tar.gz" .
-    [ -z "$device" ] || home_image release "$volume" "$device"
-    log "home $volume"
+        -C /home --numeric-owner --sparse -czf "/backup/$volume.tar.gz" .
+    [ -z "$device" ] || home_image release "$volume" "$device" >/dev/null
+    printf '%s\t%s\t%s\t%s\n' "$volume" "$labels" "$limit" "${device:+$(dirname "$device")}" >>"$out/homes/volumes.tsv"
+    log "home $volume${device:+ (limit $limit bytes)}"
 done
 log "done: $(wc -l <"$out/homes/volumes.tsv") homes and the hub's database in $out"

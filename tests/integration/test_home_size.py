@@ -205,3 +205,67 @@ def test_home_size_what_a_limited_home_holds_is_on_the_admin_page_and_in_metrics
     page = shub.browser_session("admin").get(f"{shub.url}/hub/devdock/admin", timeout=30).text
     assert re.search(r"2[4-9]\.\d MiB of [56]\d\.\d MiB", page), "the admin page shows the home's use of its room"
     shub.stop_server("hs-rosa")
+
+
+TiB = 1024**4
+
+
+def test_home_size_a_sparse_file_far_larger_than_the_home_is_backed_up_and_restored_small_and_with_the_limit(
+    shub, docker_client, tmp_path
+):
+    """``truncate -s 2T ~/huge`` in a 64 MiB home: backup.sh archives its holes as holes (a small archive, in
+    seconds, not terabytes of zeros), and restore.sh makes the home again as a 64 MiB image (not a plain volume
+    without a limit), where the file is back at its full apparent size, sparse."""
+    shub.spawn("hs-sid")
+    volume = _home_volume(shub.container("hs-sid"))
+    # 2 TiB is near the largest file ext4 allows with the 1 KiB blocks mkfs gives a home this small.
+    made = _sh(
+        shub.container("hs-sid"),
+        f"truncate -s 2T ~/huge && printf end-marker | dd of=$HOME/huge bs=1 seek={2 * TiB - 10} conv=notrunc "
+        "2>/dev/null && echo notes > ~/notes.txt && stat -c %s ~/huge",
+    )
+    assert made.strip() == str(2 * TiB), made
+    shub.stop_server("hs-sid")
+    image = shub.images / f"{volume}.img"
+    limit = os.path.getsize(image)
+    assert limit == 64 * MiB  # positive control: the home is a 64 MiB image
+
+    backup = tmp_path / "backup"
+    env = {**os.environ, "DEVDOCK_DATA_DIR": str(shub.data_dir), "DEVDOCK_HUB_ID": shub.env["DEVDOCK_HUB_ID"]}
+    # Without --sparse tar reads 2 TiB of zeros (hours): the timeout fails the test instead of hanging it.
+    result = subprocess.run(
+        [str(ROOT / "scripts/backup.sh"), str(backup)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in (backup / "homes" / "volumes.tsv").read_text().splitlines()]
+    (row,) = [r for r in rows if r[0] == volume]
+    assert row[2:] == [str(limit), str(shub.images)], row  # the limit and the images' folder are recorded
+    archive = backup / "homes" / f"{volume}.tar.gz"
+    assert archive.stat().st_size < MiB, archive.stat().st_size
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("./huge")
+        assert member.issparse() and member.size == 2 * TiB  # the apparent size is in the archive
+
+    # Disaster: the home and its image are gone. Restore (the hub's data into a scratch folder: this hub runs on).
+    docker_client.volumes.get(volume).remove()
+    image.unlink()
+    env["DEVDOCK_DATA_DIR"] = str(tmp_path / "restored-hub-data")
+    env["DEVDOCK_HOME_IMAGES_DIR"] = str(shub.images)
+    done = subprocess.run(
+        [str(ROOT / "scripts/restore.sh"), str(backup)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    attrs = docker_client.volumes.get(volume).attrs
+    assert attrs["Options"]["type"] == "ext4" and attrs["Labels"]["io.devdock.owner"] == "hs-sid", attrs
+    assert os.path.getsize(image) == limit and not _attached(image)
+    assert image.stat().st_blocks * 512 < 16 * MiB  # the restored sparse file takes no room in the image
+
+    shub.spawn("hs-sid")
+    container = shub.container("hs-sid")
+    assert 48 * MiB < _home_bytes(container) <= 64 * MiB  # df inside shows the limit again
+    assert _sh(container, "stat -c %s ~/huge").strip() == str(2 * TiB)
+    assert int(_sh(container, "du -k ~/huge | cut -f1").strip()) < 1024  # sparse: holes, not zeros
+    assert _sh(container, "tail -c 10 ~/huge; echo; cat ~/notes.txt").split() == ["end-marker", "notes"]
+    out = _sh(container, "dd if=/dev/zero of=$HOME/big bs=1M count=100 2>&1")
+    assert "No space left on device" in out, out  # writing past the limit fails, as before the disaster
+    shub.stop_server("hs-sid")

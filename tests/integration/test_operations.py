@@ -109,6 +109,86 @@ def test_archive_offboarding_writes_the_home_to_a_file_then_removes_it(archiving
         assert tar.extractfile("./note.txt").read().decode().strip() == "for-the-records"
 
 
+TiB = 1024**4
+MiB = 1024**2
+
+
+def _sh(hub, user: str, script: str) -> str:
+    return hub.container(user).exec_run(["sh", "-c", script], user="1000").output.decode().strip()
+
+
+def _make_sparse(hub, user: str, size: int) -> None:
+    """``truncate -s`` a file far larger than the disk, with a marker in its last bytes."""
+    made = _sh(
+        hub, user,
+        f"truncate -s {size} ~/huge && printf end-marker | dd of=$HOME/huge bs=1 seek={size - 10} conv=notrunc "
+        "2>/dev/null && stat -c %s ~/huge",
+    )  # fmt: skip
+    assert made == str(size), made
+
+
+def test_archive_offboarding_archives_a_sparse_file_far_larger_than_the_disk_quickly_and_small(
+    archiving_hub, docker_client
+):
+    """``truncate -s 15T ~/huge``: offboarding's archive keeps its holes (tar --sparse): it ends in seconds, small,
+    and removes the home, instead of reading 15 TiB of zeros for hours and giving up with the home kept."""
+    hub, archive = archiving_hub
+    hub.spawn("sparse-leaver")
+    _make_sparse(hub, "sparse-leaver", 15 * TiB)
+    hub.stop_server("sparse-leaver")
+    before = set(archive.iterdir())
+    # The harness's API call gives up after 60 s: a hanging archive fails the test, it does not hang it.
+    assert hub.api("DELETE", "/users/sparse-leaver").status_code == 204
+    assert _homes(docker_client, "sparse-leaver") == {}
+    (tarball,) = set(archive.iterdir()) - before
+    assert tarball.stat().st_size < MiB, tarball.stat().st_size
+    with tarfile.open(tarball) as tar:
+        member = tar.getmember("./huge")
+        assert member.issparse() and member.size == 15 * TiB  # positive control: the file's apparent size is kept
+        data = tar.extractfile(member)
+        data.seek(15 * TiB - 10)
+        assert data.read() == b"end-marker"
+
+
+def test_backup_and_restore_of_a_sparse_file_far_larger_than_the_disk_are_quick_small_and_sparse(
+    docker_client, tmp_path_factory
+):
+    """backup.sh and restore.sh with ``truncate -s 15T ~/huge`` in a home (the host's disk is far smaller): a small
+    archive, and the file back at 15 TiB taking no room."""
+    data = tmp_path_factory.mktemp("sparse-backup")
+    hub = Hub(docker_client, data)
+    hub.start()
+    try:
+        hub.spawn("sparse-sam")
+        _make_sparse(hub, "sparse-sam", 15 * TiB)
+        hub.stop_server("sparse-sam")
+        backup = tmp_path_factory.mktemp("backup") / "devdock-backup"
+        env = {**os.environ, "DEVDOCK_DATA_DIR": str(data), "DEVDOCK_HUB_ID": hub.env["DEVDOCK_HUB_ID"]}
+        # Without --sparse tar reads 15 TiB of zeros (days): the timeout fails the test instead of hanging it.
+        result = subprocess.run(
+            [str(ROOT / "scripts/backup.sh"), str(backup)], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr
+        (home,) = _homes(docker_client, "sparse-sam")
+        assert (backup / "homes" / f"{home}.tar.gz").stat().st_size < MiB
+        row = (backup / "homes" / "volumes.tsv").read_text().split("\t")
+        assert row[0] == home and row[2:] == ["0", "\n"], row  # a plain home: no limit recorded, none made
+        docker_client.volumes.get(home).remove()
+        env["DEVDOCK_DATA_DIR"] = str(tmp_path_factory.mktemp("restored-hub-data"))  # this hub runs on
+        result = subprocess.run(
+            [str(ROOT / "scripts/restore.sh"), str(backup)], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr
+        assert not docker_client.volumes.get(home).attrs["Options"]  # a plain volume again, as it was
+        hub.spawn("sparse-sam")
+        assert _sh(hub, "sparse-sam", "stat -c %s ~/huge") == str(15 * TiB)  # the apparent size survived
+        assert int(_sh(hub, "sparse-sam", "du -k ~/huge | cut -f1")) < 1024  # and it is still holes
+        assert _sh(hub, "sparse-sam", "tail -c 10 ~/huge") == "end-marker"
+        hub.stop_server("sparse-sam")
+    finally:
+        hub.stop()
+
+
 @pytest.mark.parametrize("database", ["new-empty", "older-backup"])
 def test_a_hub_with_a_new_or_restored_database_leaves_running_servers_running(
     docker_client, tmp_path_factory, database
