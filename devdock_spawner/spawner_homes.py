@@ -7,8 +7,10 @@ naming is found again by its labels, and offboarding removes (or archives) it wi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import sys
 import time
 
 from docker.errors import APIError, ImageNotFound
@@ -19,6 +21,74 @@ from traitlets.config import LoggingConfigurable
 from . import homeimage, naming
 from .container import last_lines
 from .images import missing_image_message
+
+
+def _handler_in(frames) -> web.RequestHandler | None:
+    """The first ``self`` among ``frames`` that is a request handler serving a ``DELETE``."""
+    for frame in frames:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, web.RequestHandler) and candidate.request.method == "DELETE":
+            return candidate
+    return None
+
+
+def _coroutine_frames(task: asyncio.Task) -> list:
+    """The frames of a suspended task's chain of awaited coroutines, outermost first."""
+    frames, coro = [], task.get_coro()
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frames.append(coro.cr_frame)
+        coro = coro.cr_await
+    return frames
+
+
+def request_deleting(spawner) -> web.RequestHandler | None:
+    """The hub's request handler that is deleting ``spawner``, or None when devdock cannot tell.
+
+    JupyterHub tells a spawner *that* it is deleted (``delete_forever``), not *who* asked. It calls it from inside
+    the API handler of ``DELETE /users/<name>`` (the handler is then a caller up this very stack) or, for
+    ``DELETE /users/<name>/servers/<server>``, from a task of its own that the handler (or the closure it schedules
+    once the server stopped) awaits with ``spawner`` among its locals. This reads JupyterHub's call structure, not a
+    public API: when a release calls it some other way nothing is found and devdock keeps the home
+    (:func:`may_erase_home`), which the integration test of an admin's removal then reports.
+    """
+    try:
+        frame = sys._getframe(2)
+    except ValueError:
+        frame = None
+    stack = []
+    while frame is not None:
+        stack.append(frame)
+        frame = frame.f_back
+    handler = _handler_in(stack)
+    if handler is not None:
+        return handler
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no event loop
+        return None
+    for task in tasks:
+        frames = _coroutine_frames(task)
+        if any(f.f_locals.get("spawner") is spawner for f in frames):
+            handler = _handler_in(reversed(frames))
+            if handler is not None:
+                return handler
+    return None
+
+
+def may_erase_home(policy: str, owner: str, server: str, requester: str, admin: bool) -> bool:
+    """Whether the removal of ``owner``'s server ``server`` may erase its home (``offboarding`` says how).
+
+    ``requester``: ``"user:<name>"``, ``"service:<name>"``, or ``""`` when devdock cannot tell who asked;
+    ``admin``: the request holds ``admin:servers`` or ``delete:users`` for ``owner`` (admins do; so does whoever
+    may delete the user altogether). A default server is deleted only with its user (JupyterHub refuses anything
+    else), which needs ``delete:users``. Stopping a server, or removing a named one with no more than
+    ``delete:servers`` (the idle culler's scope, a course tool's), never erases anything under the default policy.
+    """
+    if not server or policy == "anyone":
+        return True
+    if admin:
+        return True
+    return policy == "owner" and requester == f"user:{owner}"
 
 
 class HomesMixin(LoggingConfigurable):
@@ -243,12 +313,29 @@ class HomesMixin(LoggingConfigurable):
         "remove",
         config=True,
         help="""
-        What happens to a server's home when an admin deletes its user (or the user deletes a named server):
+        What happens to a server's home when its user is deleted, or its named server removed by an admin
+        (``named_server_home_removal`` says whose removal counts):
         ``remove`` (the default) removes the home volume, ``archive`` first writes it to
         ``offboarding_archive`` as ``<volume>-<UTC time>.tar.gz`` and then removes it, ``keep`` leaves it (as
         devdock 0.1 did). With ``remove`` and ``archive`` a username created again never finds the old
         person's files; the user's SSH key file goes with their default server either way (with ``keep``
         too: keys of a deleted user must never open the next person's server).
+        """,
+    )
+
+    named_server_home_removal = CaselessStrEnum(
+        ["admin", "owner", "anyone"],
+        "admin",
+        config=True,
+        help="""
+        Whose removal of a named server (``DELETE /hub/api/users/<name>/servers/<server>`` with ``remove``) erases
+        its home as ``offboarding`` says: ``admin`` (the default): only a request that holds ``admin:servers`` or
+        ``delete:users`` for its user (an admin, the ``devdock-ops`` service); ``owner``: that, or its owner
+        removing it themselves (the delete button of JupyterHub's home page); ``anyone``: whoever may remove it,
+        which takes only ``delete:servers`` (the idle culler's scope, a course tool's).
+        A home that is not erased is kept with its labels: the log says so, the same server name made again finds
+        it, and an admin erases it by removing that server. Deleting a user (``delete:users``) erases all their
+        homes, whatever this says.
         """,
     )
 
@@ -261,17 +348,39 @@ class HomesMixin(LoggingConfigurable):
         """,
     )
 
-    async def delete_forever(self):
+    def delete_forever(self):
         """The user (or this named server) is deleted for good: remove what devdock keeps for them.
 
         JupyterHub calls this after the server stopped, for every server of a deleted user and for a named
         server deleted with ``remove``. The default server only goes with its user, so its key file goes with it.
+        Who asked is read here, while JupyterHub's request still waits on this call (see :func:`request_deleting`);
+        the work is the coroutine returned, which JupyterHub awaits.
         """
+        handler = request_deleting(self)
+        requester, admin = "", False
+        if handler is not None and getattr(handler, "current_user", None) is not None:
+            who = handler.current_user
+            requester = f"{getattr(who, 'kind', 'user')}:{who.name}"
+            admin = any(
+                handler.has_scope(f"{scope}!user={self.user.name}") for scope in ("admin:servers", "delete:users")
+            )
+        erase = may_erase_home(self.named_server_home_removal, self.user.name, self.name or "", requester, admin)
+        return self._delete_forever(erase, requester or "a caller devdock cannot name")
+
+    async def _delete_forever(self, erase: bool, requester: str):
         await self._remove_leftover_container()
         if self.offboarding != "keep":
             await self.resolve_home_volume()
-            for volume in self._own_volumes():
-                await self._offboard_volume(volume)
+            if erase:
+                for volume in self._own_volumes():
+                    await self._offboard_volume(volume)
+            else:
+                self.log.warning(
+                    "devdock: kept the home %s of %s's removed server %r: %s removed it, and erasing a home takes "
+                    "an admin (named_server_home_removal = %r); making the server again finds it, removing it "
+                    "then as an admin erases it", ", ".join(self._own_volumes()), self.user.name, self.name,
+                    requester, self.named_server_home_removal,
+                )  # fmt: skip
         if not self.name:
             for path in self.key_store().delete(self.user.name):
                 self.log.info("devdock: removed the SSH keys of deleted user %s (%s)", self.user.name, path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -81,6 +82,61 @@ def test_deleting_a_named_server_removes_its_home_and_nothing_else(hub, docker_c
     assert list(_homes(docker_client, "np").values()) == [""]
     assert _read(hub, "np") == "keep-me"
     hub.stop_server("np")
+
+
+COURSE_TOOL_TOKEN = secrets.token_hex(16)
+
+
+@pytest.fixture(scope="module")
+def course_hub(docker_client, tmp_path_factory):
+    """A hub (offboarding = "remove", the default) with a course tool's service: it may list users, read and
+    remove their servers (``delete:servers``), as the idle culler may, and nothing more."""
+    extra = (
+        f'c.JupyterHub.services.append({{"name": "course-tool", "api_token": "{COURSE_TOOL_TOKEN}"}})\n'
+        'c.JupyterHub.load_roles.append({"name": "course-tool", "services": ["course-tool"], '
+        '"scopes": ["delete:servers", "list:users", "read:servers"]})\n'
+    )
+    h = Hub(docker_client, tmp_path_factory.mktemp("course"), extra_config=extra)
+    h.start()
+    yield h
+    h.stop()
+
+
+def _remove_server(hub, user: str, server: str, token: str) -> None:
+    """``DELETE .../servers/<server>`` with ``remove``, then wait until the hub has forgotten the server."""
+    r = hub.api("DELETE", f"/users/{user}/servers/{server}", token=token, json={"remove": True})
+    assert r.status_code in (202, 204), r.text
+    deadline = time.monotonic() + 60
+    while server in hub.user_model(user).get("servers", {}) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert server not in hub.user_model(user).get("servers", {})
+
+
+def test_removing_a_named_server_erases_its_home_only_when_an_admin_asks(course_hub, docker_client):
+    """Stopping is not erasing: a token with only ``delete:servers`` (a course tool's, the culler's) or the owner's
+    own removes the server but keeps its home; an admin's removal of the same server (the control) erases it."""
+    hub = course_hub
+    hub.spawn("cu-ann", "lab")
+    _write(hub, "cu-ann", "lab", "thesis-chapter-3")
+    # A course tool removes the running server (stop, then remove: JupyterHub's scheduled path).
+    _remove_server(hub, "cu-ann", "lab", COURSE_TOOL_TOKEN)
+    assert "lab" in _homes(docker_client, "cu-ann").values()
+    assert "kept the home" in hub.log_tail(300) and "service:course-tool removed it" in hub.log_tail(300)
+    # The owner removes a stopped one themselves (JupyterHub's direct path): kept too, under the default policy.
+    hub.spawn("cu-ann", "scratch")
+    hub.stop_server("cu-ann", "scratch")
+    _remove_server(hub, "cu-ann", "scratch", hub.token("cu-ann"))
+    assert sorted(_homes(docker_client, "cu-ann").values()) == ["lab", "scratch"]
+    # The same name made again finds its home, files and all.
+    hub.spawn("cu-ann", "lab")
+    assert _read(hub, "cu-ann", "lab") == "thesis-chapter-3"
+    # Positive control: an admin (the devdock-ops service) removes the running server: its home is erased.
+    _remove_server(hub, "cu-ann", "lab", hub.service_token)
+    deadline = time.monotonic() + 30
+    while "lab" in _homes(docker_client, "cu-ann").values() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(_homes(docker_client, "cu-ann").values()) == ["scratch"]
+    assert "removed home" in hub.log_tail(100)
 
 
 @pytest.fixture(scope="module")
