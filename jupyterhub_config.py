@@ -70,6 +70,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
   DEVDOCK_HOME_SIZE         size limit of new homes (docs/sharing.md); empty or 0: no limit    (50G)
   DEVDOCK_HOME_IMAGES_DIR   host folder of the homes' filesystem images        (/var/lib/devdock/homes)
+  DEVDOCK_BLOCK_CLOUD_METADATA  1: users' containers cannot reach 169.254.169.254 (docs/security.md)  (1)
   DEVDOCK_LOCALE            the desktop's language, e.g. de_DE.UTF-8 (docs/desktop.md)  (the image's: en_US.UTF-8)
   DEVDOCK_KEYBOARD_LAYOUT   the desktop's XKB keyboard layout, e.g. de or fr(oss)     (the X server's: us)
   DEVDOCK_DESKTOP_GL        auto (the GPU when the server holds one) | software        (auto)
@@ -178,6 +179,9 @@ home_size = env("DEVDOCK_HOME_SIZE", "50G")
 c.DevDockSpawner.home_size = "" if home_size in ("", "0") else home_size
 c.DevDockSpawner.home_images_dir = env("DEVDOCK_HOME_IMAGES_DIR", "/var/lib/devdock/homes")
 c.DevDockSpawner.home_helper_image = env("DEVDOCK_HUB_IMAGE", "devdock/hub:latest")
+# The cloud's metadata service (the VM's credentials) is out of users' reach: an iptables rule in DOCKER-USER.
+c.DevDockSpawner.block_cloud_metadata = env_flag("DEVDOCK_BLOCK_CLOUD_METADATA", True)
+c.DevDockSpawner.firewall_helper_image = env("DEVDOCK_HUB_IMAGE", "devdock/hub:latest")
 # The desktop: its language and keyboard (per profile too: overrides.desktop_locale / desktop_keyboard_layout).
 c.DevDockSpawner.desktop_locale = env("DEVDOCK_LOCALE", "")
 c.DevDockSpawner.desktop_keyboard_layout = env("DEVDOCK_KEYBOARD_LAYOUT", "")

@@ -13,10 +13,10 @@ from dockerspawner import DockerSpawner
 from jupyterhub import orm
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Int, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Int, List, TraitError, Unicode, default, validate
 
+from . import cloud_metadata, metrics, naming, reconcile
 from . import gpu as gpus
-from . import metrics, naming, reconcile
 from ._version import __version__
 from .container import ContainerSettings, UnsafeConfiguration, container_spec, last_lines, network_spec
 from .guarantees import log_text, missing_guarantees
@@ -164,6 +164,48 @@ class DevDockSpawner(
             "c.JupyterHub.subdomain_host (DEVDOCK_SUBDOMAIN_HOST; local use: http://localhost:8000), or accept the "
             "risk with c.DevDockSpawner.allow_single_origin = True (DEVDOCK_SINGLE_ORIGIN=1); docs/security.md"
         )
+
+    block_cloud_metadata = Bool(
+        True,
+        config=True,
+        help="""
+        Keep users' containers from the cloud's metadata service (``cloud_metadata_addresses``), which answers
+        anyone on a cloud VM with the VM's identity and its role's credentials: at the hub's first spawn, devdock
+        adds a rule per subnet of ``network_name`` to Docker's ``DOCKER-USER`` iptables chain (a one-shot helper
+        container of ``firewall_helper_image`` on the host's network with ``NET_ADMIN``); the host itself is not
+        affected. A start is refused with a sentence when the rule cannot be added. Single engine only (on a
+        Swarm, add the rule on each node: docs/security.md). False: no rule (and none removed). Default: True.
+        """,
+    )
+
+    cloud_metadata_addresses = List(
+        Unicode(),
+        list(cloud_metadata.DEFAULT_ADDRESSES),
+        config=True,
+        help="""
+        IPv4 addresses or networks users' containers must not reach (``block_cloud_metadata``). Default:
+        ``["169.254.169.254"]`` (AWS, Azure, GCP, OpenStack, Oracle and others); add e.g. ``"169.254.170.2"``
+        (Amazon ECS task metadata) or ``"100.100.100.200"`` (Alibaba Cloud).
+        """,
+    )
+
+    @validate("cloud_metadata_addresses")
+    def _valid_metadata_addresses(self, proposal):
+        try:
+            cloud_metadata.ipv4_networks(proposal.value)
+        except ValueError as e:
+            raise TraitError(f"cloud_metadata_addresses: {e}") from e
+        return proposal.value
+
+    firewall_helper_image = Unicode(
+        "devdock/hub:latest",
+        config=True,
+        help="""
+        Image of the one-shot helper that adds the ``block_cloud_metadata`` rule: it runs ``sh`` and
+        ``iptables-nft`` / ``iptables-legacy`` (devdock's hub image has them) on the host's network, with no
+        capability but ``NET_ADMIN`` and ``NET_RAW``, a read-only root and no new privileges.
+        """,
+    )
 
     create_network = Bool(
         True,
@@ -314,9 +356,48 @@ class DevDockSpawner(
     # --- Docker objects ----------------------------------------------------------------------
 
     async def ensure_network(self):
-        """Create the user network once, if it is missing and ours to create."""
-        if not self.create_network or self.network_name in ("bridge", "host", "none"):
+        """Create the user network once, if it is missing and ours to create; keep cloud metadata off it."""
+        if self.network_name in ("host", "none"):
             return
+        if self.create_network and self.network_name != "bridge":
+            await self._create_network()
+        await self.ensure_cloud_metadata_blocked()
+
+    async def ensure_cloud_metadata_blocked(self):
+        """Once per hub and network: the ``DOCKER-USER`` rules of :mod:`devdock_spawner.cloud_metadata`."""
+        if not self.block_cloud_metadata or not self.cloud_metadata_addresses:
+            return
+        done = f"cloud-metadata:{self.network_name}"
+        async with hub_state().lock("network"):
+            if done in hub_state().done:
+                return
+            info = await self.docker("inspect_network", self.network_name)
+            subnets = [c["Subnet"] for c in (info.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+            try:
+                script = cloud_metadata.block_script(self.network_name, subnets, self.cloud_metadata_addresses)
+            except ValueError as e:
+                raise web.HTTPError(500, f"devdock cannot block cloud metadata on {self.network_name}: {e}") from e
+            host = self.client.create_host_config(
+                network_mode="host",
+                cap_drop=["ALL"],
+                cap_add=["NET_ADMIN", "NET_RAW"],
+                security_opt=["no-new-privileges:true"],
+                read_only=True,
+                tmpfs={"/run": "size=1m", "/tmp": "size=1m"},  # iptables-legacy's lock file
+            )
+            failure = (
+                f"devdock could not keep users' containers on {self.network_name} from the cloud's metadata service "
+                "(c.DevDockSpawner.block_cloud_metadata = False starts servers without that rule)"
+            )
+            used = await self._one_shot(
+                self.firewall_helper_image, ["sh", "-c", script], host, "cloud-metadata-block", failure
+            )
+            self.log.info("devdock: users' containers on %s (%s) cannot reach %s (DOCKER-USER in %s)",
+                          self.network_name, ", ".join(subnets), ", ".join(self.cloud_metadata_addresses),
+                          used.strip())  # fmt: skip
+            hub_state().done.add(done)
+
+    async def _create_network(self):
         async with hub_state().lock("network"):
             try:
                 await self.docker("inspect_network", self.network_name)

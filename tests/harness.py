@@ -14,6 +14,7 @@ import os
 import random
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -549,6 +550,15 @@ def cleanup(client: docker.DockerClient) -> None:
         v.remove(force=True)
     for n in client.networks.list(filters=selector):
         n.remove()
+    remove_cloud_metadata_rules(f"devdock-test-{RUN_ID}")
+
+
+def remove_cloud_metadata_rules(network_prefix: str) -> None:
+    """Take the DOCKER-USER rules that this run's hubs added for its networks (block_cloud_metadata) off the host."""
+    listing = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        if line.startswith("-A DOCKER-USER ") and f"no cloud metadata from {network_prefix}" in line:
+            subprocess.run(["iptables", *shlex.split(line.replace("-A ", "-D ", 1))], capture_output=True)
 
 
 def dump_diagnostics(client: docker.DockerClient, hub: Hub | None, name: str) -> str:
