@@ -89,6 +89,8 @@ config = json.loads(path.read_text()) if path.exists() and path.read_text().stri
 if config.get("features", {}).get("cdi") is not True:
     config.setdefault("features", {})["cdi"] = True
     path.write_text(json.dumps(config, indent=2) + "\n")
+    # A note that devdock switched it on: scripts/uninstall.sh takes back only what devdock changed.
+    (path.parent / ".devdock-cdi").write_text("scripts/engine.sh set features.cdi in daemon.json\n")
 PY
 }
 
