@@ -33,7 +33,7 @@ from .guarantees import missing_guarantees
 from .hubstate import hub_state
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT
-from .ssh import InvalidKey, KeyStore, fingerprint, known_hosts_line, parse_keys
+from .ssh import InvalidKey, UnusableUsername, fingerprint, key_index, known_hosts_line, parse_keys
 from .usage import human_bytes
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -154,7 +154,12 @@ class SSHPageHandler(BaseHandler):
     @web.authenticated
     async def get(self):
         user = self.current_user
-        await self._render(user, "".join(k.line() + "\n" for k in self._store(user).load(user.name)))
+        try:
+            keys = self._store(user).load(user.name)
+        except UnusableUsername as e:
+            self.set_status(400)
+            return await self._render(user, "", error=str(e))
+        await self._render(user, "".join(k.line() + "\n" for k in keys))
 
     @web.authenticated
     async def post(self):
@@ -165,11 +170,11 @@ class SSHPageHandler(BaseHandler):
         text = self.get_body_argument("keys", "")
         try:
             keys = parse_keys(text)
-        except InvalidKey as e:
+            self._store(user).save(user.name, keys)
+        except (InvalidKey, UnusableUsername) as e:
             # Nothing is saved: the stored keys stay as they were, the form keeps what was typed.
             self.set_status(400)
             return await self._render(user, text, error=str(e))
-        self._store(user).save(user.name, keys)
         not_yet = []
         for spawner in _devdock_spawners(user):
             if spawner.active and spawner.ready and await spawner.push_ssh_keys(keys) is False:
@@ -339,21 +344,33 @@ class _GatewayHandler(APIHandler):
         if self.current_user is None or not self.has_scope(GATEWAY_SCOPE):
             raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {GATEWAY_SCOPE}")
 
-    def _key_store(self):
+    def _exact_argument(self, name: str) -> str:
+        """A query argument as it was sent. (``get_argument`` strips it and turns control characters into spaces:
+        the user ``"eve\\x1cx"``, whom an identity provider may name so, would be looked up as ``"eve x"``.)"""
+        values = self.request.query_arguments.get(name) or [b""]
+        return self.decode_argument(values[0], name=name)
+
+    async def _owners_of(self, key: str) -> list[str]:
+        """The users who keep ``key``, from the hub's index of the key files (read once, in a thread)."""
         spawner_config = self.settings["config"].get("DevDockSpawner", {})
-        return KeyStore(spawner_config.get("ssh_keys_dir", os.path.abspath("ssh-keys")))
+        index = key_index(spawner_config.get("ssh_keys_dir", os.path.abspath("ssh-keys")))
+        await index.ready()
+        return index.owners_of(key)
 
 
 class GatewayKeysHandler(_GatewayHandler):
     """``GET /hub/api/devdock/ssh-gateway/keys?key=TYPE BLOB``: the users who keep this public key, and where
     their running servers' sshd listens (``{"users": [...], "routes": {"alice/proj": "10.0.0.5:22"}}``), so that
-    the gateway goes straight there; for anything else it asks ``route``."""
+    the gateway goes straight there; for anything else it asks ``route``.
+
+    sshd asks this for every key any client offers, before authentication: the answer comes from memory
+    (ssh.KeyIndex), never from reading the users' files."""
 
     async def get(self):
         self._check_scope()
         key = self.get_argument("key", "")[:20000]
         users, routes = [], {}
-        for name in self._key_store().owners_of(key):
+        for name in await self._owners_of(key):
             user = self.find_user(name)
             if user is None:
                 continue
@@ -362,8 +379,8 @@ class GatewayKeysHandler(_GatewayHandler):
                 if spawner.ssh_via_gateway and spawner.active and spawner.ready and spawner.server:
                     routes[spawner.ssh_gateway_target] = f"{spawner.server.ip}:{SSH_CONTAINER_PORT}"
         if users:
-            self.log.info("devdock: ssh gateway: key %s of %s (running: %s)", fingerprint(key), ", ".join(users),
-                          ", ".join(sorted(routes)) or "none")  # fmt: skip
+            self.log.info("devdock: ssh gateway: key %s of %s (running: %s)", fingerprint(key),
+                          ", ".join(map(repr, users)), ", ".join(map(repr, sorted(routes))) or "none")  # fmt: skip
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"users": users, "routes": routes}))
 
@@ -377,10 +394,9 @@ class GatewayRouteHandler(_GatewayHandler):
 
     async def get(self):
         self._check_scope()
-        name, server, key = (self.get_argument(a, "")[:20000] for a in ("user", "server", "key"))
+        name, server, key = (self._exact_argument(a)[:20000] for a in ("user", "server", "key"))
         user, offered = self.find_user(name), fingerprint(key)
-        owned = {fingerprint(k.line()) for k in self._key_store().load(user.name)} if user is not None else set()
-        if not offered or offered not in owned:
+        if user is None or not offered or user.name not in await self._owners_of(key):
             self.log.warning("devdock: ssh gateway refused %s for %r/%r", offered or "a junk key", name, server)
             raise web.HTTPError(403, f"this key does not belong to {name!r}")
         label = f"{name}'s server {server!r}" if server else f"{name}'s default server"

@@ -48,6 +48,8 @@ class HubState:
     kernel_log: int | None = None
     #: the hub's data folder is (nearly) full: servers do not start until there is room again
     disk_full: bool = False
+    #: which users keep which SSH public key, by key folder (ssh.KeyIndex: the gateway's lookups)
+    ssh_key_indexes: dict = field(default_factory=dict)
     #: things done once per hub (reconciliation, Swarm's network keeper), by name
     done: set = field(default_factory=set)
     _locks: dict = field(default_factory=dict)

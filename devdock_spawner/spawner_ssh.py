@@ -21,7 +21,7 @@ from . import naming
 from .hubstate import hub_state
 from .naming import SSH_PORT_LABEL, server_key
 from .ports import NoFreePort, PortAllocator, held_ports, host_port_free
-from .ssh import KeyStore, fingerprint
+from .ssh import KeyStore, fingerprint, key_index
 
 #: The container's SSH port: privileged, bound by the entrypoint (see container.PRIVILEGED_PORTS).
 SSH_CONTAINER_PORT = 22
@@ -145,19 +145,23 @@ class SSHMixin(LoggingConfigurable):
         return f"devdock-{self.server_slug}" if self.name else "devdock"
 
     def ssh_gateway_config(self) -> str:
-        """This server's block for ``~/.ssh/config``: the user's own ssh, relayed by the gateway."""
+        """This server's block for ``~/.ssh/config``: the user's own ssh, relayed by the gateway.
+
+        ssh expands ``%`` tokens in ``ProxyCommand`` (``%h``, ``%p``, ...), and the percent-encoded target of
+        ``alice@example.org`` is ``alice%40example.org``: written ``%%`` there, ssh passes a ``%`` on.
+        """
         return (
             f"Host {self.ssh_gateway_alias}\n"
             f"    User {self.login_name}\n"
             f"    HostKeyAlias {self.ssh_gateway_alias}\n"
-            f"    ProxyCommand ssh -T devdock-gateway {self.ssh_gateway_target}\n"
+            f"    ProxyCommand ssh -T devdock-gateway {ssh_config_escape(self.ssh_gateway_target)}\n"
         )
 
     def ssh_gateway_block(self) -> str:
         """The gateway's own block for ``~/.ssh/config`` (one per hub)."""
         return (
             "Host devdock-gateway\n"
-            f"    HostName {self.ssh_gateway_host}\n"
+            f"    HostName {ssh_config_escape(self.ssh_gateway_host)}\n"
             f"    Port {self.ssh_gateway_port}\n"
             "    User devdock\n"
         )
@@ -317,8 +321,9 @@ class SSHMixin(LoggingConfigurable):
         await self.docker("put_archive", container_id, "/etc/devdock/ssh", buf.getvalue())
 
     def key_store(self) -> KeyStore:
-        """The hub's SSH key files; keys change only through their owner's ``/hub/ssh`` page."""
-        return KeyStore(self.ssh_keys_dir, legacy_shared=self._legacy_slug_shared)
+        """The hub's SSH key files; keys change only through their owner's ``/hub/ssh`` page (and offboarding),
+        and every change reaches the hub's index of them, which the gateway's lookups read."""
+        return KeyStore(self.ssh_keys_dir, legacy_shared=self._legacy_slug_shared, index=key_index(self.ssh_keys_dir))
 
     def _legacy_slug_shared(self, username: str) -> bool:
         """Whether another hub user had ``username``'s pre-0.2 slug (then its old key file is nobody's)."""
@@ -348,3 +353,8 @@ class SSHMixin(LoggingConfigurable):
         }
 
     _ssh_keys: list = []
+
+
+def ssh_config_escape(value: str) -> str:
+    """``value`` for an ``ssh_config`` keyword that expands ``%`` tokens (ProxyCommand, HostName, ...)."""
+    return value.replace("%", "%%")

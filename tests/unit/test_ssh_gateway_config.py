@@ -79,3 +79,37 @@ def test_ssh_mode_chooses_the_ways_in(mode, gateway, port):
     assert (spawner.ssh_via_gateway, spawner.ssh_via_port) == (gateway, port)
     spawner.ssh_port = 42001
     assert (spawner.ssh_endpoint is not None) == port  # no published port is shown in gateway mode
+
+
+NAMES_IN_SSH_CONFIG = [
+    ("email", "alice@example.org", "alice%40example.org"),
+    ("percent", "100%", "100%25"),
+    ("unicode", "Zoë", "Zo%C3%AB"),
+    ("line-separator", "eve\u2028x", "eve%E2%80%A8x"),
+    ("hostile", 'eve" ; rm -rf ~ #', "eve%22%20%3B%20rm%20-rf%20~%20%23"),
+]
+
+
+@pytest.mark.parametrize(
+    ("username", "target"), [n[1:] for n in NAMES_IN_SSH_CONFIG], ids=[n[0] for n in NAMES_IN_SSH_CONFIG]
+)
+def test_gateway_config_block_writes_percent_as_ssh_reads_it(tmp_path, username, target):
+    """The real OpenSSH client reads the page's block and runs its ProxyCommand (here a stand-in ``ssh`` that
+    writes down its arguments): the gateway is asked for the percent-encoded name, whatever the name."""
+    config = Config()
+    config.DevDockSpawner.ssh_mode = "gateway"
+    spawner = make_spawner(username, config=config)
+    block = spawner.ssh_gateway_config()
+    assert f"ProxyCommand ssh -T devdock-gateway {target.replace('%', '%%')}\n" in block
+    stand_in = tmp_path / "bin" / "ssh"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path / "args"}\n')
+    stand_in.chmod(0o755)
+    (tmp_path / "config").write_text(
+        f"{block}Host *\n    BatchMode yes\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
+    )
+    env = {"PATH": f"{stand_in.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "SHELL": "/bin/sh"}
+    subprocess.run(["/usr/bin/ssh", "-F", str(tmp_path / "config"), spawner.ssh_gateway_alias, "true"],
+                   env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert (tmp_path / "args").read_text().splitlines() == ["-T", "devdock-gateway", target]
+    assert unquote(target) == username
