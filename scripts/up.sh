@@ -61,11 +61,12 @@ if [ "$DEVDOCK_SSH_MODE" != ports ]; then
     fi
     docker rm -f devdock-ssh-gateway >/dev/null 2>&1 || true
     docker run -d --name devdock-ssh-gateway --network host --restart unless-stopped --read-only \
-        --tmpfs /tmp --tmpfs /run/devdock-gateway --cap-drop ALL --cap-add CHOWN --cap-add SETUID --cap-add SETGID \
+        --tmpfs /tmp:size=16m --tmpfs /run/devdock-gateway:size=16m --cap-drop ALL --cap-add CHOWN --cap-add SETUID --cap-add SETGID \
         --cap-add FOWNER --cap-add DAC_OVERRIDE --security-opt no-new-privileges:true \
         -v "$data/ssh-gateway:/var/lib/devdock-gateway" \
         -e DEVDOCK_SSH_GATEWAY_HUB_API="${DEVDOCK_BIND_URL%/}/hub/api" -e DEVDOCK_SSH_GATEWAY_TOKEN \
         -e DEVDOCK_SSH_GATEWAY_PORT -e DEVDOCK_SSH_GATEWAY_BIND="${DEVDOCK_SSH_GATEWAY_BIND:-127.0.0.1}" \
+        -e DEVDOCK_SSH_GATEWAY_LOOKUP_RATE -e DEVDOCK_SSH_GATEWAY_LOOKUP_BURST \
         devdock/ssh-gateway:latest >/dev/null
 fi
 

@@ -372,7 +372,8 @@ class Gateway:
     or in another container's network namespace (``network_mode="container:NAME"``, the swarm tier's anchor)."""
 
     def __init__(self, client, hub_url: str, token: str, port: int, keys_dir, network_mode: str = "host",
-                 host: str = "127.0.0.1"):  # fmt: skip
+                 host: str = "127.0.0.1", environment: dict | None = None, volumes: dict | None = None):  # fmt: skip
+        """``environment``: more of the gateway's settings; ``volumes``: more bind mounts (docker-py's form)."""
         self.client, self.port, self.keys_dir = client, port, keys_dir
         self.network_mode, self.host = network_mode, host
         self.name = f"devdock-test-gateway-{RUN_ID}-{port}"
@@ -381,7 +382,9 @@ class Gateway:
             "DEVDOCK_SSH_GATEWAY_TOKEN": token,
             "DEVDOCK_SSH_GATEWAY_PORT": str(port),
             "DEVDOCK_SSH_GATEWAY_BIND": host,
+            **(environment or {}),
         }
+        self.volumes = volumes or {}
         self.container = None
 
     def start(self):
@@ -391,8 +394,11 @@ class Gateway:
             detach=True,
             network_mode=self.network_mode,
             environment=self.environment,
-            volumes={str(self.keys_dir): {"bind": "/var/lib/devdock-gateway", "mode": "rw"}},
+            volumes={str(self.keys_dir): {"bind": "/var/lib/devdock-gateway", "mode": "rw"}, **self.volumes},
             labels={RUN_LABEL: RUN_ID},
+            # As compose and scripts/up.sh run it: a read-only root, and tmpfs folders of bounded size.
+            read_only=True,
+            tmpfs={"/tmp": "size=16m", "/run/devdock-gateway": "size=16m"},
             cap_drop=["ALL"],
             cap_add=["CHOWN", "SETUID", "SETGID", "FOWNER", "DAC_OVERRIDE"],
             security_opt=["no-new-privileges:true"],

@@ -4,18 +4,32 @@ shows, strict host-key checking on."""
 
 from __future__ import annotations
 
+import base64
 import html
+import itertools
 import re
 import secrets
+import struct
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
+import requests
 
 from tests.harness import Gateway, Hub, free_port, keygen, ssh_client_config
 
 pytestmark = pytest.mark.integration
+
+
+#: Characters str.splitlines() breaks a line at and split("\n") does not (issue 30).
+LINE_BREAKERS = ["\u2028", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2029"]
+#: Hub users named with them, as an identity provider may name its users: logging in as ``gw-oddN`` with the test
+#: hub's form makes one the user ``gw-oddN<char>x`` (JupyterHub's username_map; the form itself would turn control
+#: characters into spaces).
+ODD_NAMES = {f"gw-odd{i}": f"gw-odd{i}{char}x" for i, char in enumerate(LINE_BREAKERS)}
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +37,7 @@ def gw(docker_client, tmp_path_factory):
     keys = tmp_path_factory.mktemp("gateway-keys")
     token, port = secrets.token_hex(16), free_port()
     hub = Hub(
-        docker_client, tmp_path_factory.mktemp("gwhub"),
+        docker_client, tmp_path_factory.mktemp("gwhub"), extra_config=f"c.Authenticator.username_map = {ODD_NAMES!r}",
         DEVDOCK_SSH_MODE="gateway", DEVDOCK_SSH_GATEWAY_TOKEN=token, DEVDOCK_SSH_GATEWAY_PORT=str(port),
         DEVDOCK_SSH_GATEWAY_HOST="127.0.0.1", DEVDOCK_SSH_GATEWAY_HOST_KEY=str(keys / "ssh_host_ed25519_key.pub"),
     )  # fmt: skip
@@ -231,3 +245,173 @@ def test_gateway_autostart_connecting_starts_a_stopped_server_and_lands_in_it(do
     finally:
         gateway.remove()
         hub.stop()
+
+
+def random_public_key() -> str:
+    """A public key nobody has ever kept (and whose private half nobody knows)."""
+    blob = b"".join(struct.pack(">I", len(p)) + p for p in (b"ssh-ed25519", secrets.token_bytes(32)))
+    return f"ssh-ed25519 {base64.b64encode(blob).decode()}"
+
+
+def offer_random_keys(port: int, folder, source: str, n: int) -> subprocess.CompletedProcess:
+    """One connection from ``source`` (a loopback address) that offers three new random public keys. The client has
+    no private key: it can only offer them, as a flood would."""
+    files = []
+    for k in range(3):
+        path = folder / f"random-{source}-{n}-{k}.pub"
+        path.write_text(random_public_key() + "\n")
+        files += ["-i", str(path)]
+    return run(
+        "ssh", "-b", source, "-p", str(port), *files, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20",
+        "devdock@127.0.0.1", "gw-flo", timeout=60, plain=True,
+    )  # fmt: skip
+
+
+class RandomKeyFlood:
+    """Connections offering random keys from one loopback address, ``clients`` at a time, until stopped or until
+    ``limit`` connections or ``seconds`` (bounded, loopback only)."""
+
+    def __init__(self, port: int, folder, source: str, clients: int = 8, limit: int = 600, seconds: float = 150):
+        self.port, self.folder, self.source = port, folder, source
+        self.clients, self.limit, self.deadline = clients, limit, time.monotonic() + seconds
+        self.results: list[subprocess.CompletedProcess] = []
+        self.stop = threading.Event()
+        self._count = itertools.count()
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+
+    def _client(self):
+        while not self.stop.is_set() and time.monotonic() < self.deadline:
+            n = next(self._count)
+            if n >= self.limit:
+                return
+            self.results.append(offer_random_keys(self.port, self.folder, self.source, n))
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(90)
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+
+def test_a_flood_of_random_keys_stalls_neither_the_hub_nor_a_users_login_through_the_gateway(gw, tmp_path):
+    hub = gw
+    key, line = keygen(tmp_path, "gw-flo")
+    hub.save_ssh_keys("gw-flo", line)
+    hub.spawn("gw-flo")
+    config, _ = client_config(hub, "gw-flo", key, tmp_path)
+    login = hub.container("gw-flo").exec_run(["id", "-un", "1000"]).output.decode().strip()
+    with RandomKeyFlood(hub.gateway.port, tmp_path, "127.0.0.2") as flood:
+        while len(flood.results) < 20 and flood.running:  # the flood is under way
+            time.sleep(0.2)
+        for _ in range(3):  # the user logs in with the page's config, three times, during the flood
+            before = len(flood.results)
+            inside = run("ssh", "-F", config, "devdock", "whoami", timeout=90)
+            assert inside.returncode == 0, inside.stderr
+            assert inside.stdout.strip() == login
+            assert flood.running and len(flood.results) > before, "the flood was not going on during the login"
+            assert requests.get(f"{hub.url}/hub/health", timeout=30).status_code == 200
+    offers = flood.results
+    assert len(offers) >= 40, len(offers)
+    assert all(o.returncode == 255 and "SSH-2.0" not in o.stdout for o in offers), [o.stderr for o in offers[:5]]
+    # Offered, looked up and refused (not just dropped at the door): MaxAuthTries ends the connection at the third.
+    refused = [o for o in offers if "Too many authentication failures" in o.stderr or "Permission denied" in o.stderr]
+    assert len(refused) >= 20, [o.stderr for o in offers[:5]]
+    # Random keys leave nothing behind on the gateway: its cache keeps only keys somebody keeps, briefly.
+    cache = hub.gateway.container.exec_run(["sh", "-c", "ls /run/devdock-gateway/cache 2>/dev/null | wc -l"])
+    assert int(cache.output.decode().strip() or 0) <= 6, cache.output
+    tmpfs = hub.gateway.container.exec_run(["df", "-k", "/run/devdock-gateway"]).output.decode().splitlines()[-1]
+    assert int(tmpfs.split()[1]) <= 16 * 1024, tmpfs  # and the folder is a tmpfs of bounded size
+    assert "SSH key index of" in hub.log_tail(2000)  # the hub answered from its index
+
+
+def test_the_gateway_limits_key_lookups_per_client_address_and_other_addresses_still_get_in(gw, tmp_path):
+    hub = gw
+    key, line = keygen(tmp_path, "gw-lim")
+    hub.save_ssh_keys("gw-lim", line)
+    # A second gateway in front of the same hub, with a small limit: 4 lookups at once, then one every 2 s.
+    port = free_port()
+    strict = Gateway(
+        hub.client,
+        hub.url,
+        hub.env["DEVDOCK_SSH_GATEWAY_TOKEN"],
+        port,
+        tmp_path / "strict-keys",
+        environment={"DEVDOCK_SSH_GATEWAY_LOOKUP_RATE": "0.5", "DEVDOCK_SSH_GATEWAY_LOOKUP_BURST": "4"},
+    )
+    (tmp_path / "strict-keys").mkdir()
+    strict.start()
+    try:
+
+        def attempt(source: str) -> subprocess.CompletedProcess:
+            return run(
+                "ssh", "-b", source, "-p", str(port), "-i", key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "devdock@127.0.0.1", "gw-lim",
+                timeout=30, plain=True,
+            )  # fmt: skip
+
+        outcomes = []
+        for _ in range(20):
+            answer = attempt("127.0.0.3")
+            outcomes.append("refused" if "Permission denied" in answer.stderr else answer.stderr)
+            if outcomes[-1] == "refused":
+                break
+        assert "is not running" in outcomes[0], outcomes  # the key was accepted (its owner's server is stopped) ...
+        assert outcomes[-1] == "refused", outcomes  # ... until this address asked too often
+        assert "too many key lookups from 127.0.0.3" in strict.logs()
+        assert "is not running" in attempt("127.0.0.1").stderr  # another address still gets in (positive control)
+    finally:
+        strict.remove()
+
+
+def test_a_deleted_users_key_is_refused_by_the_gateway_at_once(gw, tmp_path):
+    hub = gw
+    key, line = keygen(tmp_path, "gw-gone")
+    hub.save_ssh_keys("gw-gone", line)
+    assert "is not running" in gateway_ssh(hub, key, "gw-gone").stderr  # accepted while the user exists
+    assert hub.api("DELETE", "/users/gw-gone").status_code == 204
+    assert "Permission denied" in gateway_ssh(hub, key, "gw-gone").stderr
+
+
+def test_users_named_with_line_breaks_save_keys_and_break_no_other_users_gateway_login(gw, tmp_path):
+    hub = gw
+    key, line = keygen(tmp_path, "gw-gus")
+    hub.save_ssh_keys("gw-gus", line)
+    assert "is not running" in gateway_ssh(hub, key, "gw-gus").stderr  # before: gus gets in
+    odd_keys = {}
+    for login, name in ODD_NAMES.items():
+        odd_key, odd_line = keygen(tmp_path, login)
+        saved = hub.save_ssh_keys(login, odd_line)  # as the user ``name`` (see ODD_NAMES)
+        assert odd_line.split()[1] in html.unescape(saved.text)  # the page shows the key it saved
+        assert hub.user_model(urllib.parse.quote(name, safe=""))["name"] == name
+        odd_keys[name] = odd_key
+    assert "is not running" in gateway_ssh(hub, key, "gw-gus").stderr  # after: gus still gets in
+    for name, odd_key in odd_keys.items():  # and each odd name reaches its own (stopped) server, nobody else's
+        own = gateway_ssh(hub, odd_key, urllib.parse.quote(name, safe=""))
+        assert "is not running" in own.stderr, (name, own.stderr)
+        assert "does not belong" in gateway_ssh(hub, odd_key, "gw-gus").stderr
+
+
+def test_a_user_called_alice_at_example_org_uses_the_pages_ssh_config_through_the_gateway(gw, tmp_path):
+    hub = gw
+    name = "alice@example.org"
+    key, line = keygen(tmp_path, "alice-example")
+    hub.save_ssh_keys(name, line)
+    hub.spawn(name)
+    config, page = client_config(hub, name, key, tmp_path)
+    assert "ProxyCommand ssh -T devdock-gateway alice%%40example.org" in _pre(page, "ssh-gateway-config")
+    inside = run("ssh", "-F", config, "devdock", "whoami; hostname")
+    assert inside.returncode == 0, inside.stderr
+    assert inside.stdout.split() == [
+        hub.container(name).exec_run(["id", "-un", "1000"]).output.decode().strip(),
+        hub.container(name).attrs["Config"]["Hostname"],
+    ]
+    hub.stop_server(name)
