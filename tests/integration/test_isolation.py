@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import re
 import shlex
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from tests.harness import PREFIX, ws_handshake_status
+from tests.harness import IMAGE, PREFIX, RUN_ID, RUN_LABEL, ws_handshake_status
 
 pytestmark = pytest.mark.integration
 
@@ -419,3 +420,29 @@ def test_admin_page_trusts_nothing_a_users_server_says_and_still_renders(hub):
     finally:
         hub.stop_server(liar)
         hub.stop_server(honest)
+
+
+def test_the_entrypoints_root_part_runs_no_program_from_the_path_a_configuration_names(docker_client, tmp_path):
+    """A site's environment may put a folder of the user's first in PATH (conda in the home): the entrypoint's root
+    part must not run the user's own ``id`` from it, the user's processes do (the control: PATH reaches them)."""
+    folder = tmp_path / "userbin"
+    folder.mkdir()
+    fake = folder / "id"
+    fake.write_text('#!/bin/sh\ntouch "/tmp/ran-as-$(/usr/bin/id -u)"\nexec /usr/bin/id "$@"\n')
+    fake.chmod(0o755)
+    os.chown(folder, 1000, 1000)
+    os.chown(fake, 1000, 1000)
+    out = docker_client.containers.run(
+        IMAGE,
+        ["sh", "-c", "id -u >/dev/null; ls /tmp"],
+        environment={
+            "PATH": "/userbin:/opt/devdock/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "DEVDOCK_LOGIN": "pathy",
+            "DEVDOCK_SSH": "0",
+        },
+        volumes={str(folder): {"bind": "/userbin", "mode": "ro"}},
+        labels={RUN_LABEL: RUN_ID},
+        remove=True,
+    ).decode()
+    assert "ran-as-1000" in out, out  # the user's processes get the configured PATH
+    assert "ran-as-0" not in out, out  # root never ran the user's program
