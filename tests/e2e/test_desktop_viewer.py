@@ -5,6 +5,7 @@ Clipboard API, makes the session follow the window's size, and the session runs 
 from __future__ import annotations
 
 import io
+import re
 import signal
 import subprocess
 import time
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.desktop import SHOTS, as_user, open_desktop, until_on_the_desktops_clipboard, wait_for_desktop_frame
-from tests.harness import Hub
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, Hub
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +108,85 @@ def test_desktop_clipboard_both_ways_through_the_clipboard_api_and_a_text_copied
     finally:
         context.close()
     hub.stop_server("dv-cleo")
+
+
+def _clipboard_of(page) -> str:
+    """What this browser's clipboard (its computer's) holds."""
+    return page.evaluate("navigator.clipboard.readText()")
+
+
+def _open_as_admin(page, hub, owner: str) -> None:
+    """The admin logs in and opens ``owner``'s desktop, allowing the hub's access to that server once."""
+    page.goto(f"{hub.url}/hub/login?next=/user/{owner}/desktop/")
+    page.fill("input#username_input", "admin")
+    page.fill("input#password_input", hub.password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(rf".*(/oauth2/authorize|/user/{re.escape(owner)}/desktop/).*"), timeout=60_000)
+    if "/oauth2/authorize" in page.url:  # JupyterHub asks an admin before it opens another user's server
+        page.click("form [type=submit]")
+    page.wait_for_url(f"**/user/{owner}/desktop/", timeout=60_000)
+    page.wait_for_function("document.getElementById('status').textContent === 'Connected'", timeout=60_000)
+    wait_for_desktop_frame(page.locator("#screen canvas"))
+
+
+def test_an_admin_who_opens_a_users_desktop_shares_no_clipboard_with_that_user_while_the_owner_does(hub, browser):
+    """An admin opens dv-ada's desktop in a browser of their own (another computer's clipboard), with every clipboard
+    permission granted: text copied on the desktop does not land in the admin's clipboard, and what the admin copied
+    never reaches the desktop; the admin reads the desktop's clipboard in the popover when they ask. dv-ada's own
+    viewer, open at the same time, shares it both ways (the positive control)."""
+    hub.spawn("dv-ada")
+    container = hub.container("dv-ada")
+    admins_browser = browser.browser_type.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    mine = browser.new_context(viewport={"width": 1280, "height": 800})
+    theirs = admins_browser.new_context(viewport={"width": 1280, "height": 800})
+    for context in (mine, theirs):
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=hub.url)
+    owner, admin = mine.new_page(), theirs.new_page()
+    try:
+        open_desktop(owner, hub, "dv-ada")
+        _open_as_admin(admin, hub, "dv-ada")
+        assert "shared with this computer" in owner.locator("#clipboard-mode").inner_text()
+        assert "not shared (dv-ada's desktop)" in admin.locator("#clipboard-mode").inner_text()
+        admin.evaluate("navigator.clipboard.writeText('the admin keeps this')")
+        assert _clipboard_of(admin) == "the admin keeps this"
+
+        # Copied on the desktop: in the owner's clipboard, in the admin's popover, not in the admin's clipboard.
+        on_desktop = "copied on dv-ada's desktop"
+        as_user(container, f"printf %s {on_desktop!r} | xclip -selection clipboard")
+        owner.wait_for_function(
+            f"navigator.clipboard.readText().then(t => window.devdockSeen = t); window.devdockSeen === {on_desktop!r}",
+            timeout=30_000,
+        )
+        admin.wait_for_function(f"document.getElementById('clipboard-text').value === {on_desktop!r}", timeout=30_000)
+        assert _clipboard_of(admin) == "the admin keeps this"
+        assert admin.locator("#clipboard-container").is_hidden()
+        admin.click("#clipboard-button")  # on request: the popover shows the desktop's clipboard
+        assert admin.locator("#clipboard-text").input_value() == on_desktop
+
+        # Copied in the admin's browser: the admin comes back to the desktop (clicks, focus) again and again, and the
+        # desktop's clipboard keeps what the desktop copied.
+        admin.click("#clipboard-button")
+        admin.evaluate("navigator.clipboard.writeText('the admin password')")
+        for _ in range(10):
+            admin.locator("#screen canvas").click()
+            admin.evaluate("window.dispatchEvent(new Event('focus'))")
+            time.sleep(0.5)
+            assert as_user(container, "xclip -o -selection clipboard") == on_desktop
+        # The owner's copy does reach it (the control: the same way in, through the owner's viewer).
+        owner.evaluate("navigator.clipboard.writeText('copied by dv-ada')")
+        until_on_the_desktops_clipboard(
+            container,
+            lambda: as_user(container, "xclip -o -selection clipboard") == "copied by dv-ada",
+            owner.locator("#screen canvas").click,
+            30,
+        )
+        assert _clipboard_of(admin) == "the admin password"  # and it never came back to the admin's clipboard
+        admin.screenshot(path=SHOTS / "desktop-admin-clipboard-not-shared.png")
+    finally:
+        mine.close()
+        theirs.close()
+        admins_browser.close()
+    hub.stop_server("dv-ada")
 
 
 def _screen_size(container) -> tuple[int, int]:

@@ -5,7 +5,9 @@ It replaces jupyter-remote-desktop-proxy's page, whose viewer gives up after fiv
 has only the clipboard popover, with one that:
 
 - copies and pastes through the browser's Clipboard API where the browser allows it (permission asked once),
-  keeping the popover as the fallback;
+  keeping the popover as the fallback; only for the server's owner: an admin who opens a user's desktop shares
+  no clipboard with that user (nothing copied on the desktop lands in the admin's clipboard, nothing the admin
+  copied reaches the desktop), and gets the popover when they ask for it;
 - reconnects by itself, for as long as the server exists, with a visible "Reconnecting" state (a proxy restart,
   a network blip, a laptop waking up), and says so with a link to the hub once the server is gone;
 - asks the session to follow the window's size (``resizeSession``);
@@ -58,13 +60,23 @@ PAGE = """<!doctype html>
 """
 
 
+def owns(handler, owner: str) -> bool:
+    """Whether the person looking is the server's owner (JupyterHub names the owner in ``JUPYTERHUB_USER`` and the
+    requesting user in the identity it hands the server). Without a hub there is nobody else."""
+    if not owner:
+        return True
+    return getattr(handler.current_user, "username", None) == owner
+
+
 class DesktopPageHandler(JupyterHandler):
     @web.authenticated
     def get(self):
         base = self.base_url
         hub = self.serverapp.jinja_template_vars.get("hub_control_panel_url", "")
         hub_link = f'<a id="hub-link" href="{escape.xhtml_escape(hub)}">Hub</a>' if hub else ""
-        config = json.dumps({"hub": hub, "xsrf": self.xsrf_token.decode()}).replace("</", "<\\/")
+        owner = os.environ.get("JUPYTERHUB_USER", "")
+        config = {"hub": hub, "xsrf": self.xsrf_token.decode(), "owner": owner, "ownView": owns(self, owner)}
+        config = json.dumps(config).replace("</", "<\\/")
         static = url_path_join(base, "devdock/desktop-static/")
         if os.environ.get("DEVDOCK_SELKIES", "1") == "1":
             selkies = escape.xhtml_escape(url_path_join(base, "selkies/"))

@@ -117,8 +117,16 @@ document.addEventListener("visibilitychange", () => {
 
 // --- clipboard: the browser's Clipboard API where it is allowed, the popover always ---------------------------
 
-const clipboardApi = Boolean(window.isSecureContext && navigator.clipboard && navigator.clipboard.readText);
-clipboardMode.textContent = clipboardApi ? "clipboard: shared with this computer" : "clipboard: use Remote Clipboard";
+// Only the server's owner shares their clipboard with the desktop. Anyone else looking (an admin helping) would
+// otherwise receive what the user copies and hand the user what they copied themselves (a password, a command
+// planted for them to paste): they get the popover, when they ask for it.
+const ownView = config.ownView !== false;
+const clipboardApi = Boolean(ownView && window.isSecureContext && navigator.clipboard && navigator.clipboard.readText);
+if (!ownView) {
+  clipboardMode.textContent = `clipboard: not shared (${config.owner}'s desktop); use Remote Clipboard`;
+} else {
+  clipboardMode.textContent = clipboardApi ? "clipboard: shared with this computer" : "clipboard: use Remote Clipboard";
+}
 
 async function pushToBrowser(text) {
   desktopHas = text;
