@@ -55,7 +55,7 @@ c.ServerApp.jpserver_extensions.update({"mallory_attack": True})
 
 #: What the page does in the victim's browser: read the hub's SSH page with the victim's cookie, take its _xsrf
 #: value and post mallory's key; both as the hub's absolute URL and as a path on the page's own origin.
-ATTACK = """<!doctype html><title>cat pictures</title><pre id="result">running</pre><script>
+ATTACK = """<!doctype html><title>cat pictures</title><pre id="result" style="white-space: pre-wrap">running</pre><script>
 (async () => {
   const out = {};
   for (const [name, base] of [["hub", HUB], ["same-origin", ""]]) {
@@ -64,7 +64,8 @@ ATTACK = """<!doctype html><title>cat pictures</title><pre id="result">running</
       const page = await fetch(base + "/hub/ssh", {credentials: "include"});
       const html = await page.text();
       const xsrf = html.match(/name="_xsrf" value="([^"]+)"/);
-      Object.assign(seen, {status: page.status, url: page.url, xsrf: Boolean(xsrf), read: html.length});
+      const sshPage = html.includes('id="ssh-keys"');  // the signed-in user's own SSH page, not a login form
+      Object.assign(seen, {status: page.status, url: page.url, sshPage, xsrf: Boolean(xsrf), read: html.length});
       if (xsrf) {
         const body = new URLSearchParams({keys: KEY, _xsrf: xsrf[1]});
         const post = await fetch(base + "/hub/ssh", {method: "POST", body, credentials: "include"});
@@ -145,22 +146,30 @@ def test_origin_per_user_keeps_a_users_page_from_acting_for_another_user(docker_
         mallory = MALLORY["default"]
         link = f"http://{mallory}.localhost:{default.port}/user/{mallory}/devdock-attack"
         seen = _alice_opens_the_link(browser, hub_origin, link, default, "origin-attack-refused")
-        # The page ran (it reports), but read nothing of the hub with alice's cookie and posted nothing.
+        # The page ran (it reports), but got no SSH page of alice's: the hub's absolute URL is another origin (the
+        # browser gives the page no answer), and on mallory's own origin the hub has no cookie of alice's (host-only
+        # cookies), so it answers with a login form; what it posts with that form's _xsrf is not alice's.
         assert set(seen) == {"hub", "same-origin"}, seen
-        assert not any(s.get("xsrf") or s.get("posted") for s in seen.values()), seen
+        assert not any(s.get("sshPage") for s in seen.values()), seen
+        assert "error" in seen["hub"], seen
         assert key_body not in _alice_keys(default)
         # Her own origin still works for alice: the hub's page for her, the admin page says nothing in red.
-        assert "devdock-single-origin" not in default.browser_session("admin").get(
-            f"{default.url}/hub/devdock/admin", timeout=30
-        ).text
+        assert (
+            "devdock-single-origin"
+            not in default.browser_session("admin").get(f"{default.url}/hub/devdock/admin", timeout=30).text
+        )
 
         single_origin = single.url
         _plant_attack_page(single, MALLORY["single"], single_origin, mallory_key)
         seen = _alice_opens_the_link(
-            browser, single_origin, f"{single_origin}/user/{MALLORY['single']}/devdock-attack", single, "origin-attack-control"
+            browser,
+            single_origin,
+            f"{single_origin}/user/{MALLORY['single']}/devdock-attack",
+            single,
+            "origin-attack-control",
         )
         # The control: on one origin the same page reads alice's SSH page and saves mallory's key as hers.
-        assert seen["same-origin"].get("xsrf") and seen["same-origin"].get("posted") == 200, seen
+        assert seen["same-origin"].get("sshPage") and seen["same-origin"].get("posted") == 200, seen
         assert key_body in _alice_keys(single)
         # ...which is why such a hub says so in red on the admin page.
         admin_page = single.browser_session("admin").get(f"{single.url}/hub/devdock/admin", timeout=30).text
@@ -173,7 +182,9 @@ def test_origin_per_user_keeps_a_users_page_from_acting_for_another_user(docker_
 def test_a_hub_on_one_origin_without_the_opt_out_starts_no_server(docker_client, tmp_path_factory):
     """A site config that leaves subdomain_host unset and did not opt out: the spawn is refused with the sentence
     that names both lines, and nothing is created; the same hub with the opt-out starts the server (control)."""
-    refusing = Hub(docker_client, tmp_path_factory.mktemp("origin-refused"), extra_config="c.JupyterHub.subdomain_host = ''")
+    refusing = Hub(
+        docker_client, tmp_path_factory.mktemp("origin-refused"), extra_config="c.JupyterHub.subdomain_host = ''"
+    )
     refusing.env.pop("DEVDOCK_SINGLE_ORIGIN")
     refusing.start()
     try:

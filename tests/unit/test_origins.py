@@ -16,7 +16,12 @@ ORIGINS = [
     ("ipv6-loopback", "http://[::1]:8000", "", ("http://localhost:8000", "http://localhost:8000")),
     ("localhost-kept", "http://localhost:9000/", "", ("http://localhost:9000", "http://localhost:9000/")),
     ("site-host-name", "https://hub.example.org", "", ("https://hub.example.org", "https://hub.example.org")),
-    ("site-wildcard", "https://hub.example.org", "https://u.example.org", ("https://u.example.org", "https://hub.example.org")),
+    (
+        "site-wildcard",
+        "https://hub.example.org",
+        "https://u.example.org",
+        ("https://u.example.org", "https://hub.example.org"),
+    ),
 ]
 
 
