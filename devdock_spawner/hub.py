@@ -28,8 +28,8 @@ from tornado import httputil, web
 
 from . import culler, metrics
 from .gpu import engine_gpu_support
-from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
 from .guarantees import missing_guarantees
+from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
 from .hubstate import hub_state
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT

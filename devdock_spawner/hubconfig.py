@@ -98,11 +98,12 @@ def user_origins(public_url: str, subdomain_host: str = "", single_origin: bool 
     """``(subdomain_host, public_url)`` for a hub whose users' servers each have their own origin.
 
     ``public_url`` is the URL users open (``DEVDOCK_PUBLIC_URL``, else ``DEVDOCK_BIND_URL``); ``subdomain_host``
-    a site's own wildcard host (``DEVDOCK_SUBDOMAIN_HOST``). Without one, it is derived: a loopback or
-    unspecified address becomes ``localhost`` (browsers resolve ``alice.localhost`` to this machine by
-    themselves, so local use needs no DNS), a host name stays (``alice.hub.example.org`` then needs a wildcard
-    DNS record and certificate). Any other address (``0.0.0.0`` included: users then come by some address of
-    this host) has no subdomains: the hub stops with a sentence. ``single_origin`` (the documented, unsafe opt-out) keeps every server on the hub's origin.
+    a site's own wildcard host (``DEVDOCK_SUBDOMAIN_HOST``). Without one, it is derived: a loopback address
+    becomes ``localhost`` (browsers resolve ``alice.localhost`` to this machine by themselves, so local use needs
+    no DNS), a host name stays (``alice.hub.example.org`` then needs a wildcard DNS record and certificate). Any
+    other address (``0.0.0.0`` included: users then come by some address of this host) has no subdomains: the hub
+    stops with a sentence. ``single_origin`` (the documented, unsafe opt-out) keeps every server on the hub's
+    origin.
 
     >>> user_origins("http://127.0.0.1:8000")
     ('http://localhost:8000', 'http://localhost:8000')

