@@ -72,7 +72,8 @@ fi
 
 cat <<MSG
 
-  devdock is starting on ${DEVDOCK_BIND_URL}
+  devdock is starting on ${DEVDOCK_PUBLIC_URL:-$(sed -E 's#//(127\.0\.0\.1|\[::1\])([:/]|$)#//localhost\2#' <<<"$DEVDOCK_BIND_URL")}
+  (each user's server on its own origin: http://<name>.localhost:<port>, resolved by the browser itself)
   log in with any username and the password: ${DEVDOCK_DUMMY_PASSWORD}
   (the user "admin" sees the admin panel)
   SSH: through the gateway on port ${DEVDOCK_SSH_GATEWAY_PORT:-2222} (mode ${DEVDOCK_SSH_MODE}); /hub/ssh shows the ~/.ssh/config lines
