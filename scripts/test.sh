@@ -9,8 +9,10 @@
 # 3. configurable-http-proxy (npm, the version pinned below), Debian's Chromium, an OpenSSH client and the
 #    other tools the tests run (Python's venv module, git, procps, rsync, util-linux, Caddy)
 # 4. a virtualenv (.venv) with devdock and its test extra
-# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v (modules side by side, pytest-xdist) over the unit, integration, e2e, compose
-#    and swarm tiers (the swarm tier makes its own swarm on the engine and a second engine in a container).
+# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v (modules side by side, pytest-xdist) over the unit, integration, e2e, compose,
+#    swarm and fresh tiers (the swarm tier makes its own swarm on the engine and a second engine in a container; the
+#    fresh tier runs the README's scripts/up.sh and docker compose from a clean clone of HEAD on a second dockerd of its
+#    own, tests/fresh/engine.sh, that holds only what those commands built; tests/README.md).
 # Nothing is skipped: a missing engine, image or browser fails the run.
 set -euo pipefail
 

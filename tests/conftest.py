@@ -46,6 +46,7 @@ def pytest_configure(config):
 #: first, so that the shorter ones fill the other workers around them (without this, a long module that happens to
 #: come late leaves one worker running alone at the end).
 LONGEST_FIRST = (
+    "tests/fresh/",
     "tests/e2e/test_cull_journey.py",
     "tests/swarm/",
     "tests/e2e/test_desktop_viewer.py",
@@ -71,12 +72,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, there only when it is
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist, each module runs whole on one worker, in order, with its own hub; the compose tier (one
-    stack with a fixed project name) and the swarm tier (the engine's one swarm) each run whole on one worker."""
+    stack with a fixed project name), the swarm tier (the engine's one swarm) and the fresh tier (its own engine)
+    each run whole on one worker."""
     from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the tests
 
     class TierScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            tier = next((t for t in ("compose", "swarm") if nodeid.startswith(f"tests/{t}/")), None)
+            tier = next((t for t in ("compose", "swarm", "fresh") if nodeid.startswith(f"tests/{t}/")), None)
             return tier or nodeid.split("::", 1)[0]
 
     return TierScheduling(config, log)
