@@ -11,12 +11,20 @@ from __future__ import annotations
 #: Repository of each image ``scripts/build-images.sh`` builds (its default tags) -> the target that builds it.
 BUILD_TARGETS = {
     "devdock/desktop": "desktop",
-    "devdock/desktop-cuda": "desktop-cuda",
     "devdock/hub": "hub",
     "devdock/proxy": "proxy",
     "devdock/oidc": "oidc",
     "devdock/ssh-gateway": "ssh-gateway",
     "devdock/swarm-node": "swarm-node",
+}
+
+#: Images devdock built once and builds no more -> what to use instead (a site's profiles may still name them).
+RETIRED = {
+    "devdock/desktop-cuda": (
+        "devdock no longer builds it: devdock/desktop serves GPU servers too (docs/gpu.md). An admin can name "
+        "devdock/desktop:latest in the profile instead, or build an image with a framework FROM it "
+        "(docs/howto/images.md)."
+    ),
 }
 
 
@@ -43,7 +51,7 @@ def missing_image_message(image: str, purpose: str, detail: str = "") -> str:
     can build it with scripts/build-images.sh hub."
     """
     target = build_target(image)
-    fix = (
+    fix = RETIRED.get(repository(image)) or (
         f"An admin can build it with scripts/build-images.sh {target}."
         if target
         else f"An admin can pull it (docker pull {image}) or build it."

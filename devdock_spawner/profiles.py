@@ -12,7 +12,7 @@ A profile, in the style of KubeSpawner's ``profile_list``::
         "mig": "1g.18gb",                    # optional: MIG instances of this profile instead of whole GPUs
         "allowed_groups": ["vision-lab"],    # optional: only members of these hub groups see it
         "placement": ["node.labels.gpu-model == a100"],  # Swarm only: where the server may run
-        "overrides": {"image": "devdock/desktop-cuda:latest", "mem_limit": "32G", "cpu_limit": 8},
+        "overrides": {"image": "site/desktop-torch:1", "mem_limit": "32G", "cpu_limit": 8},
         "idle_timeout": 3600,                # optional: seconds idle before the culler stops it
         "max_age": 86400,                    # optional: seconds of running at most (0: no limit)
     }

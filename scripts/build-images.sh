@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build devdock's images from images/, reusing cached layers.
 #
-# Usage: scripts/build-images.sh [desktop|desktop-cuda|hub|proxy|oidc|swarm-node ...]   (default: desktop)
+# Usage: scripts/build-images.sh [desktop|hub|proxy|oidc|swarm-node|ssh-gateway ...]   (default: desktop)
+# The desktop image serves CPU and GPU servers alike (docs/gpu.md).
 # Environment (all optional, forwarded as build args):
 #   BASE_IMAGE, APT_MIRROR, PIP_INDEX_URL, NPM_REGISTRY, TZ
 #   DEVDOCK_DESKTOP_IMAGE   tag for the desktop image (default devdock/desktop:latest)
@@ -63,12 +64,13 @@ main() {
                 build "${DEVDOCK_DESKTOP_IMAGE:-devdock/desktop:latest}" "$base"
                 ;;
             desktop-cuda)
-                build "${DEVDOCK_DESKTOP_CUDA_IMAGE:-devdock/desktop-cuda:latest}" \
-                    "${CUDA_BASE_IMAGE:-nvidia/cuda:12.6.3-runtime-ubuntu24.04}"
+                # Its Ubuntu base (nvidia/cuda) has no firefox-esr, and no CI built it: it is gone.
+                log "there is no desktop-cuda image any more: devdock/desktop serves GPU servers too (docs/gpu.md)"
+                exit 2
                 ;;
             hub) build_service hub "$root" ;;
             proxy | oidc | swarm-node | ssh-gateway) build_service "$target" "$root/images" ;;
-            *) log "unknown image '$target' (known: desktop, desktop-cuda, hub, proxy, oidc, swarm-node, ssh-gateway)"; exit 2 ;;
+            *) log "unknown image '$target' (known: desktop, hub, proxy, oidc, swarm-node, ssh-gateway)"; exit 2 ;;
         esac
     done
 }

@@ -13,20 +13,23 @@ c.DevDockSpawner.gpu_inventory = [
 c.DevDockSpawner.gpu_mode = "nvidia"  # the NVIDIA container toolkit's runtime
 c.DevDockSpawner.gpu_max_users_per_gpu = 1  # exclusive
 
+# Every profile runs devdock's desktop image (c.DevDockSpawner.image): the toolkit puts the driver in at run time,
+# and frameworks bring their own CUDA libraries (pip install torch). A profile may name a site image with a
+# framework preinstalled instead ("overrides": {"image": ...}, docs/howto/images.md).
 c.DevDockSpawner.profile_list = [
     {"slug": "desktop", "display_name": "Desktop", "description": "No GPU", "default": True},
     {
         "slug": "gpu-1",
         "display_name": "1 GPU",
         "gpus": 1,
-        "overrides": {"image": "devdock/desktop-cuda:latest", "mem_limit": "64G", "cpu_limit": 16},
+        "overrides": {"mem_limit": "64G", "cpu_limit": 16},
     },
     {
         "slug": "gpu-2",
         "display_name": "2 GPUs",
         "gpus": 2,
         "allowed_groups": ["deep-learning"],
-        "overrides": {"image": "devdock/desktop-cuda:latest", "mem_limit": "128G", "cpu_limit": 32},
+        "overrides": {"mem_limit": "128G", "cpu_limit": 32},
     },
 ]
 

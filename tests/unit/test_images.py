@@ -52,6 +52,13 @@ def test_a_missing_image_of_a_site_says_pull_or_build_and_keeps_the_engines_word
     assert text.endswith("An admin can pull it (docker pull site/lab:3) or build it.")
 
 
+def test_a_profile_still_naming_the_retired_cuda_image_is_told_what_to_use_instead():
+    text = missing_image_message("devdock/desktop-cuda:latest", "users' servers run it")
+    assert text.startswith("The image devdock/desktop-cuda:latest is not available on this server: users' servers")
+    assert "devdock no longer builds it: devdock/desktop serves GPU servers too (docs/gpu.md)" in text
+    assert "docker pull" not in text and "build-images.sh desktop-cuda" not in text  # neither would work
+
+
 def test_home_helper_image_missing_is_a_503_with_the_sentence_not_an_unhandled_error():
     spawner = fake_docker.make(
         DevDockSpawner, create_container=ImageNotFound("No such image: devdock/hub:latest"), username="alice"
