@@ -7,7 +7,7 @@
 # 2. the local base image (pulled, or made with debootstrap when no registry answers) and devdock's
 #    images, built with layer reuse (scripts/build-images.sh)
 # 3. configurable-http-proxy (npm, the version pinned below), Debian's Chromium, an OpenSSH client and the
-#    other tools the tests run (Python's venv module, git, procps, rsync, util-linux, Caddy)
+#    other tools the tests run (Python's venv module, git, procps, rsync, util-linux, Caddy, gcc)
 # 4. a virtualenv (.venv) with devdock and its test extra
 # 5. lint (ruff, the same hooks pre-commit runs), then pytest -v (modules side by side, pytest-xdist) over the unit, integration, e2e, compose,
 #    swarm and fresh tiers (the swarm tier makes its own swarm on the engine and a second engine in a container; the
@@ -41,6 +41,7 @@ command -v caddy >/dev/null || need_apt+=(caddy)  # the TLS example's front end,
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 command -v rsync >/dev/null || need_apt+=(rsync)  # rsync through the SSH gateway, as users run it
 command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v gcc >/dev/null || need_apt+=(gcc)  # a stand-in libcuda.so.1 for the GPU image's tests (no libc needed)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
