@@ -566,6 +566,13 @@ class DevDockSpawner(
         self._start_finished = False
         try:
             return await self._start()
+        except web.HTTPError as e:
+            # devdock's refusals are sentences for the user (a missing image, a full disk, an unsafe setting), but
+            # JupyterHub's error and spawn-pending pages show a failed start's own words only from
+            # ``jupyterhub_message``: without it the user reads "Failed to start your server on the last attempt".
+            if e.log_message and not getattr(e, "jupyterhub_message", None):
+                e.jupyterhub_message = e.log_message
+            raise
         finally:
             self._start_finished = True
             hub_state().starting -= 1

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -76,6 +78,7 @@ class Engine:
             self.clear(images=False)
             self.client.close()
         subprocess.run([ENGINE_SH, "stop"], check=False)
+        forget_metadata_rules()
         if self._lock is not None:
             self._lock.close()
 
@@ -114,6 +117,20 @@ class Engine:
         found = self.client.containers.list(all=True, filters={"label": f"io.devdock.owner={user}"})
         assert len(found) <= 1, found
         return found[0] if found else None
+
+
+def forget_metadata_rules() -> None:
+    """The rules the hubs of the tier added to the host's DOCKER-USER chain for its users' networks (the shipped
+    ``block_cloud_metadata``, on the main engine's chain): they name the tier's address pool, and go with the tier."""
+    pool = ipaddress.ip_network(os.environ.get("DEVDOCK_FRESH_POOL", "10.213.0.0/16"))
+    listed = subprocess.run(["iptables", "-S", "DOCKER-USER"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        rule = shlex.split(line)
+        if rule[:2] != ["-A", "DOCKER-USER"] or "-s" not in rule or not any(a.startswith("devdock:") for a in rule):
+            continue
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_network(rule[rule.index("-s") + 1]).subnet_of(pool):
+                subprocess.run(["iptables", "-D", *rule[1:]], check=False)
 
 
 def remove_home_image(image: Path) -> None:

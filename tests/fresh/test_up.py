@@ -68,8 +68,6 @@ def open_link(context, page, selector: str):
 
 
 def test_up_sh_from_a_clean_clone_then_first_spawn_desktop_selkies_ssh_admin(up, engine, context, tmp_path):
-    # The engine holds what up.sh built, and that is what the defaults use.
-    assert engine.tags() == UP_IMAGES, engine.tags()
     assert up.password == (up.checkout / ".devdock" / "password").read_text().strip()
 
     # 1. alice logs in and starts her server with the default profile: JupyterLab.
@@ -81,6 +79,8 @@ def test_up_sh_from_a_clean_clone_then_first_spawn_desktop_selkies_ssh_admin(up,
     timings("first spawn, login to JupyterLab's launcher", time.monotonic() - t0)
     assert page.locator(".jp-LauncherCard", has_text="Desktop").count() >= 1
     shot(page, "up-lab")
+    # The engine holds what up.sh built, and that is what the defaults used.
+    assert engine.tags() == UP_IMAGES, engine.tags()
 
     # 2. The README's defaults, read from the running hub's container: limits and the 50 GiB home.
     container = engine.user_container("alice")

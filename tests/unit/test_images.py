@@ -109,3 +109,18 @@ def test_desktop_image_missing_is_a_503_that_names_the_build_target():
     assert raised.value.status_code == 503
     assert raised.value.log_message.startswith("The image devdock/desktop:latest is not available on this server")
     assert raised.value.log_message.endswith("An admin can build it with scripts/build-images.sh desktop.")
+
+
+def test_a_refused_start_shows_its_sentence_on_the_users_page():
+    """JupyterHub's error and spawn-pending pages show only ``jupyterhub_message`` of a failed start (else "Failed to
+    start your server on the last attempt"): devdock's sentence must be there."""
+    spawner = fake_docker.make(DevDockSpawner, username="alice")
+    sentence = missing_image_message("devdock/hub:latest", "it makes homes with a size limit")
+
+    async def refused():
+        raise web.HTTPError(503, sentence)
+
+    spawner._start = refused
+    with pytest.raises(web.HTTPError) as raised:
+        asyncio.run(spawner.start())
+    assert raised.value.jupyterhub_message == sentence
