@@ -233,15 +233,17 @@ def _cmdline(pid: int) -> bytes:
 
 class Compose:
     """``docker compose up --build -d`` of a clean clone; only the project's ports (and the URLs that name them) are
-    this run's."""
+    this run's, and the engine is the tier's (the CLI's DOCKER_HOST, the hub's DEVDOCK_DOCKER_SOCKET)."""
 
     def __init__(self, checkout: Path, engine: Engine):
         self.checkout, self.engine = checkout, engine
         self.http_port, self.oidc_port = free_port(), free_port()
         self.proxy_api_port, self.gateway_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.url = f"http://localhost:{self.http_port}"
         self.issuer = f"http://127.0.0.1:{self.oidc_port}"
         self.env = engine.env(
+            # The hub's engine is the tier's: the compose file mounts this socket into it (DOCKER_HOST is the CLI's).
+            DEVDOCK_DOCKER_SOCKET=engine.host.removeprefix("unix://"),
             DEVDOCK_HTTP_PORT=str(self.http_port),
             DEVDOCK_PUBLIC_URL=self.url,
             DEVDOCK_OIDC_PORT=str(self.oidc_port),
