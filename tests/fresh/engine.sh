@@ -13,7 +13,7 @@
 # the other's at start). Its default bridge is a bridge of its own ($bridge, $bridge_net; docker0 is the main
 # engine's), which image builds need (BuildKit's RUN steps use it): this script gives it the two rules Docker would
 # have added, outside Docker's chains (masquerading in POSTROUTING, forwarding in FORWARD), so that apt and pip reach
-# the package registries during builds, and removes them on stop. Users' networks come from an address pool the main
+# the package registries during builds, and removes them and the bridge on stop. Users' networks come from an address pool the main
 # engine does not use ($pool), so routes on this host never overlap; they get no masquerading (the journey needs
 # none). Published ports work through docker-proxy; containers reach the host and the host reaches them, which is all
 # devdock needs (inter-container isolation is the main engine's to prove: tests/integration/test_isolation.py).
@@ -96,18 +96,24 @@ stop() {
     pid=$(cat "$run/docker.pid" 2>/dev/null || true)
     if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
         log "not running"
-        rules -D
+        forget_bridge
         return 0
     fi
     log "stopping dockerd (pid $pid)"
     kill -TERM "$pid"
     for _ in $(seq 1 60); do
-        kill -0 "$pid" 2>/dev/null || { rules -D; log "stopped"; return 0; }
+        kill -0 "$pid" 2>/dev/null || { forget_bridge; log "stopped"; return 0; }
         sleep 1
     done
     log "dockerd (pid $pid) did not stop within 60 s: killing it"
     kill -KILL "$pid" 2>/dev/null || true
+    forget_bridge
+}
+
+# The default bridge's rules and the bridge itself, once the engine is gone (start makes both again).
+forget_bridge() {
     rules -D
+    ! ip link show "$bridge" >/dev/null 2>&1 || ip link delete "$bridge"
 }
 
 case "${1:-}" in
