@@ -13,10 +13,10 @@
 # the other's at start). Its default bridge is a bridge of its own ($bridge, $bridge_net; docker0 is the main
 # engine's), which image builds need (BuildKit's RUN steps use it): this script gives it the two rules Docker would
 # have added, outside Docker's chains (masquerading in POSTROUTING, forwarding in FORWARD), so that apt and pip reach
-# the package registries during builds, and removes them and the bridge on stop. Users' networks come from an address pool the main
-# engine does not use ($pool), so routes on this host never overlap; they get no masquerading (the journey needs
-# none). Published ports work through docker-proxy; containers reach the host and the host reaches them, which is all
-# devdock needs (inter-container isolation is the main engine's to prove: tests/integration/test_isolation.py).
+# the package registries during builds, and removes them and the bridge on stop. Users' networks come from an address
+# pool the main engine does not use ($pool), so routes on this host never overlap; they get no masquerading (the
+# journey needs none). Published ports work through docker-proxy; containers reach the host and the host reaches them,
+# which is all devdock needs (inter-container isolation is the main engine's to prove: test_isolation.py).
 #
 # Environment: DEVDOCK_FRESH_DATA_ROOT (/var/lib/devdock-fresh/docker), DEVDOCK_FRESH_RUN (/run/devdock-fresh),
 # DEVDOCK_FRESH_POOL (10.213.0.0/16), DEVDOCK_FRESH_BRIDGE_NET (10.214.0.1/24), DEVDOCK_FRESH_LOG
