@@ -66,7 +66,10 @@ start() {
     fi
     ip link set "$bridge" up
     rules -A
-    # CDI as scripts/engine.sh enables it for the main engine; nothing else.
+    # CDI as scripts/engine.sh enables it for the main engine; nothing else. --live-restore: a dockerd with its own
+    # --default-address-pool that finds its stale "bridge" network at start deletes the link named docker0 -- the main
+    # engine's default bridge, on this same host (moby's initNetworkController), unless live restore is on; every
+    # build and default-bridge container of the main engine then failed ("docker0: Device does not exist").
     printf '{\n  "features": {"cdi": true}\n}\n' >"$run/daemon.json"
     log "starting dockerd on $host (data root $data_root, log $logfile)"
     setsid dockerd \
@@ -81,6 +84,7 @@ start() {
         --iptables=false \
         --ip6tables=false \
         --default-address-pool "base=$pool,size=24" \
+        --live-restore \
         >"$logfile" 2>&1 </dev/null &
     for _ in $(seq 1 90); do
         answers && { log "ready: Docker $(DOCKER_HOST=$host docker version --format '{{.Server.Version}}')"; return 0; }
