@@ -44,6 +44,8 @@ BASE_IMAGES = ("debian:bookworm-slim",)
 PARKED = "devdock-fresh-parked/"
 #: The folder of size-limited homes' images: the shipped default (DEVDOCK_HOME_IMAGES_DIR), shared by both commands.
 HOME_IMAGES = Path("/var/lib/devdock/homes")
+#: The users the tier's journeys sign in as (their homes are the shipped defaults' names).
+JOURNEY_USERS = ("alice", "admin")
 #: A developer's or CI's variables that must not reach the commands under test (they would change the defaults).
 _FOREIGN = re.compile(r"^(DEVDOCK_|OAUTH|CONFIGPROXY_|JUPYTERHUB_|COMPOSE_|DOCKER_)")
 #: How long a command may take to answer: a cold machine builds every image first (measured: docs/performance.md).
@@ -99,6 +101,16 @@ class Engine:
             if device.startswith(f"{HOME_IMAGES}/"):
                 remove_home_image(Path(device).with_suffix(".img"))
         client.networks.prune()
+        # The commands' defaults put homes in the host's HOME_IMAGES: a home there that no volume of this engine names
+        # is a real devdock's on this host, which the journey's users would mount (and delete when they go).
+        for user in JOURNEY_USERS:
+            home = HOME_IMAGES / f"devdock-home-{user}.img"
+            if home.exists():
+                raise RuntimeError(
+                    f"{home} is no home of the fresh tier's engine: a devdock on this host keeps it, and the tier's "
+                    "hubs (the shipped home folder) would use it. Run the tier on a test machine, or remove the file "
+                    "if an interrupted tier run left it."
+                )
         if images:
             for image in client.images.list():
                 for tag in image.tags:
