@@ -122,8 +122,14 @@ def test_journey_from_sign_in_to_admin_stop(stack, person, docker_client, tmp_pa
     bob = person()
     bob.sign_in("bob")
     for path in ("lab", "desktop/"):
-        response = bob.page.goto(f"{stack.url}/user/alice/{path}")
+        # At the address of alice's server (her own origin), where her server itself asks the hub about bob...
+        response = bob.page.goto(stack.user_url("alice") + path)
         assert response.status == 403, (path, response.status, bob.page.url)
+        assert bob.page.locator("#screen canvas").count() == 0
+        assert bob.page.locator(".jp-LauncherCard").count() == 0
+        # ...and at the hub's origin, which does not route to her server at all (the hub says it has none for bob).
+        response = bob.page.goto(f"{stack.url}/user/alice/{path}")
+        assert response.status in (403, 404), (path, response.status, bob.page.url)
         assert bob.page.locator("#screen canvas").count() == 0
         assert bob.page.locator(".jp-LauncherCard").count() == 0
     bob.shot("journey-other-user-refused")
