@@ -715,6 +715,24 @@ def devices_mode_config(nodes: list[str], uuids: list[str]) -> str:
     )
 
 
+@contextlib.contextmanager
+def cdi_hub(client: docker.DockerClient, data_dir: Path, spec_name: str, spec: dict, inventory: list, profiles: list):
+    """A started hub that hands out stand-in GPUs through the CDI spec ``spec`` (``gpu_mode = "cdi"``), with these
+    profiles, for as long as the block runs (the spec written for as long too: :func:`cdi_spec`)."""
+    extra = (
+        f"c.DevDockSpawner.gpu_inventory = {inventory!r}\n"
+        'c.DevDockSpawner.gpu_mode = "cdi"\n'
+        f"c.DevDockSpawner.profile_list = {profiles!r}\n"
+    )
+    with cdi_spec(spec_name, spec):
+        hub = Hub(client, data_dir, extra_config=extra)
+        hub.start()
+        try:
+            yield hub
+        finally:
+            hub.stop()
+
+
 CHROMIUM = os.environ.get("DEVDOCK_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium floods a closed network with connection attempts.
 CHROMIUM_ARGS = [

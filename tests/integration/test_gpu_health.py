@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, StandInGPUs, cdi_spec, host_pid_of, xsrf_from
+from tests.harness import RUN_ID, Hub, StandInGPUs, cdi_hub, host_pid_of, xsrf_from
 
 pytestmark = pytest.mark.integration
 
@@ -265,16 +265,9 @@ def mig_hub(docker_client, tmp_path_factory, device_nodes):
         {"slug": "slice", "display_name": "A GPU slice", "gpus": 1, "mig": "1g.18gb"},
         {"slug": "whole", "display_name": "A whole GPU", "gpus": 1},
     ]
-    extra = (
-        f"c.DevDockSpawner.gpu_inventory = {inventory!r}\n"
-        'c.DevDockSpawner.gpu_mode = "cdi"\n'
-        f"c.DevDockSpawner.profile_list = {profiles!r}\n"
-    )
-    with cdi_spec(f"devdock-test-mig-{RUN_ID}", spec):
-        hub = Hub(docker_client, tmp_path_factory.mktemp("mig"), extra_config=extra)
-        hub.start()
+    folder = tmp_path_factory.mktemp("mig")
+    with cdi_hub(docker_client, folder, f"devdock-test-mig-{RUN_ID}", spec, inventory, profiles) as hub:
         yield hub
-        hub.stop()
 
 
 def test_mig_slice_is_its_own_device_and_its_gpu_is_not_given_whole_meanwhile(mig_hub):

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, cdi_spec, make_device_nodes, run_in_kernel
+from tests.harness import RUN_ID, cdi_hub, make_device_nodes, run_in_kernel
 
 pytestmark = pytest.mark.integration
 
@@ -128,16 +128,9 @@ def gpu_hub(docker_client, tmp_path_factory):
         },
     }
     inventory = [{"index": i, "uuid": u, "name": "Stand-in GPU"} for i, u in enumerate((BARE, DRIVER))]
-    extra = (
-        f"c.DevDockSpawner.gpu_inventory = {inventory!r}\n"
-        'c.DevDockSpawner.gpu_mode = "cdi"\n'
-        f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
-    )
-    with cdi_spec(f"devdock-test-image-{RUN_ID}", spec):
-        hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-image-hub"), extra_config=extra)
-        hub.start()
+    folder = tmp_path_factory.mktemp("gpu-image-hub")
+    with cdi_hub(docker_client, folder, f"devdock-test-image-{RUN_ID}", spec, inventory, PROFILES) as hub:
         yield hub
-        hub.stop()
 
 
 def _in_a_notebook(hub, user: str, profile: str) -> dict:
