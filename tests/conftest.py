@@ -1,12 +1,18 @@
-"""Fixtures shared by the integration and browser tiers: a real engine and a real hub."""
+"""Fixtures shared by the tiers that run a real engine (a real hub, a hub factory), each tier's marker by its
+folder, and how pytest-xdist spreads the modules."""
 
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
 from tests import harness
+
+#: Every test carries the marker of its tier, from its folder (``pytest -m integration`` runs that tier, nothing
+#: else): a test needs no marker of its own, and none goes unmarked.
+TIERS = ("unit", "integration", "e2e", "compose", "swarm", "fresh")
 
 
 @pytest.fixture(scope="session")
@@ -19,10 +25,46 @@ def docker_client():
 
 @pytest.fixture(scope="session")
 def hub(docker_client, tmp_path_factory):
-    h = harness.Hub(docker_client, tmp_path_factory.mktemp("hub"))
-    h.start()
-    yield h
-    h.stop()
+    """The shipped settings' hub, one per worker, for the modules that need nothing else."""
+    factory = HubFactory(docker_client, tmp_path_factory)
+    try:
+        yield factory("hub")
+    finally:
+        factory.stop_all()
+
+
+class HubFactory:
+    """``make_hub(**config)``: a started :class:`tests.harness.Hub` with these settings (``Hub``'s own keyword
+    arguments: ``extra_config``, ``subdomains``, ``host``, ``DEVDOCK_*=`` environment...), with its data in a new
+    temporary folder named ``name`` (or in ``data_dir``); ``start=False`` leaves it to the test to start, for a
+    test that prepares something with the hub's settings first. Every hub it made is stopped when its scope ends
+    (a stopped one stays stopped), and a failing test gets the log of each (``pytest_runtest_makereport``)."""
+
+    def __init__(self, client, tmp_path_factory):
+        self.client, self.tmp_path_factory = client, tmp_path_factory
+        self.hubs: list[harness.Hub] = []
+
+    def __call__(self, name: str = "hub", *, data_dir: Path | None = None, start: bool = True, **config) -> harness.Hub:
+        hub = harness.Hub(self.client, data_dir or self.tmp_path_factory.mktemp(name), **config)
+        self.hubs.append(hub)
+        if start:
+            hub.start()
+        return hub
+
+    def stop_all(self) -> None:
+        for hub in reversed(self.hubs):
+            hub.stop()
+
+
+@pytest.fixture(scope="module")
+def make_hub(docker_client, tmp_path_factory):
+    """A module's hubs (see :class:`HubFactory`): module scope, because pytest-xdist keeps a module whole on one
+    worker, so a module's tests share its hubs and the hubs stop when the module ends."""
+    factory = HubFactory(docker_client, tmp_path_factory)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +101,19 @@ LONGEST_FIRST = (
 )
 
 
+def tier_of(item) -> str:
+    """The tier of a test: the folder under tests/ it lives in."""
+    parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
+    assert len(parts) > 1 and parts[0] in TIERS, f"{item.nodeid} is in no tier's folder (tests/<tier>/, {TIERS})"
+    return parts[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
 def pytest_collection_modifyitems(config, items):
-    """Run the longest modules first (a stable sort: each module's tests keep their order and stay together)."""
+    """Mark each test with its tier, and run the longest modules first (a stable sort: each module's tests keep
+    their order and stay together)."""
+    for item in items:
+        item.add_marker(tier_of(item))
 
     def rank(item) -> int:
         path = item.nodeid.split("::", 1)[0]
@@ -89,8 +142,10 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and call.when == "call" and "docker_client" in item.fixturenames:
         client = item.funcargs.get("docker_client")
-        hub = item.funcargs.get("hub") or item.funcargs.get("swarm_hub")
+        hubs = [item.funcargs.get(name) for name in ("hub", "swarm_hub")]
+        factory = item.funcargs.get("make_hub")
+        hubs += factory.hubs if factory is not None else []
         if client is not None:
-            text = harness.dump_diagnostics(client, hub, item.name)
+            text = harness.dump_diagnostics(client, [h for h in hubs if isinstance(h, harness.Hub)], item.name)
             report.sections.append(("devdock diagnostics", text[-20000:]))
     return report

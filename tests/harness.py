@@ -567,14 +567,15 @@ def remove_cloud_metadata_rules(network_prefix: str) -> None:
             subprocess.run(["iptables", *shlex.split(line.replace("-A ", "-D ", 1))], capture_output=True)
 
 
-def dump_diagnostics(client: docker.DockerClient, hub: Hub | None, name: str) -> str:
-    """Container logs, ``docker inspect`` and the hub log, for a failed test (also saved in artifacts/)."""
+def dump_diagnostics(client: docker.DockerClient, hubs: list[Hub], name: str) -> str:
+    """Container logs, ``docker inspect`` and the log of each of ``hubs``, for a failed test (also saved in
+    artifacts/)."""
     parts = []
     for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"}):
         parts.append(f"=== docker logs {c.name}\n{c.logs(tail=60).decode(errors='replace')}")
         parts.append(f"=== docker inspect {c.name}\n{json.dumps(c.attrs, indent=1)[:6000]}")
-    if hub is not None:
-        parts.append(f"=== hub log\n{hub.log_tail(120)}")
+    for hub in dict.fromkeys(hubs):  # each once, in order
+        parts.append(f"=== hub log ({hub.log_path})\n{hub.log_tail(120)}")
     return save_failure_report(name, parts)
 
 

@@ -12,13 +12,10 @@ import re
 import subprocess
 import time
 
-import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.e2e.test_desktop_journey import desktop_drawn, frame_stats, wait_for_desktop_frame
 from tests.harness import keygen, ssh_client_config
-
-pytestmark = pytest.mark.e2e
 
 GB = 1024**3
 

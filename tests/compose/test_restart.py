@@ -18,8 +18,6 @@ from tests.compose.stack import Person
 from tests.compose.test_journey import save_key_and_connect_through_the_gateway
 from tests.harness import run_in_terminal
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e]
-
 
 @pytest.fixture(scope="module")
 def bob(stack, docker_client, browser, tmp_path_factory):

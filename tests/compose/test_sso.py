@@ -6,8 +6,6 @@ from urllib.parse import quote, urlparse
 
 import pytest
 
-pytestmark = pytest.mark.e2e
-
 
 def test_login_success_lands_on_the_spawn_form_with_groups_from_the_idp(stack, person):
     if stack.api("GET", "/users/bob").status_code == 200:

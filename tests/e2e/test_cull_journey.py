@@ -13,9 +13,7 @@ import requests
 from PIL import Image, ImageChops
 
 from tests.e2e.desktop import SHOTS, login, wait_for_desktop_frame
-from tests.harness import Hub, devices_mode_config, keygen
-
-pytestmark = pytest.mark.e2e
+from tests.harness import devices_mode_config, keygen
 
 UUIDS = ["GPU-cccccccc-0000-0000-0000-000000000001"]
 GPU_TIMEOUT, CPU_TIMEOUT, QUICK_TIMEOUT, WARNING, EVERY = 60, 240, 25, 40, 5
@@ -30,20 +28,16 @@ SLACK = 4 + EVERY + 30
 
 
 @pytest.fixture(scope="module")
-def cull_hub(docker_client, tmp_path_factory, device_nodes):
+def cull_hub(make_hub, device_nodes):
     extra = devices_mode_config(device_nodes[:1], UUIDS) + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
-    hub = Hub(
-        docker_client,
-        tmp_path_factory.mktemp("cull"),
+    return make_hub(
+        "cull",
         extra_config=extra,
         DEVDOCK_CULL_TIMEOUT=str(CPU_TIMEOUT),
         DEVDOCK_CULL_GPU_TIMEOUT=str(GPU_TIMEOUT),
         DEVDOCK_CULL_WARNING=str(WARNING),
         DEVDOCK_CULL_EVERY=str(EVERY),
     )
-    hub.start()
-    yield hub
-    hub.stop()
 
 
 def _running(hub, user: str, server: str = "") -> bool:

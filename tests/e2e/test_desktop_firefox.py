@@ -11,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.desktop import SHOTS, as_user, open_desktop
-from tests.harness import Hub, put_files
-
-pytestmark = pytest.mark.e2e
+from tests.harness import put_files
 
 
 @pytest.fixture(scope="module")
-def hub(docker_client, tmp_path_factory):
+def hub(make_hub):
     """A hub whose public address the servers can reach (the devdock network's gateway), as on a real host."""
-    folder = tmp_path_factory.mktemp("firefox")
-    gateway = Hub(docker_client, folder / "probe").gateway  # made, never started: it sets the network up
-    hub = Hub(docker_client, folder / "hub", host=gateway)
-    hub.start()
-    yield hub
-    hub.stop()
+    gateway = make_hub("firefox-probe", start=False).gateway  # made, never started: it sets the network up
+    return make_hub("firefox", host=gateway)
 
 
 def wait_for_firefox_window(container, timeout: float) -> None:

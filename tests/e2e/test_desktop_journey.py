@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from PIL import Image
 
 from tests.e2e.desktop import SHOTS, desktop_drawn, frame_stats, login, wait_for_desktop_frame
-
-pytestmark = pytest.mark.e2e
 
 
 def test_login_lab_and_desktop_in_the_browser(hub, page):

@@ -25,9 +25,6 @@ from tests.e2e.desktop import (
     until_on_the_desktops_clipboard,
     wait_for_desktop_frame,
 )
-from tests.harness import Hub
-
-pytestmark = pytest.mark.e2e
 
 PROFILES = """
 c.DevDockSpawner.profile_list = [
@@ -65,11 +62,8 @@ AUDIO_PROBE = """
 
 
 @pytest.fixture(scope="module")
-def hub(docker_client, tmp_path_factory):
-    hub = Hub(docker_client, tmp_path_factory.mktemp("selkies"), extra_config=PROFILES)
-    hub.start()
-    yield hub
-    hub.stop()
+def hub(make_hub):
+    return make_hub("selkies", extra_config=PROFILES)
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,13 @@ import pytest
 from PIL import Image
 
 from tests.e2e.desktop import SHOTS, as_user, open_desktop, until_on_the_desktops_clipboard, wait_for_desktop_frame
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, Hub
-
-pytestmark = pytest.mark.e2e
+from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="module")
-def hub(docker_client, tmp_path_factory):
+def hub(make_hub):
     # The hub looks after its proxy every 2 s (JupyterHub restarts a proxy that died, and puts the routes back).
-    hub = Hub(
-        docker_client,
-        tmp_path_factory.mktemp("viewer"),
-        extra_config="c.ConfigurableHTTPProxy.check_running_interval = 2\n",
-    )
-    hub.start()
-    yield hub
-    hub.stop()
+    return make_hub("viewer", extra_config="c.ConfigurableHTTPProxy.check_running_interval = 2\n")
 
 
 def _proxy_pid(hub) -> int:

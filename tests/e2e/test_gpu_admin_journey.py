@@ -10,9 +10,7 @@ import time
 import pytest
 
 from tests.e2e.desktop import SHOTS, login
-from tests.harness import RUN_ID, Hub, StandInGPUs, host_pid_of
-
-pytestmark = pytest.mark.e2e
+from tests.harness import RUN_ID, StandInGPUs, host_pid_of
 
 UUIDS = [f"GPU-adm{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
 PROFILES = [
@@ -22,13 +20,9 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
-def gpu_hub(docker_client, tmp_path_factory, device_nodes):
+def gpu_hub(make_hub, tmp_path_factory, device_nodes):
     gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
-    extra = gpus.hub_config(device_nodes, PROFILES)
-    hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-admin"), extra_config=extra)
-    hub.start()
-    yield hub, gpus
-    hub.stop()
+    return make_hub("gpu-admin", extra_config=gpus.hub_config(device_nodes, PROFILES)), gpus
 
 
 def _reload_until(page, selector: str, text: str, timeout: float = 30) -> None:

@@ -17,8 +17,6 @@ import pytest
 from tests.e2e.desktop import SHOTS
 from tests.harness import Hub, keygen, put_files
 
-pytestmark = pytest.mark.e2e
-
 #: Names of this module's own (hubs share the run's container-name prefix).
 ALICE, SAM = "alice-origin", "sam-origin"
 MALLORY = {"default": "mallory-origin", "single": "mallory-control"}
@@ -127,15 +125,14 @@ def mallory_key(tmp_path_factory):
     return keygen(tmp_path_factory.mktemp("mallory-key"), "mallory")[1]
 
 
-def test_origin_per_user_keeps_a_users_page_from_acting_for_another_user(docker_client, browser, tmp_path_factory,
-                                                                        mallory_key):  # fmt: skip
+def test_origin_per_user_keeps_a_users_page_from_acting_for_another_user(make_hub, browser, mallory_key):
     key_body = mallory_key.split()[1]
 
     # The shipped default: nothing says where users' servers live, so each gets its own origin (localhost here).
-    default = Hub(docker_client, tmp_path_factory.mktemp("origin-default"))
+    default = make_hub("origin-default", start=False)
     default.env.pop("DEVDOCK_SINGLE_ORIGIN")
     # The control: the same hub that opted out of it (every server on the hub's origin).
-    single = Hub(docker_client, tmp_path_factory.mktemp("origin-single"))
+    single = make_hub("origin-single", start=False)
     try:
         for name, hub in (("default", default), ("single", single)):
             hub.start()
@@ -180,12 +177,10 @@ def test_origin_per_user_keeps_a_users_page_from_acting_for_another_user(docker_
             hub.stop()
 
 
-def test_a_hub_on_one_origin_without_the_opt_out_starts_no_server(docker_client, tmp_path_factory):
+def test_a_hub_on_one_origin_without_the_opt_out_starts_no_server(make_hub):
     """A site config that leaves subdomain_host unset and did not opt out: the spawn is refused with the sentence
     that names both lines, and nothing is created; the same hub with the opt-out starts the server (control)."""
-    refusing = Hub(
-        docker_client, tmp_path_factory.mktemp("origin-refused"), extra_config="c.JupyterHub.subdomain_host = ''"
-    )
+    refusing = make_hub("origin-refused", start=False, extra_config="c.JupyterHub.subdomain_host = ''")
     refusing.env.pop("DEVDOCK_SINGLE_ORIGIN")
     refusing.start()
     try:
@@ -197,7 +192,7 @@ def test_a_hub_on_one_origin_without_the_opt_out_starts_no_server(docker_client,
         assert refusing.container(SAM) is None
     finally:
         refusing.stop()
-    allowed = Hub(docker_client, tmp_path_factory.mktemp("origin-opted-out"))  # DEVDOCK_SINGLE_ORIGIN=1
+    allowed = make_hub("origin-opted-out", start=False)  # DEVDOCK_SINGLE_ORIGIN=1
     allowed.start()
     try:
         allowed.spawn(SAM)

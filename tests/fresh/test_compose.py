@@ -15,7 +15,7 @@ import pytest
 
 from tests.fresh.fresh import HOME_IMAGES, LOGS, Compose, cleanup_dir, clone, shot, timings, until_lab
 
-pytestmark = [pytest.mark.fresh, pytest.mark.e2e, pytest.mark.timeout(3600)]
+pytestmark = pytest.mark.timeout(3600)
 
 GiB = 1024**3
 #: What docker-compose.yml builds (and the base image the tier keeps).

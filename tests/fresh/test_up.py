@@ -24,7 +24,7 @@ from tests.e2e.desktop import desktop_drawn, frame_stats, wait_for_desktop_frame
 from tests.fresh.fresh import HOME_IMAGES, LOGS, UpSh, cleanup_dir, clone, shot, timings, until_lab
 from tests.harness import keygen, ssh_client_config
 
-pytestmark = [pytest.mark.fresh, pytest.mark.e2e, pytest.mark.timeout(3600)]
+pytestmark = pytest.mark.timeout(3600)
 
 GiB = 1024**3
 #: What scripts/up.sh builds, and the base image scripts/base-image.sh makes for it: nothing else is on the engine.

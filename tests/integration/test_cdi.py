@@ -8,15 +8,13 @@ import concurrent.futures
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, cdi_spec
-
-pytestmark = pytest.mark.integration
+from tests.harness import RUN_ID, cdi_spec
 
 UUIDS = [f"GPU-cdi{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
 
 
 @pytest.fixture(scope="module")
-def cdi_hub(docker_client, tmp_path_factory, device_nodes):
+def cdi_hub(docker_client, make_hub, device_nodes):
     info = docker_client.info()
     assert info.get("CDISpecDirs"), f"CDI is off on this engine (Docker {info.get('ServerVersion')})"
     spec = {
@@ -41,10 +39,9 @@ def cdi_hub(docker_client, tmp_path_factory, device_nodes):
         'c.DevDockSpawner.profile_list = [{"slug": "gpu", "display_name": "1 GPU", "gpus": 1, "default": True}]\n'
     )
     with cdi_spec(f"devdock-test-{RUN_ID}", spec):
-        hub = Hub(docker_client, tmp_path_factory.mktemp("cdi"), extra_config=extra)
-        hub.start()
+        hub = make_hub("cdi", extra_config=extra)
         yield hub
-        hub.stop()
+        hub.stop()  # before its spec goes
 
 
 def test_cdi_two_servers_get_their_own_device_and_a_third_is_refused(cdi_hub):

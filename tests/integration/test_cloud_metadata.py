@@ -18,9 +18,7 @@ import pytest
 
 from devdock_spawner import cloud_metadata
 from devdock_spawner.container import network_spec
-from tests.harness import RUN_ID, RUN_LABEL, Hub, remove_cloud_metadata_rules
-
-pytestmark = pytest.mark.integration
+from tests.harness import RUN_ID, RUN_LABEL, remove_cloud_metadata_rules
 
 METADATA, NEIGHBOUR, PORT = "169.254.169.254", "169.254.169.253", 8080
 
@@ -130,7 +128,9 @@ def _host_rules(network: str) -> set:
     return cloud_metadata.blocked_pairs(_run("iptables", "-S", "DOCKER-USER"), network)
 
 
-def test_a_hub_adds_the_cloud_metadata_rule_for_its_networks_subnet_unless_switched_off(docker_client, tmp_path):
+def test_a_hub_adds_the_cloud_metadata_rule_for_its_networks_subnet_unless_switched_off(
+    docker_client, tmp_path, make_hub
+):
     """A real hub's first spawn adds the rule to this host's DOCKER-USER for its network's subnet (read back, not
     tried: no packet goes to 169.254.169.254 from here); with DEVDOCK_BLOCK_CLOUD_METADATA=0 it adds none."""
     network = f"devdock-test-{RUN_ID}-meta"
@@ -138,8 +138,7 @@ def test_a_hub_adds_the_cloud_metadata_rule_for_its_networks_subnet_unless_switc
     net = docker_client.networks.get(created["Id"])
     subnet = net.attrs["IPAM"]["Config"][0]["Subnet"]
     gateway = net.attrs["IPAM"]["Config"][0]["Gateway"]
-    hub = Hub(
-        docker_client, tmp_path / "hub", DEVDOCK_NETWORK=network, DEVDOCK_HUB_IP=gateway,
+    hub = make_hub(data_dir=tmp_path / "hub", start=False, DEVDOCK_NETWORK=network, DEVDOCK_HUB_IP=gateway,
         DEVDOCK_BLOCK_CLOUD_METADATA="0",
     )  # fmt: skip
     try:

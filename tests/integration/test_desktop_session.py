@@ -12,10 +12,6 @@ import time
 import pytest
 import requests
 
-from tests.harness import Hub
-
-pytestmark = pytest.mark.integration
-
 PROFILES = [
     {"slug": "desktop", "display_name": "Desktop", "default": True},
     {
@@ -27,15 +23,8 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
-def hub(docker_client, tmp_path_factory):
-    hub = Hub(
-        docker_client,
-        tmp_path_factory.mktemp("desktop-session"),
-        extra_config=f"c.DevDockSpawner.profile_list = {PROFILES!r}\n",
-    )
-    hub.start()
-    yield hub
-    hub.stop()
+def hub(make_hub):
+    return make_hub("desktop-session", extra_config=f"c.DevDockSpawner.profile_list = {PROFILES!r}\n")
 
 
 def _in_desktop(container, script: str, timeout: float = 60) -> str:

@@ -16,9 +16,7 @@ import zipfile
 import pytest
 import requests
 
-from tests.harness import IMAGE, RUN_ID, Hub, keygen, put_files, run_in_kernel, run_in_terminal, ssh
-
-pytestmark = pytest.mark.integration
+from tests.harness import IMAGE, RUN_ID, keygen, put_files, run_in_kernel, run_in_terminal, ssh
 
 
 def make_wheel(name: str, version: str = "1.0", code: str = "") -> tuple[str, bytes]:
@@ -194,7 +192,7 @@ def test_a_server_whose_user_broke_their_packages_still_starts_and_says_so(hub, 
 
 
 @pytest.fixture(scope="module")
-def derived_hub(docker_client, tmp_path_factory):
+def derived_hub(docker_client, make_hub):
     """A site's own image: FROM devdock's, one more Debian package, chosen by a profile."""
     tag = f"devdock/desktop:with-sl-{RUN_ID}"
     install = "apt-get update && apt-get install -y --no-install-recommends sl && rm -rf /var/lib/apt/lists/*"
@@ -208,10 +206,7 @@ def derived_hub(docker_client, tmp_path_factory):
         {"slug": "desktop", "display_name": "Desktop", "default": True},
         {"slug": "trains", "display_name": "With sl", "overrides": {"image": tag}},
     ]
-    h = Hub(
-        docker_client, tmp_path_factory.mktemp("derived"), extra_config=f"c.DevDockSpawner.profile_list = {profiles!r}"
-    )
-    h.start()
+    h = make_hub("derived", extra_config=f"c.DevDockSpawner.profile_list = {profiles!r}")
     yield h, tag
     h.stop()
     docker_client.images.remove(tag, force=True)

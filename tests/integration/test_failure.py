@@ -10,9 +10,7 @@ import pytest
 import requests
 
 from tests import harness
-from tests.harness import PREFIX, Hub, devices_mode_config
-
-pytestmark = pytest.mark.integration
+from tests.harness import PREFIX, devices_mode_config
 
 UUIDS = ["GPU-33333333-aaaa-bbbb-cccc-000000000000", "GPU-44444444-aaaa-bbbb-cccc-000000000000"]
 EXTRA = """
@@ -34,13 +32,8 @@ c.DevDockSpawner.cpu_limit = 1.25
 
 
 @pytest.fixture(scope="module")
-def fhub(docker_client, tmp_path_factory, device_nodes):
-    hub = Hub(
-        docker_client, tmp_path_factory.mktemp("failure"), extra_config=EXTRA + devices_mode_config(device_nodes, UUIDS)
-    )
-    hub.start()
-    yield hub
-    hub.stop()
+def fhub(make_hub, device_nodes):
+    return make_hub("failure", extra_config=EXTRA + devices_mode_config(device_nodes, UUIDS))
 
 
 def _wait_gone(hub, name: str, timeout: float = 30) -> None:
@@ -192,7 +185,7 @@ def _ghost(docker_client, hub, name: str, gpu: str, running: bool = True):
     return container
 
 
-def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_client, tmp_path_factory, device_nodes):
+def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_client, make_hub, device_nodes):
     """With unknown_servers = "remove" (devdock 0.1's behaviour), what the database does not know is removed."""
     extra = (
         EXTRA
@@ -200,7 +193,7 @@ def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_clien
         + ('c.DevDockSpawner.profile_list = [{"slug": "both", "display_name": "Both GPUs", "gpus": 2}]\n')
         + 'c.DevDockSpawner.unknown_servers = "remove"\n'
     )
-    hub = Hub(docker_client, tmp_path_factory.mktemp("orphans"), extra_config=extra)
+    hub = make_hub("orphans", start=False, extra_config=extra)
     ghost = _ghost(docker_client, hub, "ghost", UUIDS[0])
     hub.start()
     try:
@@ -214,13 +207,11 @@ def test_container_orphaned_by_a_crash_is_removed_and_frees_its_gpu(docker_clien
         hub.stop()
 
 
-def test_running_container_the_database_does_not_know_is_kept_with_its_gpu(
-    docker_client, tmp_path_factory, device_nodes
-):
+def test_running_container_the_database_does_not_know_is_kept_with_its_gpu(docker_client, make_hub, device_nodes):
     """The default: a running server unknown to the database (a new or restored database) is never removed."""
     profiles = [{"slug": "one", "display_name": "1 GPU", "gpus": 1}, {"slug": "both", "display_name": "2", "gpus": 2}]
     extra = EXTRA + devices_mode_config(device_nodes, UUIDS) + f"c.DevDockSpawner.profile_list = {profiles!r}\n"
-    hub = Hub(docker_client, tmp_path_factory.mktemp("unknown"), extra_config=extra)
+    hub = make_hub("unknown", start=False, extra_config=extra)
     ghost = _ghost(docker_client, hub, "ghost", UUIDS[0])
     exited = _ghost(docker_client, hub, "exited", UUIDS[1], running=False)
     hub.start()

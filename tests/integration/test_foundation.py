@@ -9,8 +9,6 @@ import requests
 
 from tests.harness import PREFIX, RUN_ID, assert_desktop_answers, run_in_terminal, ws_connect, ws_handshake_status
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def alice(hub):

@@ -16,9 +16,7 @@ import re
 
 import pytest
 
-from tests.harness import Hub, devices_mode_config, xsrf_from
-
-pytestmark = pytest.mark.integration
+from tests.harness import devices_mode_config, xsrf_from
 
 UUIDS = ["GPU-11111111-aaaa-bbbb-cccc-000000000000", "GPU-22222222-aaaa-bbbb-cccc-000000000000"]
 PROFILES = """
@@ -36,25 +34,18 @@ def inventory() -> str:
 
 
 @pytest.fixture(scope="module")
-def nvidia_hub(docker_client, tmp_path_factory):
+def nvidia_hub(make_hub):
     extra = (
         PROFILES
         + inventory()
         + 'c.DevDockSpawner.gpu_mode = "nvidia"\nc.DevDockSpawner.keep_failed_containers = True\n'
     )
-    hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-nvidia"), extra_config=extra)
-    hub.start()
-    yield hub
-    hub.stop()
+    return make_hub("gpu-nvidia", extra_config=extra)
 
 
 @pytest.fixture(scope="module")
-def devices_hub(docker_client, tmp_path_factory, device_nodes):
-    extra = PROFILES + devices_mode_config(device_nodes, UUIDS)
-    hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-devices"), extra_config=extra)
-    hub.start()
-    yield hub
-    hub.stop()
+def devices_hub(make_hub, device_nodes):
+    return make_hub("gpu-devices", extra_config=PROFILES + devices_mode_config(device_nodes, UUIDS))
 
 
 def test_gpu_profile_creates_exact_device_request_and_fails_clearly_without_a_gpu_runtime(nvidia_hub):

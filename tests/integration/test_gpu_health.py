@@ -20,9 +20,7 @@ import time
 
 import pytest
 
-from tests.harness import RUN_ID, Hub, StandInGPUs, cdi_hub, host_pid_of, xsrf_from
-
-pytestmark = pytest.mark.integration
+from tests.harness import RUN_ID, StandInGPUs, cdi_hub, host_pid_of, xsrf_from
 
 UUIDS = [f"GPU-mon{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
 PROFILES = [
@@ -53,13 +51,10 @@ def cuda_env_image(docker_client):
 
 
 @pytest.fixture(scope="module")
-def monitored(docker_client, tmp_path_factory, device_nodes, cuda_env_image):
+def monitored(make_hub, tmp_path_factory, device_nodes, cuda_env_image):
     gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
     extra = gpus.hub_config(device_nodes, PROFILES)
-    hub = Hub(docker_client, tmp_path_factory.mktemp("gpu-health"), extra_config=extra)
-    hub.start()
-    yield hub, gpus
-    hub.stop()
+    return make_hub("gpu-health", extra_config=extra), gpus
 
 
 def _admin_row(hub, session, user: str) -> str:

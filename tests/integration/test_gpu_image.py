@@ -19,8 +19,6 @@ import pytest
 
 from tests.harness import RUN_ID, cdi_hub, make_device_nodes, run_in_kernel
 
-pytestmark = pytest.mark.integration
-
 BARE = f"GPU-bare{RUN_ID}-0000-0000-0000-000000000000"  # a device node and nothing of the driver
 DRIVER = f"GPU-drv{RUN_ID}-0000-0000-0000-000000000001"  # a device node and the (stand-in) driver's files
 LIBCUDA_PATH = "/usr/lib/x86_64-linux-gnu/libcuda.so.1"  # where the toolkit and nvidia-ctk's spec put it

@@ -8,12 +8,8 @@ pages shows them on the admin page; devdock's own jupyterhub_config.py (the shar
 
 from __future__ import annotations
 
-import pytest
-
 from devdock_spawner.guarantees import log_text, missing_guarantees
 from tests.harness import Hub
-
-pytestmark = pytest.mark.integration
 
 #: What the harness needs to run a hub, as a site's own file would say it (the environment is the harness's).
 HARNESS_NEEDS = """
@@ -40,17 +36,17 @@ c.DevDockSpawner.allow_single_origin = True
 WARNING = "this hub's configuration lacks some of devdock's guarantees"
 
 
-def _own_hub(docker_client, folder, extra: str = "") -> Hub:
+def _own_hub(make_hub, folder, extra: str = "") -> Hub:
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "site_jupyterhub_config.py"
     config.write_text(HARNESS_NEEDS + extra)
-    hub = Hub(docker_client, folder, config=config)
+    hub = make_hub(data_dir=folder, start=False, config=config)
     hub.start()
     return hub
 
 
-def test_a_hub_with_only_the_spawner_class_says_in_its_log_what_it_lacks(docker_client, tmp_path):
-    hub = _own_hub(docker_client, tmp_path / "own")
+def test_a_hub_with_only_the_spawner_class_says_in_its_log_what_it_lacks(make_hub, tmp_path):
+    hub = _own_hub(make_hub, tmp_path / "own")
     try:
         session = hub.browser_session("admin")  # the hub makes the admin's devdock server object
         assert session.get(f"{hub.url}/hub/home", timeout=30).status_code == 200
@@ -72,8 +68,8 @@ def test_a_hub_with_only_the_spawner_class_says_in_its_log_what_it_lacks(docker_
         hub.stop()
 
 
-def test_with_devdock_s_pages_the_admin_page_lists_what_the_configuration_lacks(docker_client, tmp_path, hub):
-    own = _own_hub(docker_client, tmp_path / "pages", "from devdock_spawner import hub\nhub.configure(c)\n")
+def test_with_devdock_s_pages_the_admin_page_lists_what_the_configuration_lacks(make_hub, tmp_path, hub):
+    own = _own_hub(make_hub, tmp_path / "pages", "from devdock_spawner import hub\nhub.configure(c)\n")
     try:
         page = own.browser_session("admin").get(f"{own.url}/hub/devdock/admin", timeout=30)
         assert page.status_code == 200

@@ -14,9 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.harness import ROOT, Hub
-
-pytestmark = pytest.mark.integration
+from tests.harness import ROOT
 
 MiB = 1024**2
 PROFILES = [
@@ -27,7 +25,7 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
-def shub(docker_client, tmp_path_factory):
+def shub(make_hub, tmp_path_factory):
     images = tmp_path_factory.mktemp("home-images")
     extra = (
         f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
@@ -35,11 +33,9 @@ def shub(docker_client, tmp_path_factory):
         "c.DevDockSpawner.usage_interval = 2\n"
         f"c.DevDockSpawner.home_images_dir = {str(images)!r}\n"
     )
-    hub = Hub(docker_client, tmp_path_factory.mktemp("homesize"), extra_config=extra)
+    hub = make_hub("homesize", extra_config=extra)
     hub.images = images
-    hub.start()
-    yield hub
-    hub.stop()
+    return hub
 
 
 def _sh(container, script: str) -> str:

@@ -10,9 +10,7 @@ import pytest
 from packaging.version import Version
 
 from tests.advisories import ADVISORIES, IMAGE_ADVISORIES, SELKIES_ADVISORIES
-from tests.harness import IMAGE, ROOT, RUN_ID, Hub
-
-pytestmark = pytest.mark.integration
+from tests.harness import IMAGE, ROOT, RUN_ID
 
 
 def _installed(client, image: str, *pip: str) -> dict[str, Version]:
@@ -63,7 +61,7 @@ def _build(tag: str, dockerfile: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def uid_clash_hub(docker_client, tmp_path_factory):
+def uid_clash_hub(docker_client, make_hub):
     """An image whose base already has a uid-1000 account (as Ubuntu 24.04 and its CUDA images have "ubuntu")."""
     tag = f"devdock/desktop:uid1000-{RUN_ID}"
     _build(tag, f"FROM {IMAGE}\nRUN groupadd -g 1000 ubuntu && useradd -m -u 1000 -g 1000 -s /bin/sh ubuntu\n")
@@ -71,10 +69,7 @@ def uid_clash_hub(docker_client, tmp_path_factory):
         {"slug": "desktop", "display_name": "Desktop", "default": True},
         {"slug": "ubuntu-base", "display_name": "Ubuntu-like base", "overrides": {"image": tag}},
     ]
-    hub = Hub(
-        docker_client, tmp_path_factory.mktemp("uid"), extra_config=f"c.DevDockSpawner.profile_list = {profiles!r}"
-    )
-    hub.start()
+    hub = make_hub("uid", extra_config=f"c.DevDockSpawner.profile_list = {profiles!r}")
     yield hub
     hub.stop()
     docker_client.images.remove(tag, force=True)

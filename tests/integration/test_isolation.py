@@ -16,8 +16,6 @@ import requests
 
 from tests.harness import IMAGE, PREFIX, RUN_ID, RUN_LABEL, ws_handshake_status
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def pair(hub):
@@ -108,9 +106,8 @@ UNDOING = [
 
 
 @pytest.fixture(scope="module")
-def undoing_hub(docker_client, tmp_path_factory):
+def undoing_hub(make_hub, tmp_path_factory):
     """A hub whose extra_host_config is read from a file at every spawn, so one hub tries each setting."""
-    from tests.harness import Hub
 
     data = tmp_path_factory.mktemp("undoing")
     setting = data / "extra_host_config.json"
@@ -121,10 +118,7 @@ def undoing_hub(docker_client, tmp_path_factory):
         f"import json\nc.DevDockSpawner.extra_host_config = lambda spawner: json.load(open({str(setting)!r}))\n"
         f"c.DevDockSpawner.extra_create_kwargs = lambda spawner: json.load(open({str(create)!r}))\n"
     )
-    h = Hub(docker_client, data, extra_config=extra)
-    h.start()
-    yield h, setting
-    h.stop()
+    return make_hub(data_dir=data, extra_config=extra), setting
 
 
 @pytest.mark.parametrize(("extra_host", "named"), [u[1:] for u in UNDOING], ids=[u[0] for u in UNDOING])

@@ -12,9 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.harness import Hub, run_in_kernel, run_in_terminal
-
-pytestmark = pytest.mark.integration
+from tests.harness import run_in_kernel, run_in_terminal
 
 PROFILES = [
     {"slug": "desktop", "display_name": "Desktop", "default": True},
@@ -23,12 +21,9 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
-def lhub(docker_client, tmp_path_factory):
+def lhub(make_hub):
     extra = f"c.DevDockSpawner.profile_list = {PROFILES!r}\nc.DevDockSpawner.usage_interval = 3\n"
-    hub = Hub(docker_client, tmp_path_factory.mktemp("limits"), extra_config=extra)
-    hub.start()
-    yield hub
-    hub.stop()
+    return make_hub("limits", extra_config=extra)
 
 
 def test_limits_by_default_are_what_the_real_containers_hostconfig_says(lhub):
@@ -135,7 +130,7 @@ def test_admins_see_each_servers_memory_cpu_and_home_and_so_does_prometheus(lhub
     lhub.stop_server("seen")
 
 
-def test_the_hub_survives_a_full_disk_says_so_and_its_database_stays_whole(docker_client, tmp_path_factory):
+def test_the_hub_survives_a_full_disk_says_so_and_its_database_stays_whole(make_hub, tmp_path_factory):
     base = tmp_path_factory.mktemp("fulldisk")
     data = base / "data"
     data.mkdir()
@@ -145,7 +140,7 @@ def test_the_hub_survives_a_full_disk_says_so_and_its_database_stays_whole(docke
             "c.DevDockSpawner.hub_min_free_mb = 8\nc.DevDockSpawner.hub_disk_reserve_mb = 16\n"
             "c.DevDockSpawner.usage_interval = 2\n"
         )
-        hub = Hub(docker_client, base / "hub", extra_config=extra, DEVDOCK_DATA_DIR=str(data))
+        hub = make_hub(data_dir=base / "hub", start=False, extra_config=extra, DEVDOCK_DATA_DIR=str(data))
         hub.start()
         try:
             hub.spawn("early")  # positive control: servers start while there is room, and the reserve is taken

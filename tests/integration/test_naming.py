@@ -7,12 +7,9 @@ import hashlib
 import re
 import unicodedata
 
-import pytest
 import requests
 
 from tests.harness import PREFIX, RUN_ID, RUN_LABEL, keygen, ssh
-
-pytestmark = pytest.mark.integration
 
 
 def old_slug(name: str, max_length: int = 40) -> str:

@@ -14,9 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.harness import PREFIX, ROOT, RUN_ID, Hub, keygen, ssh
-
-pytestmark = pytest.mark.integration
+from tests.harness import PREFIX, ROOT, RUN_ID, keygen, ssh
 
 
 def _homes(client, owner: str) -> dict[str, str]:
@@ -88,7 +86,7 @@ COURSE_TOOL_TOKEN = secrets.token_hex(16)
 
 
 @pytest.fixture(scope="module")
-def course_hub(docker_client, tmp_path_factory):
+def course_hub(make_hub):
     """A hub (offboarding = "remove", the default) with a course tool's service: it may list users, read and
     remove their servers (``delete:servers``), as the idle culler may, and nothing more."""
     extra = (
@@ -96,10 +94,7 @@ def course_hub(docker_client, tmp_path_factory):
         'c.JupyterHub.load_roles.append({"name": "course-tool", "services": ["course-tool"], '
         '"scopes": ["delete:servers", "list:users", "read:servers"]})\n'
     )
-    h = Hub(docker_client, tmp_path_factory.mktemp("course"), extra_config=extra)
-    h.start()
-    yield h
-    h.stop()
+    return make_hub("course", extra_config=extra)
 
 
 def _remove_server(hub, user: str, server: str, token: str) -> None:
@@ -140,15 +135,12 @@ def test_removing_a_named_server_erases_its_home_only_when_an_admin_asks(course_
 
 
 @pytest.fixture(scope="module")
-def archiving_hub(docker_client, tmp_path_factory):
+def archiving_hub(make_hub, tmp_path_factory):
     data = tmp_path_factory.mktemp("archiving")
     archive = data / "archive"
     archive.mkdir(mode=0o700)
     extra = f'c.DevDockSpawner.offboarding = "archive"\nc.DevDockSpawner.offboarding_archive = {str(archive)!r}\n'
-    h = Hub(docker_client, data, extra_config=extra)
-    h.start()
-    yield h, archive
-    h.stop()
+    return make_hub(data_dir=data, extra_config=extra), archive
 
 
 def test_archive_offboarding_writes_the_home_to_a_file_then_removes_it(archiving_hub, docker_client):
@@ -207,12 +199,12 @@ def test_archive_offboarding_archives_a_sparse_file_far_larger_than_the_disk_qui
 
 
 def test_backup_and_restore_of_a_sparse_file_far_larger_than_the_disk_are_quick_small_and_sparse(
-    docker_client, tmp_path_factory
+    docker_client, tmp_path_factory, make_hub
 ):
     """backup.sh and restore.sh with ``truncate -s 15T ~/huge`` in a home (the host's disk is far smaller): a small
     archive, and the file back at 15 TiB taking no room."""
     data = tmp_path_factory.mktemp("sparse-backup")
-    hub = Hub(docker_client, data)
+    hub = make_hub(data_dir=data, start=False)
     hub.start()
     try:
         hub.spawn("sparse-sam")
@@ -246,10 +238,8 @@ def test_backup_and_restore_of_a_sparse_file_far_larger_than_the_disk_are_quick_
 
 
 @pytest.mark.parametrize("database", ["new-empty", "older-backup"])
-def test_a_hub_with_a_new_or_restored_database_leaves_running_servers_running(
-    docker_client, tmp_path_factory, database
-):
-    first = Hub(docker_client, tmp_path_factory.mktemp(f"db-{database}-a"))
+def test_a_hub_with_a_new_or_restored_database_leaves_running_servers_running(make_hub, tmp_path_factory, database):
+    first = make_hub(f"db-{database}-a", start=False)
     hub_id = first.env["DEVDOCK_HUB_ID"]
     first.start()
     try:
@@ -264,7 +254,7 @@ def test_a_hub_with_a_new_or_restored_database_leaves_running_servers_running(
     finally:
         first.stop()
 
-    second = Hub(docker_client, tmp_path_factory.mktemp(f"db-{database}-b"), DEVDOCK_HUB_ID=hub_id)
+    second = make_hub(f"db-{database}-b", start=False, DEVDOCK_HUB_ID=hub_id)
     if database == "older-backup":
         shutil.copy(backup, second.data_dir / "jupyterhub.sqlite")
         shutil.copy(first.data_dir / "jupyterhub_cookie_secret", second.data_dir / "jupyterhub_cookie_secret")
@@ -306,10 +296,12 @@ def test_a_metrics_token_reads_metrics_and_nothing_else(hub):
     assert r.status_code == 403
 
 
-def test_backup_while_running_then_restore_finds_servers_keys_and_files_again(docker_client, tmp_path_factory):
+def test_backup_while_running_then_restore_finds_servers_keys_and_files_again(
+    docker_client, tmp_path_factory, make_hub
+):
     """scripts/backup.sh with the hub and a server running; everything lost; scripts/restore.sh; all back."""
     data = tmp_path_factory.mktemp("backed-up")
-    hub = Hub(docker_client, data)
+    hub = make_hub(data_dir=data, start=False)
     hub.start()
     key, line = keygen(tmp_path_factory.mktemp("bkeys"), "bea")
     try:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.harness import Hub, xsrf_from
+from tests.harness import xsrf_from
 
 PROFILES = [
     {"slug": "small", "display_name": "Small desktop", "default": True},
@@ -27,12 +27,9 @@ TEMPLATE = """
 
 
 @pytest.fixture(scope="module")
-def form_hub(docker_client, tmp_path_factory):
+def form_hub(make_hub):
     extra = f"c.DevDockSpawner.profile_list = {PROFILES!r}\nc.DevDockSpawner.profile_form_template = {TEMPLATE!r}\n"
-    h = Hub(docker_client, tmp_path_factory.mktemp("form"), extra_config=extra)
-    h.start()
-    yield h
-    h.stop()
+    return make_hub("form", extra_config=extra)
 
 
 def test_a_sites_own_spawn_form_template_replaces_devdocks_and_its_posts_are_still_checked(form_hub):

@@ -8,23 +8,12 @@ import re
 import pytest
 import requests
 
-from tests.harness import Hub
-
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
-def slow_page_hub(docker_client, tmp_path_factory):
+def slow_page_hub(make_hub):
     # slow_spawn_timeout 0: the REST call returns at once and the spawn is followed through its progress
     # stream, as the spawn-pending page does in a browser.
-    hub = Hub(
-        docker_client,
-        tmp_path_factory.mktemp("progress"),
-        extra_config='c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}',
-    )
-    hub.start()
-    yield hub
-    hub.stop()
+    return make_hub("progress", extra_config='c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}')
 
 
 def test_progress_stream_tells_the_user_what_happens_and_how_to_ssh_in(slow_page_hub):

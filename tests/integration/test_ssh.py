@@ -15,8 +15,6 @@ import requests
 
 from tests.harness import free_port, keygen, ssh, xsrf_from
 
-pytestmark = pytest.mark.integration
-
 
 def host_key(port: int) -> str:
     out = subprocess.run(
@@ -233,18 +231,17 @@ def _two_free_ports() -> tuple[int, int]:
     raise RuntimeError("no two neighbouring free ports")
 
 
-def test_docker_bind_error_moves_on_to_the_next_port(docker_client, tmp_path_factory, keys):
+def test_docker_bind_error_moves_on_to_the_next_port(make_hub, keys):
     """A port that looks free to devdock but that Docker cannot bind (a host program took it)."""
     import socket
 
     from devdock_spawner.naming import server_key
     from devdock_spawner.ports import PortAllocator
-    from tests.harness import Hub
 
     low, high = _two_free_ports()  # not fixed numbers: another hub or container of the suite may hold those
     home = PortAllocator(low, high).home_port(server_key("binder"))
     extra = f"c.DevDockSpawner.ssh_port_range = ({low}, {high})\nc.DevDockSpawner.ssh_probe_host_ports = False\n"
-    hub = Hub(docker_client, tmp_path_factory.mktemp("bind"), extra_config=extra)
+    hub = make_hub("bind", start=False, extra_config=extra)
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", home))

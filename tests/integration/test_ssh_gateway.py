@@ -19,10 +19,7 @@ import urllib.request
 import pytest
 import requests
 
-from tests.harness import Gateway, Hub, free_port, keygen, ssh_client_config
-
-pytestmark = pytest.mark.integration
-
+from tests.harness import Gateway, free_port, keygen, ssh_client_config
 
 #: Characters str.splitlines() breaks a line at and split("\n") does not (issue 30).
 LINE_BREAKERS = ["\u2028", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2029"]
@@ -33,15 +30,14 @@ ODD_NAMES = {f"gw-odd{i}": f"gw-odd{i}{char}x" for i, char in enumerate(LINE_BRE
 
 
 @pytest.fixture(scope="module")
-def gw(docker_client, tmp_path_factory):
+def gw(docker_client, tmp_path_factory, make_hub):
     keys = tmp_path_factory.mktemp("gateway-keys")
     token, port = secrets.token_hex(16), free_port()
-    hub = Hub(
-        docker_client, tmp_path_factory.mktemp("gwhub"), extra_config=f"c.Authenticator.username_map = {ODD_NAMES!r}",
+    hub = make_hub(
+        "gwhub", extra_config=f"c.Authenticator.username_map = {ODD_NAMES!r}",
         DEVDOCK_SSH_MODE="gateway", DEVDOCK_SSH_GATEWAY_TOKEN=token, DEVDOCK_SSH_GATEWAY_PORT=str(port),
         DEVDOCK_SSH_GATEWAY_HOST="127.0.0.1", DEVDOCK_SSH_GATEWAY_HOST_KEY=str(keys / "ssh_host_ed25519_key.pub"),
     )  # fmt: skip
-    hub.start()
     gateway = Gateway(docker_client, hub.url, token, port, keys)
     try:
         gateway.start()
@@ -49,7 +45,6 @@ def gw(docker_client, tmp_path_factory):
         yield hub
     finally:
         gateway.remove()
-        hub.stop()
 
 
 def _pre(page: str, element_id: str) -> str:
@@ -216,10 +211,9 @@ def test_gateway_says_when_a_server_is_not_running_and_works_after_gateway_and_h
 
 
 def test_gateway_autostart_connecting_starts_a_stopped_server_and_lands_in_it(docker_client, tmp_path_factory,
-                                                                              tmp_path):  # fmt: skip
+                                                                              tmp_path, make_hub):  # fmt: skip
     token, port = secrets.token_hex(16), free_port()
-    hub = Hub(
-        docker_client, tmp_path_factory.mktemp("autostart"), DEVDOCK_SSH_MODE="gateway",
+    hub = make_hub("autostart", start=False, DEVDOCK_SSH_MODE="gateway",
         DEVDOCK_SSH_GATEWAY_TOKEN=token, DEVDOCK_SSH_GATEWAY_PORT=str(port), DEVDOCK_SSH_GATEWAY_AUTOSTART="1",
     )  # fmt: skip
     hub.start()

@@ -6,18 +6,12 @@ import pytest
 import requests
 import websocket
 
-from tests.harness import Hub
-
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
-def shub(docker_client, tmp_path_factory):
-    hub = Hub(docker_client, tmp_path_factory.mktemp("subdomains"), subdomains=True)
-    hub.start()
+def shub(make_hub):
+    hub = make_hub("subdomains", subdomains=True)
     hub.spawn("sue")
-    yield hub
-    hub.stop()
+    return hub
 
 
 def _host(hub, user: str) -> str:

@@ -10,21 +10,18 @@ import time
 import pytest
 import requests
 
-from tests.harness import ROOT, Hub, free_port, xsrf_from
-
-pytestmark = pytest.mark.integration
+from tests.harness import ROOT, free_port, xsrf_from
 
 
 @pytest.fixture(scope="module")
-def tls_front(docker_client, tmp_path_factory):
+def tls_front(make_hub, tmp_path_factory):
     """Caddy with examples/compose-override/Caddyfile (its internal CA), in front of a hub that knows its URL."""
     caddy = shutil.which("caddy")
     assert caddy, "caddy is missing: scripts/test.sh installs Debian's package"
     data = tmp_path_factory.mktemp("tls")
     port = free_port()
     public = f"https://127.0.0.1:{port}"
-    hub = Hub(docker_client, data / "hub", DEVDOCK_PUBLIC_URL=public)
-    hub.start()
+    hub = make_hub(data_dir=data / "hub", DEVDOCK_PUBLIC_URL=public)
     # The example's Caddyfile, as a site uses it, with the test's global options in front (no admin API, no
     # port 80, its own CA kept in the test's folder and not installed into the system's trust store).
     (data / "Caddyfile").write_text(
@@ -59,7 +56,6 @@ def tls_front(docker_client, tmp_path_factory):
     yield hub, public, str(ca)
     proc.terminate()
     proc.wait(10)
-    hub.stop()
 
 
 def _set_cookies(response: requests.Response) -> list[str]:

@@ -7,11 +7,7 @@ import json
 import os
 import subprocess
 
-import pytest
-
 from tests.harness import IMAGE, ROOT, RUN_ID, RUN_LABEL
-
-pytestmark = pytest.mark.integration
 
 
 def _uninstall(env: dict, *args: str) -> subprocess.CompletedProcess:

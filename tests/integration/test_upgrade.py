@@ -12,9 +12,7 @@ import tarfile
 
 import pytest
 
-from tests.harness import ROOT, Hub, keygen, ssh
-
-pytestmark = pytest.mark.integration
+from tests.harness import ROOT, keygen, ssh
 
 PREVIOUS = "v0.1.0"
 PREVIOUS_COMMIT = "a54ac18b7e81ccf71716addb72d9ef31646335d4"  # the tag's commit: a clone of main alone has no tags
@@ -50,14 +48,11 @@ def previous_release(tmp_path_factory):
     return folder
 
 
-def test_upgrade_from_the_previous_release_keeps_servers_keys_and_files(
-    docker_client, tmp_path_factory, previous_release
-):
+def test_upgrade_from_the_previous_release_keeps_servers_keys_and_files(make_hub, tmp_path_factory, previous_release):
     data = tmp_path_factory.mktemp("upgraded")
     key, line = keygen(tmp_path_factory.mktemp("ukeys"), "ada")
     user = "ada.lovelace"  # a name the previous release hashed into its slug (32 bits)
-    old = Hub(
-        docker_client, data, config=previous_release / "jupyterhub_config.py",
+    old = make_hub(data_dir=data, start=False, config=previous_release / "jupyterhub_config.py",
         PYTHONPATH=str(previous_release), DEVDOCK_ACTIVITY_INTERVAL="300",
     )  # fmt: skip
     old.start()
@@ -76,7 +71,7 @@ def test_upgrade_from_the_previous_release_keeps_servers_keys_and_files(
         old.stop()
 
     # The upgrade: the new release's hub, its database upgrade step, then the same data folder.
-    new = Hub(docker_client, data)
+    new = make_hub(data_dir=data, start=False)
     upgrade = subprocess.run(
         [sys.executable, "-m", "jupyterhub", "upgrade-db", "-f", str(new.config)],
         cwd=data, env=new.env, capture_output=True, text=True,

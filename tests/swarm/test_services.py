@@ -13,8 +13,6 @@ from devdock_spawner.ports import PortAllocator
 from tests.harness import IMAGE, RUN_ID, RUN_LABEL, assert_desktop_answers, run_in_terminal, ssh
 from tests.swarm.cluster import idle_service, service_of
 
-pytestmark = pytest.mark.swarm
-
 
 @pytest.fixture(scope="module")
 def ana(swarm_hub, keys):

@@ -17,8 +17,6 @@ from devdock_spawner import swarm
 from tests.harness import RUN_ID, RUN_LABEL, run_in_terminal, ssh, xsrf_from
 from tests.swarm.cluster import FAKE_GPUS, GPU_KIND, idle_service, service_of, wait_for
 
-pytestmark = pytest.mark.swarm
-
 
 @pytest.fixture(scope="module")
 def node2(cluster):
