@@ -325,12 +325,7 @@ class GPUAllocator:
             u for u, holders in self._holders.items() for k in holders if k != key and k.rpartition("/")[0] == owner
         }
         if wanted and len(others) + wanted > per_owner:
-            held, plural = len(others), "s" if len(others) != 1 else ""
-            raise NotEnoughGPUs(
-                f"You already hold {held} GPU{plural} in your other servers, and this profile asks for {wanted}: at "
-                f"most {per_owner} per person. Stop one of your other servers (or choose a profile with fewer "
-                "GPUs) to start this one."
-            )
+            raise NotEnoughGPUs(owner_cap_refusal(len(others), wanted, per_owner))
 
     def _choose(self, count: int | str, pinned: list[str] | None, key: str, kind: str = WHOLE) -> list[str]:
         """The units to give ``key`` (called with the lock held); raises with a sentence for the user."""
@@ -370,6 +365,21 @@ class GPUAllocator:
                 "GPUs or try again when one is released."
             )
         return [g.uuid for g in free[:wanted]]
+
+
+def owner_cap_refusal(held: int, wanted: int, per_owner: int) -> str:
+    """Why a person who holds ``held`` GPUs in their other servers may not take ``wanted`` more ("" if they may).
+
+    ``per_owner`` is ``gpu_max_per_user`` (0: no cap); the single engine's allocator and Swarm's check share it.
+    """
+    if not per_owner or not wanted or held + wanted <= per_owner:
+        return ""
+    plural = "s" if held != 1 else ""
+    return (
+        f"You already hold {held} GPU{plural} in your other servers, and this profile asks for {wanted}: at "
+        f"most {per_owner} per person. Stop one of your other servers (or choose a profile with fewer "
+        "GPUs) to start this one."
+    )
 
 
 def _index_in(value: str, inventory: list[GPU]) -> bool:

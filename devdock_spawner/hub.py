@@ -26,11 +26,10 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import httputil, web
 
-from . import culler, metrics
+from . import culler, hubwide, metrics
 from .gpu import engine_gpu_support
 from .guarantees import missing_guarantees
 from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
-from .hubstate import hub_state
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT
 from .ssh import InvalidKey, UnusableUsername, fingerprint, key_index, known_hosts_line, parse_keys
@@ -188,9 +187,11 @@ class AdminOverviewHandler(BaseHandler):
     @web.authenticated
     @needs_scope("admin-ui")
     async def get(self):
-        own = _devdock_spawners(self.current_user) or [self.current_user.spawners[""]]
-        if hasattr(own[0], "reconcile"):
-            await own[0].reconcile()  # what runs without the database knowing it, found once per hub
+        # The admin's own spawner object makes devdock's hub-wide object if no server has yet (a hub just started).
+        _devdock_spawners(self.current_user) or self.current_user.spawners[""]
+        hub = hubwide.current()
+        if hub is not None:
+            await hub.start()  # what runs without the database knowing it, found once per hub
         rows, spawners = [], []
         for orm_user in sorted(self.db.query(self.orm_user_class()), key=lambda u: u.name):
             user = self.users[orm_user]
@@ -202,24 +203,24 @@ class AdminOverviewHandler(BaseHandler):
             use = spawner.usage_now if spawner.active else None
             row["memory"] = f"{human_bytes(use.memory_bytes)} of {human_bytes(use.memory_limit_bytes)}" if use else ""
             row["cpu"] = f"{use.cpu_cores:.2f}" if use else ""
-            home = hub_state().home_bytes.get(spawner.server_key)
-            room = hub_state().home_limit_bytes.get(spawner.server_key)
+            home = hub.home_bytes.get(spawner.server_key) if hub else None
+            room = hub.home_limit_bytes.get(spawner.server_key) if hub else None
             row["home"] = human_bytes(home) if home is not None else ""
             if home is not None and room:
                 row["home"] += f" of {human_bytes(room)}"
             row["oom"] = f"{spawner.last_oom:%Y-%m-%d %H:%M} UTC" if spawner.last_oom else ""
             row["gpu_use"] = gpu_use_text(spawner.gpu_use_now) if spawner.active else ""
             row["gpu_notice"] = spawner.gpu_health_notice if spawner.active else ""
-        disk = own[0].hub_disk_problem() if hasattr(own[0], "hub_disk_problem") else ""
+        disk = hub.disk_problem() if hub else ""
         single_origin = "" if self.settings.get("subdomain_host") else SINGLE_ORIGIN_WARNING
         html = await self.render_template(
             "devdock_admin.html",
             rows=rows,
             single_origin=single_origin,
-            unknown=hub_state().unknown_containers,
+            unknown=hub.unknown_servers if hub else [],
             disk_problem=disk,
-            gpus=_gpu_rows(),
-            gpu_monitor_problem=hub_state().gpu_monitor_problem,
+            gpus=_gpu_rows(hub),
+            gpu_monitor_problem=hub.gpu_monitor_problem if hub else "",
             guarantee_gaps=missing_guarantees(self.settings["config"]),
         )
         self.finish(html)
@@ -229,8 +230,8 @@ class AdminOverviewHandler(BaseHandler):
     async def post(self):
         """Clear a GPU that was taken out of the pool (the form next to it): back at the next reading."""
         uuid = self.get_body_argument("clear_gpu", "")
-        spawner = self.current_user.spawners[""]
-        if not isinstance(spawner, DevDockSpawner) or not spawner.clear_gpu(uuid):
+        hub = hubwide.current()
+        if hub is None or not hub.clear_gpu(uuid):
             raise web.HTTPError(400, f"There is no GPU {uuid[:80]!r} in this hub's inventory")
         self.log.info("devdock: %s cleared GPU %s; it returns to the pool at the next reading if healthy",
                       self.current_user.name, uuid)  # fmt: skip
@@ -252,14 +253,14 @@ def gpu_use_text(use) -> str:
     return ", ".join(parts)
 
 
-def _gpu_rows() -> list[dict]:
+def _gpu_rows(hub) -> list[dict]:
     """Every GPU and MIG instance: who holds it, what it reads, and whether it is out of the pool (and why)."""
-    allocator = hub_state().gpu_allocator
+    allocator = hub.allocator if hub is not None else None
     if allocator is None:
         return []
-    holders, readings = allocator.holders(), hub_state().gpu_readings
+    holders, readings = allocator.holders(), hub.gpu_readings
     unhealthy = allocator.unhealthy()
-    health = hub_state().gpu_health
+    health = hub.gpu_health
     out = dict(getattr(health, "out", {}) or {})
     rows = []
     for g in allocator.inventory:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from datetime import UTC, datetime
@@ -10,31 +9,41 @@ from datetime import UTC, datetime
 from docker.errors import APIError, DockerException
 from docker.types import Mount
 from dockerspawner import DockerSpawner
-from jupyterhub import orm
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Int, TraitError, default, validate
 
-from . import cloud_metadata, metrics, naming, reconcile
 from . import gpu as gpus
+from . import metrics, naming
 from ._version import __version__
-from .container import ContainerSettings, UnsafeConfiguration, container_spec, last_lines, network_spec
-from .guarantees import log_text, missing_guarantees
-from .hubstate import hub_state
+from .container import ContainerSettings, UnsafeConfiguration, container_spec
+from .contract import MIN_UID
+from .hubwide import HubSettingsMixin
 from .images import missing_image_message
-from .ports import port_taken
 from .profiles import InvalidOptions, validate_user_options
 from .spawner_culling import CullingMixin
 from .spawner_desktop import DesktopMixin
 from .spawner_gpu import GPUMixin
 from .spawner_homes import HomesMixin
+from .spawner_network import NetworkMixin
 from .spawner_profiles import ProfilesMixin
+from .spawner_progress import ProgressMixin
 from .spawner_resources import ResourcesMixin
 from .spawner_ssh import SSH_CONTAINER_PORT, SSHMixin
 
 
 class DevDockSpawner(
-    SSHMixin, ProfilesMixin, GPUMixin, HomesMixin, CullingMixin, ResourcesMixin, DesktopMixin, DockerSpawner
+    SSHMixin,
+    ProfilesMixin,
+    GPUMixin,
+    HomesMixin,
+    CullingMixin,
+    ResourcesMixin,
+    DesktopMixin,
+    NetworkMixin,
+    ProgressMixin,
+    HubSettingsMixin,
+    DockerSpawner,
 ):
     """A personal Linux desktop, JupyterLab and a terminal in one container per user.
 
@@ -85,16 +94,6 @@ class DevDockSpawner(
         """90 s, for the same reason."""
         return 90
 
-    hub_id = Unicode(
-        "devdock",
-        config=True,
-        help="""
-        Name of this hub, written on its containers and volumes (label ``io.devdock.hub``). A hub only
-        reconciles containers with its own name, so that hubs sharing one Docker engine leave each
-        other alone. Default: ``devdock``.
-        """,
-    )
-
     extra_labels = Dict(
         config=True,
         help="""
@@ -115,144 +114,11 @@ class DevDockSpawner(
         """,
     )
 
-    # --- network -----------------------------------------------------------------------------
-
-    @default("network_name")
-    def _default_network_name(self):
-        """``devdock``: a bridge network of its own, created when missing (see ``create_network``)."""
-        return "devdock"
-
-    @default("use_internal_ip")
-    def _default_use_internal_ip(self):
-        """True: the proxy reaches containers on the network; no host port per server."""
-        return True
-
-    isolate_containers = Bool(
-        True,
-        config=True,
-        help="""
-        When devdock creates ``network_name``, turn off traffic between containers on it
-        (``enable_icc=false``): one user's container cannot reach another's JupyterLab, desktop or
-        sshd. The hub, on the host, still reaches every container, and containers reach the hub API.
-        docker-compose.yml keeps it on too: its hub and proxy use the host's network. Set False only
-        when the hub runs in a container attached to this network. Default: True.
-        """,
-    )
-
-    allow_single_origin = Bool(
-        False,
-        config=True,
-        help="""
-        Serve users' servers on the hub's own origin (``JupyterHub.subdomain_host`` unset). **Unsafe on a hub
-        with more than one user**: a user controls their own server completely, so a page it serves runs on
-        the hub's origin, and whoever opens it (another user, an admin) lets it act for them: change their SSH
-        keys on ``/hub/ssh``, read their pages. devdock refuses to start servers on such a hub unless this is
-        True; the admin page then says so in red. ``jupyterhub_config.py`` sets it from ``DEVDOCK_SINGLE_ORIGIN``.
-        Default: False (set ``c.JupyterHub.subdomain_host``: every server on its own origin).
-        """,
-    )
-
-    @property
-    def single_origin_problem(self) -> str:
-        """Why this hub must not start servers ("" when every user's server has its own origin)."""
-        settings = getattr(self.user, "settings", None) or {}
-        if settings.get("subdomain_host") or self.allow_single_origin:
-            return ""
-        return (
-            "devdock gives every user's server an origin of its own, and this hub's JupyterHub.subdomain_host is "
-            "not set: a page served by one user's server could act for whoever opens it. Set "
-            "c.JupyterHub.subdomain_host (DEVDOCK_SUBDOMAIN_HOST; local use: http://localhost:8000), or accept the "
-            "risk with c.DevDockSpawner.allow_single_origin = True (DEVDOCK_SINGLE_ORIGIN=1); docs/security.md"
-        )
-
-    block_cloud_metadata = Bool(
-        True,
-        config=True,
-        help="""
-        Keep users' containers from the cloud's metadata service (``cloud_metadata_addresses``), which answers
-        anyone on a cloud VM with the VM's identity and its role's credentials: at the hub's first spawn, devdock
-        adds a rule per subnet of ``network_name`` to Docker's ``DOCKER-USER`` iptables chain (a one-shot helper
-        container of ``firewall_helper_image`` on the host's network with ``NET_ADMIN``); the host itself is not
-        affected. A start is refused with a sentence when the rule cannot be added. Single engine only (on a
-        Swarm, add the rule on each node: docs/security.md). False: no rule (and none removed). Default: True.
-        """,
-    )
-
-    cloud_metadata_addresses = List(
-        Unicode(),
-        list(cloud_metadata.DEFAULT_ADDRESSES),
-        config=True,
-        help="""
-        IPv4 addresses or networks users' containers must not reach (``block_cloud_metadata``). Default:
-        ``["169.254.169.254"]`` (AWS, Azure, GCP, OpenStack, Oracle and others); add e.g. ``"169.254.170.2"``
-        (Amazon ECS task metadata) or ``"100.100.100.200"`` (Alibaba Cloud).
-        """,
-    )
-
-    @validate("cloud_metadata_addresses")
-    def _valid_metadata_addresses(self, proposal):
-        try:
-            cloud_metadata.ipv4_networks(proposal.value)
-        except ValueError as e:
-            raise TraitError(f"cloud_metadata_addresses: {e}") from e
+    @validate("login_uid")
+    def _valid_login_uid(self, proposal):
+        if proposal.value < MIN_UID:
+            raise TraitError(f"login_uid must be at least {MIN_UID} (lower uids are the system's): {proposal.value}")
         return proposal.value
-
-    firewall_helper_image = Unicode(
-        "devdock/hub:latest",
-        config=True,
-        help="""
-        Image of the one-shot helper that adds the ``block_cloud_metadata`` rule: it runs ``sh`` and
-        ``iptables-nft`` / ``iptables-legacy`` (devdock's hub image has them) on the host's network, with no
-        capability but ``NET_ADMIN`` and ``NET_RAW``, a read-only root and no new privileges.
-        """,
-    )
-
-    create_network = Bool(
-        True,
-        config=True,
-        help="""
-        Create ``network_name`` (a bridge network labelled ``io.devdock.managed``) when it does not
-        exist. Set to False when the network is managed elsewhere (compose, Swarm). Default: True.
-        """,
-    )
-
-    docker_workers = Int(
-        8,
-        config=True,
-        help="""
-        Threads for Docker API calls, shared by all servers. DockerSpawner uses one, so twenty users
-        logging in at once wait for each other's every Docker call; devdock defaults to 8. Example: 16
-        on a large host. Minimum 1.
-        """,
-    )
-
-    @property
-    def executor(self):
-        """One thread pool of ``docker_workers`` threads for the whole hub (DockerSpawner has one thread)."""
-        return hub_state().executor(max(1, self.docker_workers))
-
-    desktop_prestart = Bool(
-        True,
-        config=True,
-        help="""
-        Start the desktop (TigerVNC and the XFCE session) when the server starts, at a lower CPU priority,
-        instead of when the user first opens it: the desktop is there at the first click. Costs the
-        desktop's memory (about 140 MiB) for users who never open it; set False on hosts short of memory.
-        Skipped while the hub is busy starting many servers (see ``desktop_prestart_max_spawns``).
-        Default: True.
-        """,
-    )
-
-    desktop_prestart_max_spawns = Int(
-        2,
-        config=True,
-        help="""
-        Start the desktop early (``desktop_prestart``) only while at most this many servers are starting at
-        once, this one included. When a class logs in together, every early desktop would take CPU from the
-        other servers' starts; their desktops then start when first opened, as without prestart.
-        Default: 2.
-        """,
-    )
 
     keep_failed_containers = Bool(
         False,
@@ -282,6 +148,11 @@ class DevDockSpawner(
     @property
     def server_slug(self) -> str:
         return naming.safe_slug(self.name) if self.name else ""
+
+    @property
+    def server_key(self) -> str:
+        """This server's identity in everything hub-wide (GPUs, SSH ports, usage): ``user/server``."""
+        return naming.server_key(self.user.name, self.name or "")
 
     @property
     def login_name(self) -> str:
@@ -318,13 +189,8 @@ class DevDockSpawner(
         )
 
     def _container_labels(self) -> dict:
-        labels = self._labels()
-        if self.ssh_via_port and self.ssh_port:
-            # Lets a restarted hub (and every allocation) see which server holds which port.
-            labels[naming.SSH_PORT_LABEL] = str(self.ssh_port)
-        if self.gpu_ids:
-            labels[naming.GPU_LABEL] = ",".join(self.gpu_ids)
-        return labels
+        """devdock's labels, and what a restarted hub reads back from them: who holds which SSH port and GPUs."""
+        return {**self._labels(), **self.ssh_labels(), **self.gpu_labels()}
 
     #: The GPUs of this spawn (per server; computed fresh by every start).
     _allotted_gpus: tuple = ()
@@ -332,83 +198,12 @@ class DevDockSpawner(
     # --- environment -------------------------------------------------------------------------
 
     def get_env(self):
+        """DockerSpawner's environment, each part's (SSH, culling, desktop, home: through ``super()``), the account."""
         env = super().get_env()
-        env.update(
-            DEVDOCK_LOGIN=self.login_name,
-            DEVDOCK_UID=str(self.login_uid),
-            DEVDOCK_DESKTOP_PRESTART="1" if self._prestart_desktop() else "0",
-            **self.ssh_environment(),
-            **self.cull_environment(),
-            **self.desktop_environment(),
-        )
-        if self._home_limit:
-            env["DEVDOCK_HOME_SIZE"] = str(self._home_limit)
+        env.update(DEVDOCK_LOGIN=self.login_name, DEVDOCK_UID=str(self.login_uid))
         return env
 
-    def _ssh_progress_message(self) -> str:
-        if not self.ssh_via_port:
-            return f"SSH: ssh {self.ssh_gateway_alias} (through the gateway; your ~/.ssh/config block is on /hub/ssh)"
-        return f"SSH: {self.ssh_command}"
-
-    def _prestart_desktop(self) -> bool:
-        return self.desktop_prestart and hub_state().starting <= self.desktop_prestart_max_spawns
-
     # --- Docker objects ----------------------------------------------------------------------
-
-    async def ensure_network(self):
-        """Create the user network once, if it is missing and ours to create; keep cloud metadata off it."""
-        if self.network_name in ("host", "none"):
-            return
-        if self.create_network and self.network_name != "bridge":
-            await self._create_network()
-        await self.ensure_cloud_metadata_blocked()
-
-    async def ensure_cloud_metadata_blocked(self):
-        """Once per hub and network: the ``DOCKER-USER`` rules of :mod:`devdock_spawner.cloud_metadata`."""
-        if not self.block_cloud_metadata or not self.cloud_metadata_addresses:
-            return
-        done = f"cloud-metadata:{self.network_name}"
-        async with hub_state().lock("network"):
-            if done in hub_state().done:
-                return
-            info = await self.docker("inspect_network", self.network_name)
-            subnets = [c["Subnet"] for c in (info.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
-            try:
-                script = cloud_metadata.block_script(self.network_name, subnets, self.cloud_metadata_addresses)
-            except ValueError as e:
-                raise web.HTTPError(500, f"devdock cannot block cloud metadata on {self.network_name}: {e}") from e
-            host = self.client.create_host_config(
-                network_mode="host",
-                cap_drop=["ALL"],
-                cap_add=["NET_ADMIN", "NET_RAW"],
-                security_opt=["no-new-privileges:true"],
-                read_only=True,
-                tmpfs={"/run": "size=1m", "/tmp": "size=1m"},  # iptables-legacy's lock file
-            )
-            failure = (
-                f"devdock could not keep users' containers on {self.network_name} from the cloud's metadata service "
-                "(c.DevDockSpawner.block_cloud_metadata = False starts servers without that rule)"
-            )
-            used = await self._one_shot(
-                self.firewall_helper_image, ["sh", "-c", script], host, "cloud-metadata-block", failure
-            )
-            self.log.info("devdock: users' containers on %s (%s) cannot reach %s (DOCKER-USER in %s)",
-                          self.network_name, ", ".join(subnets), ", ".join(self.cloud_metadata_addresses),
-                          used.strip())  # fmt: skip
-            hub_state().done.add(done)
-
-    async def _create_network(self):
-        async with hub_state().lock("network"):
-            try:
-                await self.docker("inspect_network", self.network_name)
-                return
-            except APIError as e:
-                if e.status_code != 404:
-                    raise
-            self.log.info("Creating Docker network %s (isolated: %s)", self.network_name, self.isolate_containers)
-            await self.docker(
-                "create_network", **network_spec(self.network_name, self.isolate_containers, self.extra_labels)
-            )
 
     async def _resolve_extra(self, value):
         value = self._eval_if_callable(value)
@@ -485,83 +280,10 @@ class DevDockSpawner(
                 raise
         return await super().remove_object()
 
-    # --- reconciliation ----------------------------------------------------------------------
-
-    unknown_servers = CaselessStrEnum(
-        list(reconcile.POLICIES),
-        "keep",
-        config=True,
-        help="""
-        What the hub does, once after it starts, with its containers that run although its database does not
-        list their server as running: after a crash in the middle of a spawn, and whenever the database is new,
-        empty or restored from an older backup. ``keep`` (the default) leaves them running, holds their GPUs
-        and SSH ports so nobody gets them twice, and lists them in the hub's log and on the admin page; the
-        user's next start replaces theirs (the home is a volume), or an admin removes it. ``remove`` removes
-        them, as devdock 0.1 did. Containers that do not run any more are removed either way.
-        """,
-    )
-
-    async def reconcile(self) -> None:
-        """Once per hub, before the first allocation: compare this hub's Docker objects with its database.
-
-        The decision is :func:`devdock_spawner.reconcile.plan`'s; this step gathers the facts and carries it out.
-        """
-        state = hub_state()
-        async with state.lock("reconcile"):
-            if f"reconciled:{self.hub_id}" in state.done:
-                return
-            running = self._running_server_keys()
-            decided = reconcile.plan(await self._find_own_objects(), running, self.unknown_servers)
-            for found in decided.remove:
-                self.log.warning(
-                    "devdock: removing orphaned %s %s: no running server of this hub's database is %s",
-                    self.object_type, found.name, found.key,
-                )  # fmt: skip
-                await self._remove_found(found)
-            for found in decided.keep_unknown:
-                self.log.warning(
-                    "devdock: %s %s of %s runs but this hub's database does not know it (a new or restored "
-                    "database?): left running, its GPUs %s and SSH port %s held; the user's next start replaces "
-                    "it, or an admin removes it",
-                    self.object_type, found.name, found.key, list(found.gpus) or "none", found.ssh_port or "none",
-                )  # fmt: skip
-            state.unknown_containers = list(decided.keep_unknown)
-            state.done.add(f"reconciled:{self.hub_id}")
-        self.start_watching()
-
-    def _running_server_keys(self) -> set[str] | None:
-        """``user/server`` of every server the hub database says is running (None: no database here)."""
-        db = getattr(self.user, "db", None)
-        if db is None:
-            return None
-
-        return {
-            naming.server_key(s.user.name, s.name or "")
-            for s in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None))
-            if s.user is not None
-        }
-
-    async def _find_own_objects(self) -> list[reconcile.Found]:
-        """This hub's containers (users' servers only), running or not."""
-        containers = await self.docker("containers", all=True, filters={"label": f"{naming.HUB_LABEL}={self.hub_id}"})
-        found = []
-        for c in containers:
-            key = naming.server_key_from_labels(c.get("Labels"))
-            if key is not None:
-                found.append(reconcile.container_found(c, key, naming.GPU_LABEL, naming.SSH_PORT_LABEL))
-        return found
-
-    async def _remove_found(self, found: reconcile.Found) -> None:
-        try:
-            await self.docker("remove_container", found.id, force=True)
-        except APIError as e:
-            if e.status_code != 404:
-                raise
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def start(self):
-        hub_state().starting += 1
+        self.devdock_hub.starting += 1
         self._progress_events = []
         self._start_finished = False
         try:
@@ -575,12 +297,13 @@ class DevDockSpawner(
             raise
         finally:
             self._start_finished = True
-            hub_state().starting -= 1
+            self.devdock_hub.starting -= 1
 
     async def _start(self):
         self._start_began = time.monotonic()
         self._emit(5, f"Preparing the desktop for {self.user.name}")
-        problem = self.single_origin_problem or self.hub_disk_problem()
+        self.devdock_hub.refuse_unsupported(self)
+        problem = self.single_origin_problem or self.devdock_hub.disk_problem()
         if problem:
             self.log.error("devdock: not starting %s: %s", self._log_name, problem)
             raise web.HTTPError(503, problem)
@@ -605,7 +328,7 @@ class DevDockSpawner(
             )
         self._ssh_keys = self.ssh_keys_for_spawn() if self.ssh_enabled else []
         t0 = time.perf_counter()
-        await self.reconcile()
+        await self.devdock_hub.start()
         self._allotted_gpus = await self.allocate_gpus(profile)
         if self._allotted_gpus:
             self._emit(10, f"GPUs: {', '.join(f'{g.index} ({g.name})' for g in self._allotted_gpus)}")
@@ -688,7 +411,7 @@ class DevDockSpawner(
             except APIError:
                 return status
             if state.get("OOMKilled"):
-                hub_state().oom[self.server_key] = datetime.now(UTC)
+                self.devdock_hub.oom[self.server_key] = datetime.now(UTC)
                 self.stop_reason = {
                     "reason": f"it ran out of memory (its limit is {self.memory_limit_text})",
                     "at": datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -696,44 +419,18 @@ class DevDockSpawner(
                 }
         return status
 
-    async def _wait_for_server(self, ip: str, port: int) -> None:
-        """Wait until the server accepts connections, or fail at once, with its output, if it exited.
-
-        JupyterHub would otherwise wait the whole ``http_timeout`` for a container that died at start.
-        """
-        deadline = time.monotonic() + self.http_timeout
-        checked = time.monotonic()
-        while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout=1)
-                writer.close()
-                return
-            except (TimeoutError, OSError):
-                pass
-            # Knock every 50 ms when this server starts alone, so the hub hears of it at once; when a class
-            # logs in together, knock less often (50 ms per server starting, at most 0.5 s): the knocking
-            # costs the hub CPU that the starting servers need. Ask Docker whether it died twice a second.
-            if time.monotonic() - checked >= 0.5:
-                checked = time.monotonic()
-                problem = await self._exit_report()
-                if problem:
-                    raise web.HTTPError(500, problem)
-            await asyncio.sleep(min(0.5, 0.05 * max(1, hub_state().starting)))
-
-    async def _exit_report(self) -> str:
-        """Empty while the server's container runs; else what the user should read: exit code and output."""
-        state = (await self.docker("inspect_container", self.container_id))["State"]
-        if state["Running"]:
-            return ""
-        logs = await self.docker("logs", self.container_id, tail=8)
-        return (
-            f"The server stopped right after starting (exit code {state['ExitCode']}). "
-            f"Its last output: {last_lines(logs)}"
-        )
-
     def _keep_failed_object(self) -> bool:
-        """Whether a failed start leaves its Docker object for an admin to inspect."""
-        return self.keep_failed_containers
+        """Whether a failed start leaves its container for an admin to inspect (never a service: a kept service could
+        still start later and hold GPUs)."""
+        if self.object_type != "container" and self.keep_failed_containers:
+            self.log.warning("The %s of a failed start is removed (keep_failed_containers is for containers)",
+                             self.object_type)  # fmt: skip
+        return self.keep_failed_containers and self.object_type == "container"
+
+    async def stop_object(self):
+        """Stop the container (a service stops when it is removed: ``remove_object``)."""
+        if self.object_type == "container":
+            await super().stop_object()
 
     async def _clean_up_failed_start(self):
         try:
@@ -744,128 +441,49 @@ class DevDockSpawner(
             self.log.warning("Could not remove the container of a failed start of %s: %s", self._log_name, e)
         self.release_gpus()
 
-    async def start_object(self):
-        """Start the container; if Docker cannot bind the SSH port after all, move to the next one."""
-        for attempt in range(3):
-            try:
-                return await super().start_object()
-            except APIError as e:
-                message = str(e.explanation or e)
-                if "could not select device driver" in message or "nvidia-container-cli" in message:
-                    raise web.HTTPError(
-                        503,
-                        "This server cannot give containers GPUs right now: Docker has no working NVIDIA "
-                        "runtime (the NVIDIA container toolkit is missing or broken). Choose a profile "
-                        "without GPUs, or ask an admin to install the toolkit or change gpu_mode.",
-                    ) from e
-                if not (self.ssh_via_port and self.ssh_port and port_taken(message)) or attempt == 2:
-                    raise
-                await self.recreate_with_new_ssh_port(message)
-
     async def recreate_object(self) -> None:
         """Remove this server's Docker object and create it again from fresh settings (not started)."""
         await self.remove_object()
         obj = await self.create_object()
         self.object_id = obj[self.object_id_key]
 
-    async def recreate_with_new_ssh_port(self, problem: str) -> None:
-        """The engine could not bind the SSH port after all (something outside devdock holds it): never try
-        that port again, take the next one, and make the object again."""
-        self.log.warning("SSH port %s of %s is taken outside devdock: %s", self.ssh_port, self._log_name, problem)
-        self.port_allocator.mark_unusable(self.ssh_port)
-        await self.allocate_ssh_port()
-        await self.recreate_object()
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._say_missing_guarantees()
+        # The hub-wide object is made with the hub's first devdock spawner, before any profile applies (its log
+        # says which of devdock's guarantees the configuration lacks).
+        self.hub_class.of(self)
 
-    def _say_missing_guarantees(self) -> None:
-        """Once per hub, in its log: which of devdock's guarantees its configuration lacks, with the line that adds
-        each (devdock_spawner.guarantees). JupyterHub gives a spawner no hook at its own start: the first devdock
-        server object is the earliest moment (at start when servers run, else at the first sign-in)."""
-        state = hub_state()
-        if "guarantees" in state.done:
-            return
-        state.done.add("guarantees")
-        gaps = missing_guarantees(self.config)
-        if gaps:
-            self.log.warning("%s", log_text(gaps))
+    # --- state ---------------------------------------------------------------------------------
+    # Each part declares the fields it keeps in the hub's database on the trait itself: ``.tag(state="server")``
+    # for what a stopped server keeps (its SSH port, host key, why it stopped), ``.tag(state="run")`` for what is
+    # true only while it runs (its GPUs, the ways into its desktop).
 
-    # --- state -------------------------------------------------------------------------------
+    def _state_traits(self, *kinds: str) -> dict:
+        kinds = kinds or ("server", "run")
+        return self.traits(state=lambda kind: kind in kinds)
 
     def load_state(self, state):
         super().load_state(state)
-        self._forget_stored_ssh_keys()
-        # ssh_port: the port this server had, so that it keeps it (also while stopped).
-        self.ssh_port = int(state.get("ssh_port") or 0)
-        # gpu_ids: shown to admins; the allocator itself is rebuilt from the containers' labels.
-        self.gpu_ids = [str(u) for u in state.get("gpu_ids") or []]
-        # ssh_host_key: shown on /hub/ssh (fingerprint, known_hosts line), also while the server is stopped.
-        self.ssh_host_key = str(state.get("ssh_host_key") or "")
-        # stop_reason: why the culler stopped it, for the home page, until the next start.
-        self.stop_reason = dict(state.get("stop_reason") or {})
-        # desktop_views: the ways into the running server's desktop, the default first (the home page's links).
-        self.desktop_views = [str(v) for v in state.get("desktop_views") or []]
-
-    def _forget_stored_ssh_keys(self) -> None:
-        """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.2 took keys there).
-
-        JupyterHub re-uses the stored options when a start sends none; keys now come only from ``/hub/ssh``,
-        and a start that sends keys is refused, so stored ones must not make every later start fail.
-        """
-        stored = getattr(self.orm_spawner, "user_options", None)
-        if isinstance(stored, dict) and "ssh_keys" in stored:
-            self.log.info(
-                "Removing ssh_keys from the stored spawn options of %s (keys live on /hub/ssh)", self._log_name
-            )
-            self.orm_spawner.user_options = {k: v for k, v in stored.items() if k != "ssh_keys"}
-            db = getattr(self.user, "db", None)
-            if db is not None:
-                db.commit()
+        for name, trait in self._state_traits().items():
+            value = state.get(name)
+            try:
+                setattr(self, name, trait.default() if value in (None, "") else value)
+            except TraitError as e:
+                self.log.warning("devdock: ignoring the stored %s of %s: %s", name, self._log_name, e)
+                setattr(self, name, trait.default())
 
     def get_state(self):
         state = super().get_state()
-        if self.ssh_port:
-            state["ssh_port"] = self.ssh_port
-        if self.gpu_ids:
-            state["gpu_ids"] = list(self.gpu_ids)
-        if self.ssh_host_key:
-            state["ssh_host_key"] = self.ssh_host_key
-        if self.stop_reason:
-            state["stop_reason"] = dict(self.stop_reason)
-        if self.desktop_views:
-            state["desktop_views"] = list(self.desktop_views)
+        for name in self._state_traits():
+            value = getattr(self, name)
+            if value:
+                state[name] = type(value)(value) if isinstance(value, list | dict) else value
         return state
 
     def clear_state(self):
-        # Keep ssh_port and the host key: a stopped server keeps its port (and its home, the key) for the next start.
-        # GPUs are freed here: JupyterHub calls clear_state after every stop, also when the container
-        # died or vanished on its own (then it does not call stop()).
-        port, host_key, reason = self.ssh_port, self.ssh_host_key, self.stop_reason
+        # JupyterHub calls clear_state after every stop, also when the container died or vanished on its own (then
+        # it does not call stop()): what is true only while running goes; the GPUs are given back.
         super().clear_state()
-        self.ssh_port, self.ssh_host_key, self.stop_reason = port, host_key, reason
-        self.desktop_views = []
+        for name, trait in self._state_traits("run").items():
+            setattr(self, name, trait.default())
         self.release_gpus()
-
-    # --- progress ----------------------------------------------------------------------------
-
-    _progress_events: list
-
-    def _emit(self, progress: int, message: str):
-        events = getattr(self, "_progress_events", None)
-        if events is None:
-            events = self._progress_events = []
-        events.append({"progress": progress, "message": message})
-
-    async def progress(self):
-        """Events for the spawn-pending page, as they happen during ``start()``."""
-        sent = 0
-        while True:
-            events = getattr(self, "_progress_events", [])
-            while sent < len(events):
-                yield events[sent]
-                sent += 1
-            if getattr(self, "_start_finished", True):  # JupyterHub stops asking at the same moment
-                return
-            await asyncio.sleep(0.25)

@@ -136,6 +136,11 @@ class CullingMixin(LoggingConfigurable):
     #: The profile of the current (or last) start.
     _profile_slug = ""
 
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.cull_environment())
+        return env
+
     def cull_environment(self) -> dict:
         """The limits of this server's profile, so that the server can warn its user before the stop."""
         rule = culler.rule_for(self.cull_policy(), self._profile_slug)
@@ -178,4 +183,4 @@ class CullingMixin(LoggingConfigurable):
 
     #: Why the server last stopped when it was not its user's doing (the culler's reason), with the time: the
     #: home page tells the user. Kept in the state while stopped; cleared by the next start.
-    stop_reason = Dict()
+    stop_reason = Dict().tag(state="server")

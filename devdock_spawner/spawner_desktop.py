@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from traitlets import Bool, CaselessStrEnum, List, TraitError, Unicode, validate
+from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 #: ``de_DE.UTF-8``, ``zh_CN.UTF-8``, ``C.UTF-8``: the UTF-8 locales glibc can make (the image makes one it lacks).
@@ -109,8 +109,31 @@ class DesktopMixin(LoggingConfigurable):
         """,
     )
 
+    desktop_prestart = Bool(
+        True,
+        config=True,
+        help="""
+        Start the desktop (TigerVNC and the XFCE session) when the server starts, at a lower CPU priority,
+        instead of when the user first opens it: the desktop is there at the first click. Costs the
+        desktop's memory (about 140 MiB) for users who never open it; set False on hosts short of memory.
+        Skipped while the hub is busy starting many servers (see ``desktop_prestart_max_spawns``).
+        Default: True.
+        """,
+    )
+
+    desktop_prestart_max_spawns = Int(
+        2,
+        config=True,
+        help="""
+        Start the desktop early (``desktop_prestart``) only while at most this many servers are starting at
+        once, this one included. When a class logs in together, every early desktop would take CPU from the
+        other servers' starts; their desktops then start when first opened, as without prestart.
+        Default: 2.
+        """,
+    )
+
     #: The ways into the running server's desktop, the default first (set at start, kept in the server's state).
-    desktop_views = List(Unicode())
+    desktop_views = List(Unicode()).tag(state="run")
 
     @validate(*ALLOWED)
     def _check_allowed(self, proposal):
@@ -120,9 +143,14 @@ class DesktopMixin(LoggingConfigurable):
             raise TraitError(problem)
         return value
 
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.desktop_environment())
+        return env
+
     def desktop_environment(self) -> dict[str, str]:
         """The environment the desktop session reads (the image's scripts): renderer, language, keyboard."""
-        env = {"DEVDOCK_GL": self.desktop_gl}
+        env = {"DEVDOCK_DESKTOP_PRESTART": "1" if self._prestart_desktop() else "0", "DEVDOCK_GL": self.desktop_gl}
         if self.desktop_locale:
             env.update(LANG=self.desktop_locale, LC_ALL=self.desktop_locale, LANGUAGE=self.desktop_locale.split(".")[0])
         if self.desktop_keyboard_layout:
@@ -130,6 +158,9 @@ class DesktopMixin(LoggingConfigurable):
         env["DEVDOCK_SELKIES"] = "1" if self.desktop_selkies else "0"
         env["DEVDOCK_SELKIES_ENCODER"] = self.desktop_selkies_encoder
         return env
+
+    def _prestart_desktop(self) -> bool:
+        return self.desktop_prestart and self.devdock_hub.starting <= self.desktop_prestart_max_spawns
 
     def desktop_links(self, server_url: str) -> list[tuple[str, str]]:
         """(label, URL) of each way into the running server's desktop, the default first, for the home page."""

@@ -13,14 +13,12 @@ import os
 import sys
 import time
 
-from docker.errors import APIError, ImageNotFound
+from docker.errors import APIError
 from tornado import web
 from traitlets import CaselessStrEnum, TraitError, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import homeimage, naming
-from .container import last_lines
-from .images import missing_image_message
 
 
 def _handler_in(frames) -> web.RequestHandler | None:
@@ -98,6 +96,13 @@ class HomesMixin(LoggingConfigurable):
     _home_volume = ""
     #: Bytes of this spawn's home when it is a filesystem image (0: a plain volume, no limit).
     _home_limit = 0
+
+    def get_env(self):
+        """The home's size limit, when it has one (the image's ``df`` and the desktop show it)."""
+        env = super().get_env()
+        if self._home_limit:
+            env["DEVDOCK_HOME_SIZE"] = str(self._home_limit)
+        return env
 
     home_size = Unicode(
         "",
@@ -193,9 +198,12 @@ class HomesMixin(LoggingConfigurable):
     async def ensure_volumes(self):
         """Create this server's own volumes up front with devdock's labels; refuse one another user owns.
 
-        With ``home_size`` a new home is a filesystem image; a home that is one is attached for this start.
+        With ``home_size`` a new home is a filesystem image; a home that is one is attached for this start. A Swarm
+        service's node makes its home volume itself, with the labels devdock gives it (``object_type``).
         """
         self._home_limit = 0
+        if self.object_type != "container":
+            return
         for source in self._own_volumes():
             info = await self._inspect_volume(source)
             if info is None:
@@ -268,43 +276,12 @@ class HomesMixin(LoggingConfigurable):
             security_opt=["no-new-privileges:true"],
             read_only=True,
         )
-        out = await self._one_shot(
+        out = await self.devdock_hub.one_shot(
             self.home_helper_image, ["devdock-home-image", *args], host, "home-image",
             f"The home of {self.user.name} could not be prepared",
             "it makes, attaches and removes the homes with a size limit (home_size)",
         )  # fmt: skip
         return json.loads(out.strip().splitlines()[-1])
-
-    async def _one_shot(
-        self, image: str, entrypoint: list[str], host: dict, role: str, failure: str, purpose: str = ""
-    ) -> str:
-        """Run a helper container to its end and remove it; its output, or an HTTP 500 with ``failure``.
-
-        A helper image that is not on the engine is a 503 that says which image does ``purpose`` and how to build it
-        (Docker's own "No such image" would reach the user as JupyterHub's "Unhandled error starting server").
-        """
-        try:
-            container = await self.docker(
-                "create_container",
-                image,
-                entrypoint=entrypoint,
-                host_config=host,
-                labels={naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: role, **self.extra_labels},
-            )
-        except ImageNotFound as e:
-            message = missing_image_message(image, purpose)
-            self.log.error("devdock: %s: %s", failure, message)
-            raise web.HTTPError(503, f"{failure}. {message}") from e
-        try:
-            await self.docker("start", container["Id"])
-            result = await self.docker("wait", container["Id"], timeout=3600)
-            logs = await self.docker("logs", container["Id"], stdout=True, stderr=result.get("StatusCode") != 0)
-            if result.get("StatusCode") != 0:
-                self.log.error("devdock: %s helper failed: %s", role, last_lines(logs))
-                raise web.HTTPError(500, f"{failure}: {last_lines(logs)}")
-        finally:
-            await self.docker("remove_container", container["Id"], force=True)
-        return logs.decode(errors="replace") if isinstance(logs, bytes) else logs
 
     # --- offboarding -------------------------------------------------------------------------
 
@@ -365,9 +342,10 @@ class HomesMixin(LoggingConfigurable):
                 handler.has_scope(f"{scope}!user={self.user.name}") for scope in ("admin:servers", "delete:users")
             )
         erase = may_erase_home(self.named_server_home_removal, self.user.name, self.name or "", requester, admin)
-        return self._delete_forever(erase, requester or "a caller devdock cannot name")
+        return self.delete_forever_part(erase, requester or "a caller devdock cannot name")
 
-    async def _delete_forever(self, erase: bool, requester: str):
+    async def delete_forever_part(self, erase: bool, requester: str) -> None:
+        """The home's part of a deletion (each part of the spawner adds its own through ``super()``, after this)."""
         await self._remove_leftover_container()
         if self.offboarding != "keep":
             await self.resolve_home_volume()
@@ -381,12 +359,6 @@ class HomesMixin(LoggingConfigurable):
                     "then as an admin erases it", ", ".join(self._own_volumes()), self.user.name, self.name,
                     requester, self.named_server_home_removal,
                 )  # fmt: skip
-        if not self.name:
-            for path in self.key_store().delete(self.user.name):
-                self.log.info("devdock: removed the SSH keys of deleted user %s (%s)", self.user.name, path)
-        self.port_allocator.release(self.server_key)
-        self.release_gpus()
-        self.ssh_port, self.ssh_host_key = 0, ""
 
     async def _remove_leftover_container(self) -> None:
         """A stopped container kept for inspection (``keep_failed_containers``) would hold the home volume."""
@@ -436,7 +408,7 @@ class HomesMixin(LoggingConfigurable):
             cap_add=["DAC_READ_SEARCH"],  # read every file of the home; the archive belongs to root
             security_opt=["no-new-privileges:true"],
         )
-        await self._one_shot(
+        await self.devdock_hub.one_shot(
             self.image,
             # --sparse: a sparse file (``truncate -s 15T ~/x``) is archived as its data and its holes (GNU tar finds
             # them with SEEK_HOLE), not read as terabytes of zeros for hours.

@@ -75,7 +75,7 @@ class ProfilesMixin(LoggingConfigurable):
         profiles = visible_profiles(self._profiles(), self._groups())
         if len(profiles) <= 1:
             return ""  # nothing to choose: the hub starts the server straight away
-        allocator = await self.gpu_allocator()
+        allocator = await self.devdock_hub.gpu_allocator()
         key = self.server_key
         chosen = self.user_options.get("profile") if isinstance(self.user_options, dict) else None
         rows = form_rows(profiles, allocator, key, chosen, self.gpu_max_per_user)
@@ -97,7 +97,7 @@ class ProfilesMixin(LoggingConfigurable):
             gpu_total=allocator.total,
             gpu_free=allocator.free(key),
             gpu_kinds=kinds,
-            gpu_scope=self.gpu_scope,
+            gpu_scope=self.devdock_hub.gpu_scope,
         )
 
     @default("options_from_form")

@@ -12,15 +12,14 @@ import socket
 import tarfile
 from urllib.parse import quote
 
-from jupyterhub import orm
+from docker.errors import APIError
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Int, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from . import naming
-from .hubstate import hub_state
-from .naming import SSH_PORT_LABEL, server_key
-from .ports import NoFreePort, PortAllocator, held_ports, host_port_free
+from .naming import SSH_PORT_LABEL
+from .ports import NoFreePort, PortAllocator, port_taken
 from .ssh import KeyStore, fingerprint, key_index
 
 #: The container's SSH port: privileged, bound by the entrypoint (see container.PRIVILEGED_PORTS).
@@ -196,9 +195,14 @@ class SSHMixin(LoggingConfigurable):
         Before handing out an SSH port, check with a local ``bind()`` that no host program listens
         on it. Meaningful when the hub runs on the host; with the hub in a container the check sees
         only the container, so set False there (Docker's own bind error still moves on to the next
-        port). Default: True.
+        port). Default: True for containers; False for Swarm services (``object_type``), whose ports are
+        published on the cluster's nodes, not necessarily where the hub runs.
         """,
     )
+
+    @default("ssh_probe_host_ports")
+    def _default_ssh_probe_host_ports(self):
+        return self.object_type == "container"
 
     ssh_tcp_forwarding = CaselessStrEnum(
         ["no", "local", "remote", "yes"],
@@ -222,35 +226,12 @@ class SSHMixin(LoggingConfigurable):
         return proposal.value
 
     #: The host SSH port of this server (kept in state across stops; 0: none yet).
-    ssh_port = Int(0)
+    ssh_port = Int(0).tag(state="server")
 
     @property
     def port_allocator(self) -> PortAllocator:
-        """One allocator per port range for the whole hub, so every spawner shares its lock."""
-        start, end = self.ssh_port_range
-        allocators = hub_state().port_allocators
-        allocator = allocators.get((start, end))
-        if allocator is None:
-            probe = (lambda port: host_port_free(self.ssh_bind_address, port)) if self.ssh_probe_host_ports else None
-            allocator = allocators[(start, end)] = PortAllocator(start, end, probe)
-            self._seed_ports_from_hub(allocator)
-        return allocator
-
-    def _seed_ports_from_hub(self, allocator: PortAllocator):
-        """Ports of servers that are stopped now live only in the hub database: claim them first."""
-        db = getattr(self.user, "db", None)
-        if db is None:
-            return
-
-        for orm_spawner in db.query(orm.Spawner):
-            port = (orm_spawner.state or {}).get("ssh_port")
-            if port and orm_spawner.user is not None:
-                allocator.remember(server_key(orm_spawner.user.name, orm_spawner.name or ""), int(port))
-
-    @property
-    def server_key(self) -> str:
-        """This server's identity in the hub-wide allocations (GPUs, SSH ports): ``user/server``."""
-        return server_key(self.user.name, self.name or "")
+        """The hub's allocator of this server's port range (one per range for the whole hub)."""
+        return self.devdock_hub.port_allocator(self.ssh_port_range)
 
     @property
     def ssh_connect_host(self) -> str:
@@ -268,13 +249,13 @@ class SSHMixin(LoggingConfigurable):
 
     #: The server's SSH host key (a public key line), read from the container after its start and kept while
     #: stopped (it lives in the home): /hub/ssh shows its fingerprint and known_hosts line.
-    ssh_host_key = Unicode("")
+    ssh_host_key = Unicode("").tag(state="server")
 
     async def read_ssh_host_key(self) -> str:
         """The host public key the server's sshd presents, read through the Docker API ("" if unavailable)."""
         path = f"/home/{self.login_name}/.config/devdock/ssh/ssh_host_ed25519_key.pub"
         try:
-            stream, stat = await self.docker("get_archive", self.container_id, path)
+            stream, stat = await self.docker("get_archive", await self._local_container_id(), path)
             if stat.get("size", 0) > 4096 or not stat.get("mode", 0) & 0o777 or stat.get("linkTarget"):
                 return ""  # not a plain, small key file (the user may have replaced it): show nothing
             data = b"".join(stream)
@@ -288,7 +269,7 @@ class SSHMixin(LoggingConfigurable):
 
     async def allocate_ssh_port(self) -> int:
         """This server's SSH port, with one Docker API call in the steady state (see ports.held_ports)."""
-        held = await self.held_host_ports()
+        held = await self.devdock_hub.held_host_ports()
         try:
             port = self.port_allocator.allocate(self.server_key, held, preferred=self.ssh_port or None)
         except NoFreePort as e:
@@ -298,17 +279,28 @@ class SSHMixin(LoggingConfigurable):
         self.ssh_port = port
         return port
 
-    async def held_host_ports(self) -> dict[int, str | None]:
-        """Host ports in use: {port: owning server key, or None for anything else} (see ports.held_ports)."""
-        return await held_ports(self.docker, SSH_PORT_LABEL, hub_state().foreign_ports)
-
     async def push_ssh_keys(self, keys: list) -> bool:
         """Replace the keys in the running container at once (root-owned file, read by sshd).
 
-        Returns False when the keys could not reach the running server (they apply at its next start).
+        Returns False when the keys could not reach the running server (on Swarm, a container on another node):
+        they apply at its next start, and the SSH page says so.
         """
-        await self.write_authorized_keys(self.container_id, keys)
+        container = await self._local_container_id()
+        if not container:
+            return False
+        try:
+            await self.write_authorized_keys(container, keys)
+        except APIError as e:
+            if e.status_code != 404:
+                raise
+            self.log.info("%s runs out of the hub engine's reach; its new SSH keys apply at its next start",
+                          self._log_name)  # fmt: skip
+            return False
         return True
+
+    async def _local_container_id(self) -> str:
+        """The running server's container on the hub's engine ("" when there is none to reach)."""
+        return self.container_id
 
     async def write_authorized_keys(self, container_id: str, keys: list) -> None:
         """Write ``keys`` as the container's authorized_keys (a tar archive through the Docker API)."""
@@ -327,9 +319,10 @@ class SSHMixin(LoggingConfigurable):
 
     def _legacy_slug_shared(self, username: str) -> bool:
         """Whether another hub user had ``username``'s pre-0.2 slug (then its old key file is nobody's)."""
-        db = getattr(self.user, "db", None)
+        db = self.devdock_hub.db
         if db is None:
             return False
+        from jupyterhub import orm  # the hub's own models; imported here, where a hub runs
 
         legacy = naming.legacy_slug(username)
         return any(u.name != username and naming.legacy_slug(u.name) == legacy for u in db.query(orm.User))
@@ -339,6 +332,11 @@ class SSHMixin(LoggingConfigurable):
         (a course tool, a culler) must not be able to add a key to it, and a key its owner removed must stay
         removed when JupyterHub re-uses the options of an earlier start."""
         return self.key_store().load(self.user.name)
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.ssh_environment())
+        return env
 
     def ssh_environment(self) -> dict:
         """What the image's entrypoint needs to set up sshd for this spawn."""
@@ -353,6 +351,63 @@ class SSHMixin(LoggingConfigurable):
         }
 
     _ssh_keys: list = []
+
+    def ssh_labels(self) -> dict:
+        """The server's SSH port on its container: a restarted hub (and every allocation) sees who holds it."""
+        return {SSH_PORT_LABEL: str(self.ssh_port)} if self.ssh_via_port and self.ssh_port else {}
+
+    def _ssh_progress_message(self) -> str:
+        if not self.ssh_via_port:
+            return f"SSH: ssh {self.ssh_gateway_alias} (through the gateway; your ~/.ssh/config block is on /hub/ssh)"
+        return f"SSH: {self.ssh_command}"
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._forget_stored_ssh_keys()
+
+    def _forget_stored_ssh_keys(self) -> None:
+        """Drop ``ssh_keys`` from the options JupyterHub stored for this server (devdock before 0.2 took keys there).
+
+        JupyterHub re-uses the stored options when a start sends none; keys now come only from ``/hub/ssh``,
+        and a start that sends keys is refused, so stored ones must not make every later start fail.
+        """
+        stored = getattr(self.orm_spawner, "user_options", None)
+        if isinstance(stored, dict) and "ssh_keys" in stored:
+            self.log.info(
+                "Removing ssh_keys from the stored spawn options of %s (keys live on /hub/ssh)", self._log_name
+            )
+            self.orm_spawner.user_options = {k: v for k, v in stored.items() if k != "ssh_keys"}
+            if self.devdock_hub.db is not None:
+                self.devdock_hub.db.commit()
+
+    async def start_object(self):
+        """Start the Docker object; if Docker cannot bind the SSH port after all, move to the next one."""
+        for attempt in range(3):
+            try:
+                return await super().start_object()
+            except APIError as e:
+                message = str(e.explanation or e)
+                if not (self.ssh_via_port and self.ssh_port and port_taken(message)) or attempt == 2:
+                    raise
+                await self.recreate_with_new_ssh_port(message)
+
+    async def recreate_with_new_ssh_port(self, problem: str) -> None:
+        """The engine could not bind the SSH port after all (something outside devdock holds it): never try
+        that port again, take the next one, and make the object again."""
+        self.log.warning("SSH port %s of %s is taken outside devdock: %s", self.ssh_port, self._log_name, problem)
+        self.port_allocator.mark_unusable(self.ssh_port)
+        await self.allocate_ssh_port()
+        await self.recreate_object()
+
+    async def delete_forever_part(self, erase: bool, requester: str) -> None:
+        """The server is deleted for good (its home first): its port goes back to the pool, and with the default
+        server (which goes only with its user) the user's key file goes too."""
+        await super().delete_forever_part(erase, requester)
+        if not self.name:
+            for path in self.key_store().delete(self.user.name):
+                self.log.info("devdock: removed the SSH keys of deleted user %s (%s)", self.user.name, path)
+        self.port_allocator.release(self.server_key)
+        self.ssh_port, self.ssh_host_key = 0, ""
 
 
 def ssh_config_escape(value: str) -> str:

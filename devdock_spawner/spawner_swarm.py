@@ -11,6 +11,19 @@ labels and hardening are DevDockSpawner's. What Swarm changes:
 - The SSH port is published on the task's node (``host``) or on every node (``ingress``).
 - The hub and the proxy must be attached to the users' overlay network (it is created attachable) to
   reach the servers; docs/scale-out.md shows the layout.
+
+The hub-wide half of these changes (services found and removed at reconciliation, the cluster's GPUs and ports, the
+overlay network and its keeper) is :class:`~devdock_spawner.hubwide_swarm.SwarmHub`'s. What the base decides from
+``object_type`` (no host-port probe, no stop before removal, no kept failed object, no home volume made on the hub's
+engine) is not said again here. **The seams this class overrides**, for whoever writes another variant:
+
+- ``object_type``, ``object_id_key``, ``hub_class``: what the Docker objects are, and the hub-wide object's variant;
+- ``_default_pull_policy``: nodes pull (or find) images themselves;
+- ``allocate_gpus``: checks that the cluster can take the GPUs (the scheduler picks them);
+- ``create_object``, ``start_object``, ``remove_object``: a one-task service, waited for and removed with its task;
+- ``get_ip_and_port``, ``_poll_object``, ``_exit_report``: read from the service's newest task;
+- ``get_command``: the image may live on the nodes only;
+- ``ssh_connect_host``, ``_ssh_progress_message``, ``_local_container_id``: where SSH and the keys reach the server.
 """
 
 from __future__ import annotations
@@ -23,11 +36,10 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, List, Unicode, default, validate
 
-from . import gpu as gpus
-from . import metrics, naming, reconcile, swarm
+from . import naming, swarm
 from .container import UnsafeConfiguration, last_lines
-from .hubstate import hub_state
-from .naming import HUB_LABEL, MANAGED_LABEL, OWNER_LABEL
+from .hubwide_swarm import SwarmHub
+from .naming import OWNER_LABEL
 from .spawner import DevDockSpawner
 
 
@@ -36,16 +48,12 @@ class DevDockSwarmSpawner(DevDockSpawner):
 
     object_type = "service"
     object_id_key = "ID"
+    hub_class = SwarmHub
 
     @default("pull_policy")
     def _default_pull_policy(self):
         """``skip``: every node finds (or pulls) the image itself when it runs the task."""
         return "skip"
-
-    @default("ssh_probe_host_ports")
-    def _default_ssh_probe_host_ports(self):
-        """False: SSH ports are published on the cluster's nodes, not necessarily where the hub runs."""
-        return False
 
     # --- settings ----------------------------------------------------------------------------
 
@@ -176,42 +184,19 @@ class DevDockSwarmSpawner(DevDockSpawner):
     # --- state -------------------------------------------------------------------------------
 
     #: Swarm node id of the server's last run: its home lives there when ``swarm_home`` is ``pin``.
-    swarm_node = Unicode()
+    swarm_node = Unicode().tag(state="server")
     #: That node's host name, for users and admins.
-    swarm_node_name = Unicode()
+    swarm_node_name = Unicode().tag(state="server")
     #: Where users SSH to (``host`` publishing): the running task's node.
-    swarm_ssh_host = Unicode()
+    swarm_ssh_host = Unicode().tag(state="run")
 
-    gpu_scope = "in this cluster"
     _gpu_count: int = 0
     _placement: tuple = ()
-
-    def load_state(self, state):
-        super().load_state(state)
-        self.swarm_node = state.get("swarm_node", "")
-        self.swarm_node_name = state.get("swarm_node_name", "")
-        self.swarm_ssh_host = state.get("swarm_ssh_host", "")
-
-    def get_state(self):
-        state = super().get_state()
-        for name in ("swarm_node", "swarm_node_name", "swarm_ssh_host"):
-            if getattr(self, name):
-                state[name] = getattr(self, name)
-        return state
-
-    def clear_state(self):
-        # The node stays known (the home is there); where to SSH to is only true while running.
-        super().clear_state()
-        self.swarm_ssh_host = ""
 
     @property
     def ssh_connect_host(self) -> str:
         """The server's node when SSH is published per node, else ``ssh_host``."""
         return self.swarm_ssh_host if self.ssh_publish_mode == "host" and self.swarm_ssh_host else self.ssh_host
-
-    async def read_ssh_host_key(self) -> str:
-        """The task's container may be on another node, out of the hub engine's reach: not shown on Swarm."""
-        return ""
 
     def _ssh_progress_message(self) -> str:
         if self.ssh_via_port and self.ssh_publish_mode == "host":
@@ -225,54 +210,14 @@ class DevDockSwarmSpawner(DevDockSpawner):
 
     # --- GPUs: the scheduler allots them, devdock checks first and reads back ---------------
 
-    async def _gpu_view(self) -> tuple[dict, dict]:
-        """The cluster's GPUs per node, and which server holds which (two API calls: nodes, tasks)."""
-        nodes = await self.docker("nodes")
-        tasks = await self.docker("tasks", filters={"desired-state": "running"})
-        return swarm.gpus_by_node(nodes, tasks, self.gpu_resource_kind), {t["ID"]: t for t in tasks}
-
-    async def gpu_allocator(self) -> gpus.GPUAllocator:
-        """A snapshot for the spawn form and the gauges: what usable nodes advertise, minus what tasks hold."""
-        view, _ = await self._gpu_view()
-        inventory, held = [], []
-        for entry in view.values():
-            for uuid in entry.ids:
-                inventory.append(
-                    gpus.GPU(index=len(inventory), uuid=uuid, name=f"{self.gpu_resource_kind} on {entry.hostname}")
-                )
-            held.extend(entry.held)
-        allocator = gpus.GPUAllocator(inventory, 1)
-        for uuid in held:
-            allocator.adopt(f"held/{uuid}", [uuid])
-        metrics.update_gpu_gauges(allocator)
-        return allocator
-
     async def allocate_gpus(self, profile) -> list:
-        """Check the profile fits Swarm and that one node has enough free GPUs; the scheduler picks which."""
+        """Check that the cluster can take the profile's GPUs now (one node, within ``gpu_max_per_user``); the
+        scheduler picks the devices when the task starts, and :meth:`_record_placement` reads back which."""
         self._placement = tuple(profile.placement)
-        if profile.gpus == "all" or profile.gpu_ids:
-            raise web.HTTPError(
-                500,
-                f"Profile {profile.slug!r} asks for {'all GPUs' if profile.gpus == 'all' else 'particular GPUs'}, "
-                "which Swarm cannot reserve: on Swarm a profile reserves a number of GPUs, and 'placement' "
-                "chooses the nodes. An admin should change profile_list.",
-            )
-        if profile.mig:
-            raise web.HTTPError(
-                500,
-                f"Profile {profile.slug!r} asks for MIG instances ({profile.mig}), which Swarm cannot reserve: its "
-                "generic resources count whole GPUs. MIG profiles work with the single-engine spawner (devdock). An "
-                "admin should change profile_list.",
-            )
-        self._gpu_count = int(profile.gpus or 0)
         home = await self._check_home_node()
         self.gpu_ids = []
-        if not self._gpu_count:
-            return []
-        view, _ = await self._gpu_view()
-        refusal = swarm.gpu_refusal(view, self._gpu_count, home, self.location)
-        if refusal:
-            raise web.HTTPError(409, refusal)
+        await self.devdock_hub.allocate_gpus(self.server_key, profile, self.gpu_max_per_user, home, self.location)
+        self._gpu_count = int(profile.gpus or 0)
         return []
 
     async def _check_home_node(self) -> str | None:
@@ -321,15 +266,6 @@ class DevDockSwarmSpawner(DevDockSpawner):
             self.log.info("Home volume %s of %s is on this engine's node %s: pinning", home, self._log_name, node_id)
             self.swarm_node, self.swarm_node_name = node_id, info.get("Name", "")
 
-    async def container_settings(self):
-        settings = await super().container_settings()
-        if self._gpu_count:
-            # The NVIDIA runtime reads the scheduler's choice (DOCKER_RESOURCE_<KIND>, its swarm-resource
-            # setting) first; NVIDIA_VISIBLE_DEVICES stays "void", so that a node without that setting gives
-            # the server no GPU rather than all of them.
-            settings.environment["DEVDOCK_GPU_RESOURCE"] = self.gpu_resource_kind
-        return settings
-
     async def get_command(self):
         """DockerSpawner reads the image's CMD on this engine; on Swarm the image may live on the nodes only.
 
@@ -340,74 +276,6 @@ class DevDockSwarmSpawner(DevDockSpawner):
         except ImageNotFound:
             self.log.info("Image %s is not on the hub's engine; starting %s", self.image, self.cmd or "the default")
             return [*(self.cmd or ["jupyterhub-singleuser"]), *self.get_args()]
-
-    # --- network and volumes -----------------------------------------------------------------
-
-    async def ensure_network(self):
-        """An attachable overlay network for users' servers, the hub and the proxy (and its keeper)."""
-        async with hub_state().lock("network"):
-            if self.create_network:
-                await self._ensure_overlay()
-            if self.network_keeper:
-                await self._ensure_network_keeper()
-
-    async def _ensure_overlay(self) -> None:
-        network = None
-        try:
-            network = await self.docker("inspect_network", self.network_name)
-        except APIError as e:
-            if e.status_code != 404:
-                raise
-        if network is None:
-            self.log.info("Creating overlay network %s", self.network_name)
-            await self.docker(
-                "create_network",
-                self.network_name,
-                driver="overlay",
-                attachable=True,
-                check_duplicate=True,
-                options={"encrypted": "true"} if self.network_encrypted else {},
-                labels={MANAGED_LABEL: "true", **self.extra_labels},
-            )
-        elif network.get("Scope") != "swarm":
-            raise web.HTTPError(
-                500,
-                f"The Docker network {self.network_name} is a {network.get('Driver')} network; devdock on "
-                "Swarm needs an overlay network. An admin should remove it or set network_name.",
-            )
-        elif self.network_encrypted and "encrypted" not in (network.get("Options") or {}):
-            self.log.warning("devdock: network_encrypted is on, but %s exists unencrypted", self.network_name)
-
-    async def _ensure_network_keeper(self) -> None:
-        """The global keeper service of the users' network (see ``network_keeper``), once per hub."""
-        name = f"{self.prefix}-network-keeper"
-        if f"keeper:{name}" in hub_state().done:
-            return
-        existing = await self.docker("services", filters={"name": name})
-        if not [s for s in existing if s.get("Spec", {}).get("Name") == name]:
-            # The site's image (not a profile's): every node that runs servers has it.
-            image = await self._image_reference((self._configured or {}).get("image") or self.image)
-            self.log.info("Creating the global service %s on %s", name, self.network_name)
-            spec = swarm.keeper_spec(name, image, self.network_name, self._keeper_labels())
-            await self.docker("create_service", **spec)
-        hub_state().done.add(f"keeper:{name}")
-
-    def _keeper_labels(self) -> dict:
-        return {MANAGED_LABEL: "true", HUB_LABEL: self.hub_id, **self.extra_labels}
-
-    async def ensure_volumes(self):
-        """Nothing up front: the node that runs the task creates the home volume, with devdock's labels.
-
-        ``home_size`` is a single-engine setting (the helper attaches images on the hub's engine): on a Swarm the
-        volume driver bounds homes, or nothing does; the hub says so once.
-        """
-        if self.home_size and "home_size" not in hub_state().done:
-            hub_state().done.add("home_size")
-            self.log.warning(
-                "devdock: home_size (%s) is not applied on a Swarm: homes are bounded by their volume driver "
-                "(volume_driver), or not at all",
-                self.home_size,
-            )
 
     def _volume_options(self) -> dict:
         ns = self.template_namespace()
@@ -421,22 +289,14 @@ class DevDockSwarmSpawner(DevDockSpawner):
 
     # --- the service -------------------------------------------------------------------------
 
-    async def _image_reference(self, image: str) -> str:
-        """``image`` as services get it: its name, or its ID with ``image_by_id``."""
-        if not self.image_by_id:
-            return image
-        try:
-            return (await self.docker("inspect_image", image))["Id"]
-        except ImageNotFound as e:
-            raise web.HTTPError(
-                503,
-                f"The image {image} is not on the hub's engine, so its ID is unknown (image_by_id is on). An "
-                "admin should load it there too, or switch image_by_id off and use a registry.",
-            ) from e
-
     async def create_object(self):
         settings = await self.container_settings()
-        settings.image = await self._image_reference(settings.image)
+        settings.image = await self.devdock_hub.image_reference(settings.image)
+        if self._gpu_count:
+            # The NVIDIA runtime reads the scheduler's choice (DOCKER_RESOURCE_<KIND>, its swarm-resource
+            # setting) first; NVIDIA_VISIBLE_DEVICES stays "void", so that a node without that setting gives
+            # the server no GPU rather than all of them.
+            settings.environment["DEVDOCK_GPU_RESOURCE"] = self.gpu_resource_kind
         options = swarm.SwarmSettings(
             constraints=self._constraints(),
             gpu_kind=self.gpu_resource_kind,
@@ -574,9 +434,6 @@ class DevDockSwarmSpawner(DevDockSpawner):
             return None
         return swarm.task_poll(task)
 
-    async def stop_object(self):
-        """Nothing: removing the service stops its task (with ``stop_grace_seconds``)."""
-
     async def remove_object(self):
         """Remove the service and wait until its task is gone, so that its GPUs and port are free."""
         if not self.object_id:
@@ -607,68 +464,8 @@ class DevDockSwarmSpawner(DevDockSpawner):
 
     # --- SSH -----------------------------------------------------------------------------------
 
-    async def held_host_ports(self) -> dict[int, str | None]:
-        """Every port published in the cluster, from one ``docker service ls``."""
-        return swarm.held_service_ports(await self.docker("services"))
-
-    async def push_ssh_keys(self, keys: list) -> bool:
-        """Put the new keys into the running container when it runs on the hub's engine.
-
-        Docker cannot reach into containers on other nodes: there the keys apply at the next start, and
-        the SSH page says so (False).
-        """
+    async def _local_container_id(self) -> str:
+        """The task's container; the hub's engine reaches it only when it runs there (else a 404: keys apply at the
+        next start, and no host key is shown)."""
         task = await self.get_task()
-        container = (task or {}).get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
-        if not container:
-            return False
-        try:
-            await self.write_authorized_keys(container, keys)
-        except APIError as e:
-            if e.status_code != 404:
-                raise
-            self.log.info("%s runs on another node; its new SSH keys apply at its next start", self._log_name)
-            return False
-        return True
-
-    def _keep_failed_object(self) -> bool:
-        """Never on Swarm: a kept service could still start later and hold GPUs."""
-        if self.keep_failed_containers:
-            self.log.warning("On Swarm the service of a failed start is removed (keep_failed_containers ignored)")
-        return False
-
-    # --- reconciliation ------------------------------------------------------------------------
-
-    async def _find_own_objects(self) -> list:
-        """This hub's services (users' servers only); running means a task of it runs now."""
-        services = await self.docker("services", filters={"label": f"{HUB_LABEL}={self.hub_id}"})
-        tasks = await self.docker("tasks", filters={"label": f"{HUB_LABEL}={self.hub_id}", "desired-state": "running"})
-        live = {
-            t.get("ServiceID") for t in tasks if t.get("Status", {}).get("State") in swarm.STARTING_STATES | {"running"}
-        }
-        found = []
-        for service in services:
-            key = swarm.service_key(service)
-            if key is not None:
-                found.append(
-                    reconcile.Found(
-                        id=service["ID"], name=service["Spec"]["Name"], key=key, running=service["ID"] in live
-                    )
-                )
-        return found
-
-    async def _remove_found(self, found) -> None:
-        try:
-            await self.docker("remove_service", found.id)
-        except APIError as e:
-            if e.status_code != 404:
-                self.log.warning("Could not remove service %s: %s", found.name, e)
-
-    async def start(self):
-        if self.ssh_via_port and self.ssh_bind_address not in ("", "0.0.0.0", "::"):
-            raise web.HTTPError(
-                500,
-                f"ssh_bind_address {self.ssh_bind_address} cannot be honoured on Swarm: published ports listen on "
-                "every address of the server's node (or of every node). An admin should set it to 0.0.0.0 and "
-                "limit access to the SSH port range with the nodes' firewalls.",
-            )
-        return await super().start()
+        return (task or {}).get("Status", {}).get("ContainerStatus", {}).get("ContainerID") or ""

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from . import naming
-from .hubstate import hub_state
 
 log = logging.getLogger("JupyterHub")  # the hub's own log
 
@@ -391,10 +390,13 @@ class KeyIndex:
 def key_index(directory: str) -> KeyIndex:
     """The hub's one index of the key files in ``directory`` (shared by every spawner and the gateway's API)."""
     directory = os.path.abspath(directory)
-    indexes = hub_state().ssh_key_indexes
-    if directory not in indexes:
-        indexes[directory] = KeyIndex(KeyStore(directory))
-    return indexes[directory]
+    if directory not in _KEY_INDEXES:
+        _KEY_INDEXES[directory] = KeyIndex(KeyStore(directory))
+    return _KEY_INDEXES[directory]
+
+
+#: The hub process's key indexes, by key folder (one in practice: ``ssh_keys_dir``).
+_KEY_INDEXES: dict[str, KeyIndex] = {}
 
 
 def checked_username(username: str) -> str:

@@ -270,6 +270,19 @@ def task_gpu_count(task: dict, kind: str) -> int:
     return count
 
 
+def owner_held_gpus(tasks: list[dict], kind: str, key: str) -> int:
+    """How many GPUs of ``kind`` the other servers of ``key``'s owner hold, from the cluster's running tasks."""
+    owner = key.rpartition("/")[0]
+    held = 0
+    for task in tasks:
+        if task.get("DesiredState") not in ("running", "ready", None):
+            continue
+        other = server_key_from_labels(task.get("Spec", {}).get("ContainerSpec", {}).get("Labels"))
+        if other is not None and other != key and other.rpartition("/")[0] == owner:
+            held += task_gpu_count(task, kind)
+    return held
+
+
 @dataclass
 class NodeGPUs:
     node_id: str

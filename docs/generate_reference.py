@@ -61,7 +61,8 @@ def render() -> str:
     mixins = tuple(
         f"devdock_spawner.{m.__module__.rsplit('.', 1)[-1]}"
         for m in DevDockSpawner.__mro__
-        if m.__module__.startswith("devdock_spawner.spawner") and m.__module__ != "devdock_spawner.spawner_swarm"
+        if (m.__module__.startswith("devdock_spawner.spawner") or m.__module__ == "devdock_spawner.hubwide")
+        and m.__module__ != "devdock_spawner.spawner_swarm"
     )
     lines += _section(DevDockSpawner, DockerSpawner, mixins)
     lines += [

@@ -54,4 +54,5 @@ def make(spawner_class, config=None, username="ana", server="", **answers):
     spawner = spawner_class(user=user, orm_spawner=orm_spawner, config=config or Config())
     answers.setdefault("inspect_volume", api_error(404))  # no home from before a move to Swarm
     spawner.docker = ScriptedDocker(**answers)
+    spawner.devdock_hub.docker = spawner.docker  # the hub-wide object's calls go to the same engine
     return spawner

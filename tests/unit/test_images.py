@@ -65,7 +65,7 @@ def test_home_helper_image_missing_is_a_503_with_the_sentence_not_an_unhandled_e
     )
     with pytest.raises(web.HTTPError) as raised:
         asyncio.run(
-            spawner._one_shot(
+            spawner.devdock_hub.one_shot(
                 "devdock/hub:latest",
                 ["devdock-home-image", "attach"],
                 {},
@@ -92,7 +92,8 @@ def test_home_helper_runs_when_its_image_is_there():
         logs=b'{"device": "/dev/loop3", "created": true, "size": 1}\n',
         remove_container=None,
     )
-    out = asyncio.run(spawner._one_shot("devdock/hub:latest", ["true"], {}, "home-image", "failed", "it helps"))
+    helper = spawner.devdock_hub.one_shot("devdock/hub:latest", ["true"], {}, "home-image", "failed", "it helps")
+    out = asyncio.run(helper)
     assert '"created": true' in out
     assert spawner.docker.calls == ["create_container", "start", "wait", "logs", "remove_container"]
 

@@ -8,7 +8,6 @@ import pytest
 from traitlets.config import Config
 
 from devdock_spawner import DevDockSpawner
-from devdock_spawner.hubstate import hub_state
 
 
 def make_spawner(username="alice", server="", config=None) -> DevDockSpawner:
@@ -116,7 +115,7 @@ def test_profile_overrides_never_leak_into_the_next_spawn():
 )
 def test_desktop_starts_early_unless_switched_off_or_many_servers_start(prestart, starting, expected, monkeypatch):
     spawner = make_spawner(config=Config({"DevDockSpawner": {"desktop_prestart": prestart}}))
-    monkeypatch.setattr(hub_state(), "starting", starting)
+    monkeypatch.setattr(spawner.devdock_hub, "starting", starting)
     assert spawner._prestart_desktop() is (expected == "1")
 
 
