@@ -23,13 +23,13 @@ import glob
 import json
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from tornado.ioloop import PeriodicCallback
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _seconds(name: str, default: float = 0) -> float:
@@ -37,6 +37,23 @@ def _seconds(name: str, default: float = 0) -> float:
         return float(os.environ.get(name, default))
     except ValueError:
         return default
+
+
+def stop_time(
+    last_activity: datetime, started: datetime, idle_timeout: float, max_age: float
+) -> tuple[datetime, str] | None:
+    """When the culler will stop this server, and why (``"idle"`` or ``"age"``); None: never.
+
+    The culler's own rule (devdock_spawner/culler.py, ``decide``) stops a server once it has been inactive for
+    ``idle_timeout`` seconds or has run for ``max_age``, 0 meaning no such limit; at a tie the age is named, as the
+    culler names it. tests/unit/test_image_contract.py holds the two to the same answers.
+    """
+    candidates = []
+    if idle_timeout:
+        candidates.append((last_activity + timedelta(seconds=idle_timeout), "idle"))
+    if max_age:
+        candidates.append((started + timedelta(seconds=max_age), "age"))
+    return min(candidates) if candidates else None
 
 
 def ssh_sessions(proc: str = "/proc") -> int:
@@ -186,12 +203,7 @@ class IdleWatch:
         last = self.app.web_app.last_activity()
         sources = self.sources()
         last_source = max(sources, key=sources.get) if sources else ""
-        started = self.settings.get("started", now)
-        candidates = []
-        if self.idle_timeout:
-            candidates.append((last + timedelta(seconds=self.idle_timeout), "idle"))
-        if self.max_age:
-            candidates.append((started + timedelta(seconds=self.max_age), "age"))
+        stop = stop_time(last, self.settings.get("started", now), self.idle_timeout, self.max_age)
         base = {
             "last_activity": last.isoformat(),
             "last_activity_source": last_source,
@@ -212,9 +224,9 @@ class IdleWatch:
             notices.append(full)
         if notices:
             base["notice"] = " ".join(notices)
-        if not candidates:
+        if stop is None:
             return {**base, "stops_at": None, "warning": None}
-        stops_at, why = min(candidates)
+        stops_at, why = stop
         remaining = (stops_at - now).total_seconds()
         warning = None
         if remaining <= self.warning:
@@ -243,7 +255,8 @@ class IdleWatch:
             if warning and display not in self.notified:
                 result = await asyncio.to_thread(
                     subprocess.run,
-                    ["notify-send", "--print-id", "--urgency=critical", "--expire-time=0", "Your server is idle", warning],
+                    ["notify-send", "--print-id", "--urgency=critical", "--expire-time=0",
+                     "Your server is idle", warning],
                     env=env, capture_output=True, text=True, timeout=10,
                 )  # fmt: skip
                 if result.returncode == 0:

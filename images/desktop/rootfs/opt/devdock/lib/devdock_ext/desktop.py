@@ -41,7 +41,8 @@ PAGE = """<!doctype html>
   <div id="top-bar">
     <span id="logo">devdock</span>
     <span id="status-container"><span id="status-label">Status:</span> <span id="status">Connecting...</span></span>
-    <a id="clipboard-button" href="#" title="The desktop's clipboard, for browsers without clipboard access">Remote Clipboard</a>
+    <a id="clipboard-button" href="#"
+       title="The desktop's clipboard, for browsers without clipboard access">Remote Clipboard</a>
     <span id="clipboard-mode"></span>
     {audio_note}
     {hub_link}
