@@ -42,6 +42,7 @@ _ENTRYPOINT = "/opt/devdock/bin/devdock-entrypoint"
 _USER_START = "/opt/devdock/bin/devdock-user-start"
 _EXT = "/opt/devdock/lib/devdock_ext/__init__.py"
 _GET_ENV = "devdock_spawner/spawner.py: DevDockSpawner.get_env"
+_HOMES_ENV = "devdock_spawner/spawner_homes.py: HomesMixin.get_env"
 _SSH_ENV = "devdock_spawner/spawner_ssh.py: SSHMixin.ssh_environment"
 _CULL_ENV = "devdock_spawner/spawner_culling.py: CullingMixin.cull_environment"
 _DESKTOP_ENV = "devdock_spawner/spawner_desktop.py: DesktopMixin.desktop_environment"
@@ -60,13 +61,13 @@ SPAWNER_TO_IMAGE: tuple[Variable, ...] = (
         "DEVDOCK_UID",
         "The account's uid and gid (`login_uid`; at least `MIN_UID`, 1000).",
         (_GET_ENV,),
-        (_ENTRYPOINT,),
+        (_ENTRYPOINT, "/opt/devdock/lib/devdock-contract.sh"),
     ),
     Variable(
         "DEVDOCK_HOME_SIZE",
         "The home's size limit in bytes (`home_size`); set only when the home has one. The server says when the "
         "home is (nearly) full.",
-        (_GET_ENV,),
+        (_HOMES_ENV,),
         (_EXT,),
     ),
     # SSH
@@ -131,7 +132,7 @@ SPAWNER_TO_IMAGE: tuple[Variable, ...] = (
         "DEVDOCK_DESKTOP_PRESTART",
         "`1`: start the desktop with the server (`desktop_prestart`, unless many servers start at once); `0`: "
         "when first opened.",
-        (_GET_ENV,),
+        (_DESKTOP_ENV,),
         (_USER_START,),
     ),
     Variable(
@@ -174,7 +175,7 @@ SPAWNER_TO_IMAGE: tuple[Variable, ...] = (
         "DEVDOCK_GPU_RESOURCE",
         "On Swarm, the generic resource kind the server's GPUs were scheduled as (`gpu_resource_kind`); set only "
         "when it asked for GPUs. For the server's own tools: no file of the image reads it.",
-        ("devdock_spawner/spawner_swarm.py: DevDockSwarmSpawner.container_settings",),
+        ("devdock_spawner/spawner_swarm.py: DevDockSwarmSpawner.create_object",),
         (),
     ),
 )
