@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from docker.types import DeviceRequest
 
-from .naming import GPU_LABEL, MANAGED_LABEL, ROLE_LABEL, server_key_from_labels
+from .naming import GPU_LABEL, server_key_from_labels
 
 MODES = ("nvidia", "cdi", "devices")
 #: The kind of a whole GPU; a MIG instance's kind is its profile ("1g.18gb").
@@ -473,25 +473,3 @@ PROBE_COMMAND = ["sh", "-c", f"nvidia-smi -L && echo '{PROBE_SEPARATOR}' && {' '
 def parse_probe(output: str) -> list[GPU]:
     listed, _, queried = output.partition(PROBE_SEPARATOR)
     return merge_inventory(parse_nvidia_smi_list(listed), parse_nvidia_smi(queried))
-
-
-def probe_inventory(client, image: str) -> list[GPU]:
-    """Run ``nvidia-smi`` once in a throw-away container with every GPU (blocking; call in an executor)."""
-    container = client.create_container(
-        image,
-        command=PROBE_COMMAND,
-        entrypoint=[],
-        host_config=client.create_host_config(
-            device_requests=[DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu", "utility"]])],
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            network_mode="none",
-        ),
-        labels={MANAGED_LABEL: "true", ROLE_LABEL: "gpu-probe"},
-    )
-    try:
-        client.start(container)
-        client.wait(container, timeout=60)
-        return parse_probe(client.logs(container, stdout=True, stderr=False).decode(errors="replace"))
-    finally:
-        client.remove_container(container, force=True)

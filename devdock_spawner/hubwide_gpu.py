@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 
+from docker.types import DeviceRequest
 from tornado import web
 
 from . import gpu as gpus
@@ -55,12 +56,31 @@ class GPUWatch:
             return inventory
         if settings.gpu_discovery and support["nvidia_runtime"]:
             try:
-                return await asyncio.wrap_future(
-                    self.executor.submit(gpus.probe_inventory, self.client, settings.image)
-                )
+                return await self._probe_inventory()
             except Exception as e:  # noqa: BLE001 - a failed probe means "no GPUs", said loudly
                 self.log.error("devdock: GPU discovery with nvidia-smi failed: %s", e)
         return []
+
+    async def _probe_inventory(self) -> list[gpus.GPU]:
+        """Run ``nvidia-smi`` once in a throw-away container of the site's image with every GPU."""
+        host = self.client.create_host_config(
+            device_requests=[DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu", "utility"]])],
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            network_mode="none",
+        )
+        labels = {naming.MANAGED_LABEL: "true", naming.ROLE_LABEL: "gpu-probe"}
+        container = await self.docker(
+            "create_container", self.settings.image, command=gpus.PROBE_COMMAND, entrypoint=[], host_config=host,
+            labels=labels,
+        )  # fmt: skip
+        try:
+            await self.docker("start", container)
+            await self.docker("wait", container, timeout=60)
+            logs = await self.docker("logs", container, stdout=True, stderr=False)
+            return gpus.parse_probe(logs.decode(errors="replace"))
+        finally:
+            await self.docker("remove_container", container, force=True)
 
     async def _build_gpu_allocator(self) -> gpus.GPUAllocator:
         support = gpus.engine_gpu_support(await self.docker("info"))

@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .desktop import desktop_setting_problem
 from .gpu import MIG_PROFILE, WHOLE
-from .spawner_desktop import desktop_setting_problem
 from .swarm import check_constraint
 
 #: Spawner settings a profile may override (each spawn starts again from the site's configuration).
