@@ -41,6 +41,7 @@ install_ca_certs() {
 use_apt_mirror() {
     [ -n "${APT_MIRROR:-}" ] || return 0
     root=${APT_ROOT:-}
+    # shellcheck source=/dev/null # the image's own file
     id=$(. "$root/etc/os-release" && echo "${ID:-debian}")
     for f in "$root"/etc/apt/sources.list "$root"/etc/apt/sources.list.d/*.list "$root"/etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
@@ -55,6 +56,7 @@ use_apt_mirror() {
 # A debootstrapped base lists only "<suite> main": make sure there are sources at all, and on Debian
 # that security and point-release updates are among them.
 ensure_apt_sources() {
+    # shellcheck source=/dev/null # the image's own file
     . /etc/os-release
     if [ ! -s /etc/apt/sources.list ] && ! ls /etc/apt/sources.list.d/* >/dev/null 2>&1; then
         echo "deb http://deb.debian.org/debian $VERSION_CODENAME main" > /etc/apt/sources.list

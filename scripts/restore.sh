@@ -73,6 +73,7 @@ while IFS=$'\t' read -r volume labels limit images; do
         link="$images/$volume.dev"
         [ ! -e "$images/$volume.img" ] || { log "home $volume: $images/$volume.img exists already: remove it first"; exit 1; }
         home_image attach "$images/$volume.img" "$limit" "$link" new
+        # shellcheck disable=SC2054 # the commas separate mount options inside one word, not array elements
         args+=(--driver local --opt type=ext4 --opt "device=$link" --opt o=nosuid,nodev,noinit_itable,discard)
     fi
     docker volume create "${args[@]}" "$volume" >/dev/null

@@ -7,12 +7,13 @@
 # 2. the local base image (pulled, or made with debootstrap when no registry answers) and devdock's
 #    images, built with layer reuse (scripts/build-images.sh)
 # 3. configurable-http-proxy (npm, the version pinned below), Debian's Chromium, an OpenSSH client and the
-#    other tools the tests run (Python's venv module, git, procps, rsync, util-linux, Caddy, gcc)
+#    other tools the tests run (Python's venv module, git, procps, rsync, util-linux, Caddy, gcc) and shellcheck
 # 4. a virtualenv (.venv) with devdock and its test extra
-# 5. lint (ruff, the same hooks pre-commit runs), then pytest -v (modules side by side, pytest-xdist) over the unit, integration, e2e, compose,
-#    swarm and fresh tiers (the swarm tier makes its own swarm on the engine and a second engine in a container; the
-#    fresh tier runs the README's scripts/up.sh and docker compose from a clean clone of HEAD on a second dockerd of its
-#    own, tests/fresh/engine.sh, that holds only what those commands built; tests/README.md).
+# 5. lint (scripts/lint.sh: ruff and shellcheck, the same hooks pre-commit runs), then pytest -v (modules side by
+#    side, pytest-xdist) over the unit, integration, e2e, compose, swarm and fresh tiers (the swarm tier makes its
+#    own swarm on the engine and a second engine in a container; the fresh tier runs the README's scripts/up.sh and
+#    docker compose from a clean clone of HEAD on a second dockerd of its own, tests/fresh/engine.sh, that holds only
+#    what those commands built; tests/README.md).
 # Nothing is skipped: a missing engine, image or browser fails the run.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ need_apt=()
 if ! command -v chromium >/dev/null; then
     # Ubuntu's chromium package is only a way to install the snap, which does not run in containers or CI: there,
     # install Chromium another way and point DEVDOCK_CHROMIUM at it (docs/deployment.md, supported hosts).
+    # shellcheck source=/dev/null # the host's own file
     if [ "$(. /etc/os-release && echo "${ID:-}")" = ubuntu ] && [ ! -x "${DEVDOCK_CHROMIUM:-/usr/bin/chromium}" ]; then
         log "Ubuntu has no chromium .deb (only the snap): install Chromium and set DEVDOCK_CHROMIUM=/path/to/chromium"
         exit 1
@@ -43,6 +45,7 @@ command -v rsync >/dev/null || need_apt+=(rsync)  # rsync through the SSH gatewa
 command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v gcc >/dev/null || need_apt+=(gcc)  # a stand-in libcuda.so.1 for the GPU image's tests (no libc needed)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)  # scripts/lint.sh
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     apt-get update -qq
@@ -66,8 +69,7 @@ log "python environment"
 .venv/bin/python -c "import devdock_spawner" # fails loudly if the install did not work
 
 log "lint"
-.venv/bin/ruff check devdock_spawner tests benchmarks docs examples jupyterhub_config.py
-.venv/bin/ruff format --check devdock_spawner tests benchmarks docs examples jupyterhub_config.py
+scripts/lint.sh
 
 log "pytest"
 mkdir -p artifacts

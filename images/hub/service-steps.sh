@@ -63,4 +63,5 @@ step_python_app() {
     "$2/bin/python" -m compileall -q -j 0 "$2/lib" >/dev/null || true
 }
 
+# shellcheck source=images/build.sh # beside this script in the image (/opt/devdock/build)
 . "$(dirname "$0")/build.sh"

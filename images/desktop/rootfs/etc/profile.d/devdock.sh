@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # devdock: one environment everywhere (JupyterLab terminals, notebooks, the desktop, SSH).
 # Debian's /etc/profile sets a PATH of its own for login shells (an interactive SSH session); put the server's
 # back, which devdock-user-start handed to sshd as DEVDOCK_PATH.
