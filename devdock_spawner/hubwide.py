@@ -85,7 +85,9 @@ class DevDockHub(GPUWatch, LoggingConfigurable):
         self._config_object = spawner.config  # kept, so that the registry's id() of it stays unique
         self.settings = SimpleNamespace(**{name: getattr(spawner, name) for name in self.settings_names})
         self.config_for_guarantees = spawner.config
-        self.client = spawner.client
+        # DockerSpawner's client (one per spawner class, from the site's connection settings), made at the first
+        # Docker call: a hub must start, and keep its servers, while the engine does not answer.
+        self._client, self._client_of = None, spawner
         #: the hub's database session (JupyterHub gives every user object the same one; None outside a hub)
         self.db = getattr(spawner.user, "db", None)
         self.executor = ThreadPoolExecutor(max(1, self.settings.docker_workers), thread_name_prefix="devdock-docker")
@@ -114,6 +116,12 @@ class DevDockHub(GPUWatch, LoggingConfigurable):
         missing = missing_guarantees(spawner.config)
         if missing:
             self.log.warning("%s", log_text(missing))
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client, self._client_of = self._client_of.client, None
+        return self._client
 
     # --- lifecycle ---------------------------------------------------------------------------
 
