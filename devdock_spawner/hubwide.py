@@ -329,6 +329,15 @@ class DevDockHub(GPUWatch, LoggingConfigurable):
             if (s.state or {}).get("ssh_port") and s.user is not None
         ]
 
+    def legacy_slug_shared(self, username: str) -> bool:
+        """Whether another hub user had ``username``'s pre-0.2 slug (then the old key file of that slug is nobody's)."""
+        if self.db is None:
+            return False
+        from jupyterhub import orm
+
+        legacy = naming.legacy_slug(username)
+        return any(u.name != username and naming.legacy_slug(u.name) == legacy for u in self.db.query(orm.User))
+
     async def held_host_ports(self) -> dict[int, str | None]:
         """Host ports in use: {port: owning server key, or None for anything else} (see ports.held_ports)."""
         return await held_ports(self.docker, naming.SSH_PORT_LABEL, self._foreign_ports)

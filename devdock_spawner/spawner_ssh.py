@@ -17,7 +17,6 @@ from tornado import web
 from traitlets import Bool, CaselessStrEnum, Int, Tuple, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from . import naming
 from .naming import SSH_PORT_LABEL
 from .ports import NoFreePort, PortAllocator, port_taken
 from .ssh import KeyStore, fingerprint, key_index
@@ -319,13 +318,7 @@ class SSHMixin(LoggingConfigurable):
 
     def _legacy_slug_shared(self, username: str) -> bool:
         """Whether another hub user had ``username``'s pre-0.2 slug (then its old key file is nobody's)."""
-        db = self.devdock_hub.db
-        if db is None:
-            return False
-        from jupyterhub import orm  # the hub's own models; imported here, where a hub runs
-
-        legacy = naming.legacy_slug(username)
-        return any(u.name != username and naming.legacy_slug(u.name) == legacy for u in db.query(orm.User))
+        return self.devdock_hub.legacy_slug_shared(username)
 
     def ssh_keys_for_spawn(self) -> list:
         """The keys the user keeps on the hub. Never from ``user_options``: whoever may only start a server
