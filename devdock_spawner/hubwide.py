@@ -33,6 +33,7 @@ from . import cloud_metadata, metrics, naming, reconcile, usage
 from .container import last_lines, network_spec
 from .guarantees import log_text, missing_guarantees
 from .hubwide_gpu import GPUWatch
+from .hubwide_homes import HomeHelper
 from .images import missing_image_message
 from .ports import PortAllocator, held_ports, host_port_free
 
@@ -52,7 +53,7 @@ def forget_all() -> None:
     _hubs.clear()
 
 
-class DevDockHub(GPUWatch, LoggingConfigurable):
+class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
     """Everything one hub does once for all its servers, on one Docker engine."""
 
     #: The Docker objects users' servers are (DockerSpawner's ``object_type``).
@@ -112,6 +113,7 @@ class DevDockHub(GPUWatch, LoggingConfigurable):
         self._port_allocators: dict = {}
         self._foreign_ports: dict = {}
         self._init_gpu_watch()
+        self._init_home_helper()
         atexit.register(self.stop)
         missing = missing_guarantees(spawner.config)
         if missing:

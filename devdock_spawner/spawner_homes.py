@@ -8,7 +8,6 @@ naming is found again by its labels, and offboarding removes (or archives) it wi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -139,9 +138,10 @@ class HomesMixin(LoggingConfigurable):
         "devdock/hub:latest",
         config=True,
         help="""
-        Image of the one-shot helper that makes, attaches and removes home images (``home_size``): it runs
-        ``devdock-home-image`` (``devdock_spawner.homeimage``) with ``mkfs.ext4``, ``debugfs`` and ``losetup``
-        (devdock's hub image has them), without network, with the loop devices and no capability but ``MKNOD``.
+        Image of the helper that makes, attaches and removes home images (``home_size``): one container of it per
+        hub stays running (``<prefix>-home-helper-<hub_id>-...``) and runs ``devdock-home-image``
+        (``devdock_spawner.homeimage``) with ``mkfs.ext4``, ``debugfs`` and ``losetup`` (devdock's hub image has
+        them) for each step, without network, with the loop devices and no capability but ``MKNOD``.
         """,
     )
 
@@ -265,23 +265,13 @@ class HomesMixin(LoggingConfigurable):
             await self.home_image_step("release", self._home_image_path(self.home_volume, ".dev"))
 
     async def home_image_step(self, *args: str) -> dict:
-        """One ``devdock_spawner.homeimage`` command in a one-shot helper container; its JSON answer."""
-        host = self.client.create_host_config(
-            binds={self.home_images_dir: {"bind": self.home_images_dir, "mode": "rw"}},
-            network_mode="none",
-            cap_drop=["ALL"],
-            cap_add=["MKNOD"],  # the node of the free loop device, in the helper's own /dev
-            devices=["/dev/loop-control:/dev/loop-control:rwm"],
-            device_cgroup_rules=[f"b {homeimage.LOOP_MAJOR}:* rwm"],
-            security_opt=["no-new-privileges:true"],
-            read_only=True,
-        )
-        out = await self.devdock_hub.one_shot(
-            self.home_helper_image, ["devdock-home-image", *args], host, "home-image",
+        """One ``devdock_spawner.homeimage`` command in the hub's resident home helper; its JSON answer."""
+        return await self.devdock_hub.home_image_step(
+            self.home_helper_image,
+            self.home_images_dir,
+            list(args),
             f"The home of {self.user.name} could not be prepared",
-            "it makes, attaches and removes the homes with a size limit (home_size)",
-        )  # fmt: skip
-        return json.loads(out.strip().splitlines()[-1])
+        )
 
     # --- offboarding -------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import asyncio
 from types import SimpleNamespace
 
 import pytest
+from docker.errors import ImageNotFound
 from tornado import web
 from traitlets.config import Config
 
@@ -139,3 +140,64 @@ class _Db:
 
     def filter(self, *_args):
         return self.running
+
+
+# --- the resident home helper (homes with a size limit) ---------------------------------------------------------
+
+
+def _helper_answers(**answers):
+    base = {
+        "inspect_image": {"Id": "sha256:new"},
+        "inspect_container": fake_docker.api_error(404),
+        "create_container": {"Id": "helper-1"},
+        "start": None,
+        "exec_create": {"Id": "exec-1"},
+        "exec_start": (b'{"device": "/dev/loop7", "created": true, "size": 1}\n', b""),
+        "exec_inspect": {"ExitCode": 0},
+    }
+    return {**base, **answers}
+
+
+async def test_home_steps_run_in_one_resident_helper_made_once():
+    spawner = fake_docker.make(DevDockSpawner, **_helper_answers())
+    hub = spawner.devdock_hub
+    first = await hub.home_image_step("devdock/hub:latest", "/var/lib/devdock/homes", ["attach", "x"], "failed")
+    second = await hub.home_image_step("devdock/hub:latest", "/var/lib/devdock/homes", ["release", "x"], "failed")
+    assert first["device"] == second["device"] == "/dev/loop7"
+    assert spawner.docker.calls == [
+        "inspect_image", "inspect_container", "create_container", "start",
+        "exec_create", "exec_start", "exec_inspect", "exec_create", "exec_start", "exec_inspect",
+    ]  # fmt: skip
+
+
+async def test_a_running_home_helper_of_the_same_image_is_used_and_an_older_one_replaced():
+    same = {"Id": "helper-0", "Image": "sha256:new", "State": {"Running": True}}
+    spawner = fake_docker.make(DevDockSpawner, **_helper_answers(inspect_container=same))
+    await spawner.devdock_hub.home_image_step("devdock/hub:latest", "/h", ["attach", "x"], "failed")
+    assert "create_container" not in spawner.docker.calls
+    older = {"Id": "helper-0", "Image": "sha256:old", "State": {"Running": True}}
+    spawner = fake_docker.make(DevDockSpawner, **_helper_answers(inspect_container=older, remove_container=None))
+    await spawner.devdock_hub.home_image_step("devdock/hub:latest", "/h", ["attach", "x"], "failed")
+    assert spawner.docker.calls[:4] == ["inspect_image", "inspect_container", "remove_container", "create_container"]
+
+
+async def test_a_home_helper_that_vanished_is_made_again_and_the_step_still_runs():
+    gone = fake_docker.in_turn(fake_docker.api_error(409, "container is not running"), {"Id": "exec-2"})
+    spawner = fake_docker.make(DevDockSpawner, **_helper_answers(exec_create=gone))
+    out = await spawner.devdock_hub.home_image_step("devdock/hub:latest", "/h", ["attach", "x"], "failed")
+    assert out["created"] is True
+    assert spawner.docker.calls.count("create_container") == 2
+
+
+async def test_a_failed_home_step_is_a_500_with_the_helpers_words_and_a_missing_image_a_503_naming_it():
+    failing = fake_docker.make(DevDockSpawner, **_helper_answers(exec_start=(b"", b"losetup: no free device\n"),
+                                                                 exec_inspect={"ExitCode": 1}))  # fmt: skip
+    with pytest.raises(web.HTTPError) as e:
+        await failing.devdock_hub.home_image_step("devdock/hub:latest", "/h", ["attach", "x"], "The home failed")
+    assert e.value.status_code == 500 and e.value.log_message == "The home failed: losetup: no free device"
+    missing = fake_docker.make(DevDockSpawner, **_helper_answers(inspect_image=ImageNotFound("No such image")))
+    with pytest.raises(web.HTTPError) as e:
+        await missing.devdock_hub.home_image_step("devdock/hub:latest", "/h", ["attach", "x"], "The home failed")
+    assert e.value.status_code == 503
+    assert "The image devdock/hub:latest is not available on this server" in e.value.log_message
+    assert "create_container" not in missing.docker.calls
