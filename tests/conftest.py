@@ -37,30 +37,46 @@ class HubFactory:
     """``make_hub(**config)``: a started :class:`tests.harness.Hub` with these settings (``Hub``'s own keyword
     arguments: ``extra_config``, ``subdomains``, ``host``, ``DEVDOCK_*=`` environment...), with its data in a new
     temporary folder named ``name`` (or in ``data_dir``); ``start=False`` leaves it to the test to start, for a
-    test that prepares something with the hub's settings first. Every hub it made is stopped when its scope ends
+    test that prepares something with the hub's settings first. ``defaults``: settings of every hub it makes, unless
+    given (the browser tier's: the shipped ``desktop_prestart``). Every hub it made is stopped when its scope ends
     (a stopped one stays stopped), and a failing test gets the log of each (``pytest_runtest_makereport``)."""
 
-    def __init__(self, client, tmp_path_factory):
-        self.client, self.tmp_path_factory = client, tmp_path_factory
+    def __init__(self, client, tmp_path_factory, **defaults):
+        self.client, self.tmp_path_factory, self.defaults = client, tmp_path_factory, defaults
         self.hubs: list[harness.Hub] = []
 
     def __call__(self, name: str = "hub", *, data_dir: Path | None = None, start: bool = True, **config) -> harness.Hub:
-        hub = harness.Hub(self.client, data_dir or self.tmp_path_factory.mktemp(name), **config)
+        hub = harness.Hub(self.client, data_dir or self.tmp_path_factory.mktemp(name), **{**self.defaults, **config})
         self.hubs.append(hub)
         if start:
             hub.start()
         return hub
 
     def stop_all(self) -> None:
+        """Stop every hub, then remove the servers they left running (a hub that stops leaves its users' containers
+        running, as in production: here nothing needs them after the module, and each idle desktop left would
+        share the run's two cores and its memory with every later module until the run ends)."""
         for hub in reversed(self.hubs):
             hub.stop()
+        hub_ids = {hub.env["DEVDOCK_HUB_ID"] for hub in self.hubs}
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"{harness.RUN_LABEL}={harness.RUN_ID}"}
+        ):
+            if container.labels.get("io.devdock.hub") in hub_ids:
+                container.remove(force=True)
 
 
 @pytest.fixture(scope="module")
-def make_hub(docker_client, tmp_path_factory):
+def hub_defaults() -> dict:
+    """Settings of every hub ``make_hub`` makes in a module, unless given (a tier's conftest may set its own)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def make_hub(docker_client, tmp_path_factory, hub_defaults):
     """A module's hubs (see :class:`HubFactory`): module scope, because pytest-xdist keeps a module whole on one
     worker, so a module's tests share its hubs and the hubs stop when the module ends."""
-    factory = HubFactory(docker_client, tmp_path_factory)
+    factory = HubFactory(docker_client, tmp_path_factory, **hub_defaults)
     try:
         yield factory
     finally:
@@ -126,8 +142,11 @@ def pytest_collection_modifyitems(config, items):
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist, each module runs whole on one worker, in order, with its own hub; the compose tier (one
     stack with a fixed project name), the swarm tier (the engine's one swarm) and the fresh tier (its own engine)
-    each run whole on one worker."""
+    each run whole on one worker; the scopes start in the collection's order (LONGEST_FIRST)."""
     from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the tests
+
+    # xdist orders the scopes by their number of tests unless told not to: LONGEST_FIRST's order is kept instead.
+    config.option.loadscopereorder = False
 
     class TierScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -98,13 +98,22 @@ class Hub:
         subdomains: bool = False,
         host: str = "127.0.0.1",
         command_prefix: list[str] | None = None,
+        desktop_prestart: bool = False,
         **env_overrides: str,
     ):
         """``host``: the address the hub and the proxy's API listen on (loopback unless the hub runs in
-        another network namespace); ``command_prefix``: what runs the hub, e.g. ``nsenter -t PID -n``."""
+        another network namespace); ``command_prefix``: what runs the hub, e.g. ``nsenter -t PID -n``.
+
+        ``desktop_prestart``: the shipped default starts each server's desktop (TigerVNC and the XFCE session) with
+        the server; that costs a start 5.5 CPU seconds instead of 1.8 (measured on the suite's 2-core machine), and
+        most tests never open the desktop. So the harness's hubs start it when it is first opened, the path a burst
+        of starts takes too (``desktop_prestart_max_spawns``); the desktop tests and the browser tier ask for the
+        shipped default. A hub from a ``config`` of its own (a site's, an older release's) gets nothing added."""
         self.client = client
         self.data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        if not (desktop_prestart or config):
+            extra_config = "c.DevDockSpawner.desktop_prestart = False\n" + extra_config
         self.config = config or ROOT / "jupyterhub_config.py"
         if extra_config:
             # The shipped config, then the test's additions (a real config file, loaded the real way).

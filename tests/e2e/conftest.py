@@ -7,6 +7,13 @@ import pytest
 from tests import harness
 
 
+@pytest.fixture(scope="module")
+def hub_defaults() -> dict:
+    """The browser tier shows what people meet: each server's desktop starts with it, as shipped (the harness's
+    hubs elsewhere start it when it is first opened: tests.harness.Hub)."""
+    return {"desktop_prestart": True}
+
+
 @pytest.fixture(scope="package")
 def browser():
     with harness.chromium() as b:

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from PIL import Image
 
 from tests.e2e.desktop import SHOTS, desktop_drawn, frame_stats, login, wait_for_desktop_frame
+
+
+@pytest.fixture(scope="module")
+def hub(make_hub):
+    """A hub of the browser tier's (the session's hub starts desktops when they are first opened)."""
+    return make_hub("desktop-journey")
 
 
 def test_login_lab_and_desktop_in_the_browser(hub, page):

@@ -24,7 +24,10 @@ PROFILES = [
 
 @pytest.fixture(scope="module")
 def hub(make_hub):
-    return make_hub("desktop-session", extra_config=f"c.DevDockSpawner.profile_list = {PROFILES!r}\n")
+    # The desktop starts with the server, as shipped (the harness's hubs start it when it is first opened).
+    return make_hub(
+        "desktop-session", desktop_prestart=True, extra_config=f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
+    )
 
 
 def _in_desktop(container, script: str, timeout: float = 60) -> str:

@@ -105,7 +105,17 @@ def _env(text: str, names: list[str]) -> dict:
     return found
 
 
-def test_ssh_finds_python_pip_and_jupyter_with_the_same_environment_as_terminals_notebooks_and_the_desktop(hub, keys):
+@pytest.fixture(scope="module")
+def prestart_hub(make_hub):
+    """A hub with the shipped ``desktop_prestart``: the desktop session runs before anyone opens it (the harness's
+    hubs start it when it is first opened)."""
+    return make_hub("prestart", desktop_prestart=True)
+
+
+def test_ssh_finds_python_pip_and_jupyter_with_the_same_environment_as_terminals_notebooks_and_the_desktop(
+    prestart_hub, keys
+):
+    hub = prestart_hub
     container, token, port = _server(hub, "eve2", keys)
     found = ssh(port, "eve2", keys[0], "command -v python pip jupyter")
     assert found.returncode == 0 and len(found.stdout.split()) == 3, found

@@ -217,9 +217,16 @@ def _vnc_servers(container) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def test_desktop_starts_with_the_server_and_is_handed_over_on_first_open(hub):
+@pytest.fixture(scope="module")
+def prestart_hub(make_hub):
+    """A hub with the shipped ``desktop_prestart`` (the harness's hubs start the desktop when it is first opened)."""
+    return make_hub("prestart", desktop_prestart=True)
+
+
+def test_desktop_starts_with_the_server_and_is_handed_over_on_first_open(prestart_hub):
     """devdock starts the desktop next to the server (niced, the user's own), and the first open of the
     desktop gets that very VNC server through jupyter-remote-desktop-proxy, not a second one."""
+    hub = prestart_hub
     hub.spawn("pia")
     container = hub.container("pia")
     deadline = time.monotonic() + 30
