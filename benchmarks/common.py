@@ -50,14 +50,15 @@ DEVDOCK = "devdock"
 
 
 @contextmanager
-def side_by_side(tag: str) -> Iterator[dict[str, harness.Hub]]:
-    """Two running hubs on one engine and image: plain DockerSpawner and devdock; cleaned up afterwards."""
+def side_by_side(tag: str, **devdock_env: str) -> Iterator[dict[str, harness.Hub]]:
+    """Two running hubs on one engine and image: plain DockerSpawner and devdock (``devdock_env``: settings of
+    devdock's hub, e.g. ``DEVDOCK_HOME_SIZE="50G"``, the shipped default); cleaned up afterwards."""
     client = harness.docker_client()
     harness.require_image(client)
     tmp = Path(tempfile.mkdtemp(prefix=f"devdock-{tag}-"))
     hubs = {
         PLAIN: harness.Hub(client, tmp / "plain", ROOT / "benchmarks/plain_dockerspawner_config.py"),
-        DEVDOCK: harness.Hub(client, tmp / "devdock"),
+        DEVDOCK: harness.Hub(client, tmp / "devdock", **devdock_env),
     }
     try:
         for hub in hubs.values():

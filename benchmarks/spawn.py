@@ -44,9 +44,14 @@ def one_round(hub: harness.Hub, user: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=5, help="rounds per spawner (default 5)")
+    parser.add_argument(
+        "--home-size",
+        default="0",
+        help="devdock's home_size (shipped default 50G: every home a filesystem image; default 0: plain volumes)",
+    )
     args = parser.parse_args()
 
-    with side_by_side("spawn") as hubs:
+    with side_by_side("spawn", DEVDOCK_HOME_SIZE=args.home_size) as hubs:
         for hub in hubs.values():  # one unmeasured warm-up each (page cache, image layers)
             one_round(hub, "warmup")
         results = interleaved(args.n, hubs, lambda hub, i: one_round(hub, f"bench{i}"))
@@ -58,7 +63,7 @@ def main() -> None:
             ("frame", "spawn -> first desktop frame drawn", "s"),
             ("stop", "stop", "s"),
         ],
-        f"rounds: {args.n} per spawner, interleaved; medians",
+        f"rounds: {args.n} per spawner, interleaved; medians; devdock's home_size {args.home_size}",
     )
 
 
