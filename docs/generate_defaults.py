@@ -19,6 +19,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/generated.py, beside this script
+from generated import write_or_check  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "reference" / "defaults.md"
 ENV_CALLS = {"env", "env_int", "env_flag", "env_list"}
@@ -191,15 +194,7 @@ def _code(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run .venv/bin/python docs/generate_defaults.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render(), argv, "generate_defaults.py")
 
 
 if __name__ == "__main__":

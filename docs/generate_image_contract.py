@@ -12,6 +12,9 @@ from pathlib import Path
 
 from devdock_spawner import contract
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/generated.py, beside this script
+from generated import write_or_check  # noqa: E402
+
 OUT = Path(__file__).parent / "reference" / "image-contract.md"
 
 INTRO = """\
@@ -96,15 +99,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run .venv/bin/python docs/generate_image_contract.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render(), argv, "generate_image_contract.py")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,9 @@ from dockerspawner import DockerSpawner
 
 from devdock_spawner import DevDockSpawner, DevDockSwarmSpawner
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # docs/generated.py, beside this script
+from generated import write_or_check  # noqa: E402
+
 OUT = Path(__file__).parent / "reference" / "spawner.md"
 
 
@@ -78,15 +81,7 @@ def render() -> str:
 
 
 def main() -> int:
-    text = render()
-    if "--check" in sys.argv:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT} is out of date: run python docs/generate_reference.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT}")
-    return 0
+    return write_or_check(OUT, render(), sys.argv, "generate_reference.py")
 
 
 if __name__ == "__main__":
