@@ -2,8 +2,9 @@
 
 Every server has a memory limit, a CPU limit, bounded ``/tmp``, rotated logs and a pids limit by default, and is
 the first the host's OOM killer picks. What each one uses (memory, CPU, its home's size) and the out-of-memory
-kills the kernel made inside it are read from the engine, hub-wide, for the admin page, the user's home page and
-``/hub/metrics`` (:mod:`devdock_spawner.usage` parses).
+kills the kernel made inside it are read from the engine by the hub-wide object (:mod:`devdock_spawner.hubwide`),
+for the admin page, the user's home page and ``/hub/metrics`` (:mod:`devdock_spawner.usage` parses); the settings
+of that reading and of the hub's disk check are here, with the limits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from . import usage
 
 
 class ResourcesMixin(LoggingConfigurable):
-    """Limits per server, and the hub-wide reading of what servers use."""
+    """Limits per server; what this server uses, as the hub object last read it."""
 
     # --- resources ---------------------------------------------------------------------------
 
