@@ -7,6 +7,9 @@
   network (``nsenter -n``), so that the code under test is this checkout's, not an image's.
 - A second node is a Docker engine in a container (images/swarm-node), on the run's bridge network,
   advertising two fake GPUs as generic resources; it joins as a worker and gets the desktop image loaded.
+  Its data root is a volume kept between runs (``NODE_VOLUME``), as the fresh tier keeps its engine's: a warm
+  machine's node already holds the desktop image, and only what an earlier run left there besides (swarm
+  membership, containers, volumes, networks, other images) is removed first.
 
 Everything carries the run's label and is removed at the end; the swarm is left (``leave --force``) only if
 this run created it. If the engine is already part of a swarm, the tier fails loudly instead of touching it.
@@ -24,6 +27,10 @@ from tests.harness import IMAGE, PREFIX, RUN_ID, RUN_LABEL
 NODE_IMAGE = "devdock/swarm-node:latest"
 TEST_SWARM_LABEL = "io.devdock.test-swarm"
 FAKE_GPUS = ("GPU-fake-0a", "GPU-fake-1b")
+#: The second engine's data root, kept between runs: loading the 2 GB desktop image into a new engine
+#: (``docker save | docker load``) took most of the tier's set-up (measured: 159 s of a 249 s module on a loaded
+#: 2-core machine). Not labelled with a run's id, so that no run's cleanup removes it.
+NODE_VOLUME = "devdock-test-swarm-node-data"
 GPU_KIND = "NVIDIA-GPU"
 #: What the inner engine needs of a privileged container, minus CAP_SYS_RESOURCE (some hosts, this CI VM
 #: among them, do not have it to give: ``--privileged`` fails there).
@@ -138,11 +145,15 @@ class Cluster:
         """Start a Docker engine in a container, with fake GPUs, and join it to the swarm as a worker."""
         args = [f"--node-generic-resource={GPU_KIND}={gpu}" for gpu in FAKE_GPUS]
         api = self.client.api
+        # A node of a run that was killed before its teardown may still run on the kept data root: one engine on it.
+        for stale in self.client.containers.list(all=True, filters={"volume": NODE_VOLUME}):
+            stale.remove(force=True)
         host_config = api.create_host_config(
             network_mode=self.bridge_name, cap_add=_NODE_CAPS,
             security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             device_cgroup_rules=["a *:* rwm"], tmpfs={"/run": ""},
-            binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
+            binds={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
+                   NODE_VOLUME: {"bind": "/var/lib/docker", "mode": "rw"}},
         )  # fmt: skip
         # What `--security-opt systempaths=unconfined` does: the inner engine writes /proc/sys (forwarding).
         host_config.update(MaskedPaths=[], ReadonlyPaths=[])
@@ -153,6 +164,7 @@ class Cluster:
         api.start(created["Id"])
         node = self.client.containers.get(created["Id"])
         wait_for(lambda: node.exec_run(["docker", "info"]).exit_code == 0, 60, "the second engine answering")
+        self._forget_earlier_runs(node)
         node.reload()
         self.node2_addr = node.attrs["NetworkSettings"]["Networks"][self.bridge_name]["IPAddress"]
         token = self.client.swarm.attrs["JoinTokens"]["Worker"]
@@ -161,18 +173,44 @@ class Cluster:
         )
         assert joined.exit_code == 0, joined.output.decode()
         self.node2 = wait_for(lambda: self._node_id(self.node2_hostname), 30, "the second node in the swarm")
-        # The image, from this engine: no registry is involved.
-        save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
-        load = subprocess.run(
-            ["docker", "exec", "-i", self.node_name, "docker", "load", "-q"], stdin=save.stdout, capture_output=True
-        )
-        save.wait()
-        assert load.returncode == 0 and save.returncode == 0, load.stderr.decode()
+        # The image, from this engine: no registry is involved (kept from an earlier run when it is the same).
+        if self._node_image_id() != self.client.images.get(IMAGE).id:
+            save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+            load = subprocess.run(
+                ["docker", "exec", "-i", self.node_name, "docker", "load", "-q"], stdin=save.stdout, capture_output=True
+            )
+            save.wait()
+            assert load.returncode == 0 and save.returncode == 0, load.stderr.decode()
+        assert self._node_image_id() == self.client.images.get(IMAGE).id
         # A node label for profiles to place GPU servers by (set before any task runs there).
         node_obj = self.client.nodes.get(self.node2)
         spec = node_obj.attrs["Spec"]
         spec.setdefault("Labels", {})["gpu-model"] = "fake"
         node_obj.update(spec)
+
+    def _forget_earlier_runs(self, node) -> None:
+        """Leave an earlier run's swarm, and remove what its servers left on the kept data root: containers,
+        volumes (node-local homes), networks and every image but this run's desktop image. The node starts as a new
+        engine would, with at most that image."""
+        script = (
+            "docker swarm leave --force >/dev/null 2>&1; "
+            "docker ps -aq | xargs -r docker rm -f >/dev/null; "
+            "docker volume ls -q | xargs -r docker volume rm -f >/dev/null; "
+            "docker network prune -f >/dev/null; "
+            f"docker images -q --no-trunc | sort -u | grep -vx '{self.client.images.get(IMAGE).id}' "
+            "| xargs -r docker rmi -f >/dev/null; "
+            "docker ps -aq | wc -l; docker volume ls -q | wc -l; docker images -q | sort -u | wc -l"
+        )
+        result = node.exec_run(["sh", "-c", script])
+        left = result.output.decode().split()
+        assert result.exit_code == 0 and left[:2] == ["0", "0"] and int(left[2]) <= 1, result.output.decode()
+
+    def _node_image_id(self) -> str:
+        """The desktop image's ID on the second engine ("" when it has none)."""
+        found = self.client.containers.get(self.node_name).exec_run(
+            ["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE]
+        )
+        return found.output.decode().strip() if found.exit_code == 0 else ""
 
     def _node_id(self, hostname: str) -> str:
         for node in self.client.nodes.list():
