@@ -100,20 +100,23 @@ def pytest_configure(config):
     harness.resolve_localhost_subdomains()
 
 
-#: The longest modules (and tiers), longest first, from the suite's own junit times on a 2-core machine: they start
-#: first, so that the shorter ones fill the other workers around them (without this, a long module that happens to
-#: come late leaves one worker running alone at the end).
+#: The longest modules (and tiers), longest first, from the suite's own junit times on a 2-core machine (2026-12-07):
+#: they start first, so that the shorter ones fill the other workers around them (without this, a long module that
+#: happens to come late leaves one worker running alone at the end).
 LONGEST_FIRST = (
-    "tests/fresh/",
     "tests/e2e/test_cull_journey.py",
-    "tests/swarm/",
-    "tests/e2e/test_desktop_viewer.py",
-    "tests/integration/test_failure.py",
-    "tests/integration/test_ssh.py",
-    "tests/compose/",
-    "tests/integration/test_isolation.py",
     "tests/integration/test_operations.py",
+    "tests/swarm/",
+    "tests/fresh/",
+    "tests/integration/test_failure.py",
     "tests/integration/test_home_size.py",
+    "tests/compose/",
+    "tests/integration/test_ssh_gateway.py",
+    "tests/integration/test_isolation.py",
+    "tests/integration/test_ssh.py",
+    "tests/e2e/test_desktop_viewer.py",
+    "tests/e2e/test_desktop_selkies.py",
+    "tests/integration/test_limits.py",
 )
 
 
