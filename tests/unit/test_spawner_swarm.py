@@ -131,3 +131,23 @@ async def test_a_bridge_network_of_the_same_name_is_refused_with_a_sentence():
     with pytest.raises(web.HTTPError) as e:
         await spawner.ensure_network()
     assert "is a bridge network; devdock on Swarm needs an overlay network" in e.value.log_message
+
+
+def test_the_swarm_spawner_overrides_only_the_seams_its_docstring_lists():
+    """The Swarm spawner changes the Docker object and nothing else: every name it overrides of DevDockSpawner's
+    (attributes, methods, trait defaults) is one its module's docstring lists for authors of another variant."""
+    import re
+
+    from devdock_spawner import DevDockSpawner, spawner_swarm
+
+    traitlets_own = {"_trait_default_generators", "_all_trait_default_generators", "_traits", "_descriptors",
+                     "_static_immutable_initial_values", "_instance_inits"}  # fmt: skip
+    own = [n for n in vars(DevDockSwarmSpawner) if not n.startswith("__") and n not in traitlets_own]
+    overrides = {n for n in own if hasattr(DevDockSpawner, n)}
+    overrides |= {
+        n for n in own if n.startswith("_default_") and n.removeprefix("_default_") in DevDockSpawner.class_traits()
+    }
+    seams = spawner_swarm.__doc__.split("**The seams this class overrides**")[1]
+    listed = set(re.findall(r"``(\w+)``", seams))
+    assert overrides == listed
+    assert len(overrides) <= 15
