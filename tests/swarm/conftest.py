@@ -51,6 +51,7 @@ def swarm_hub(docker_client, cluster, tmp_path_factory):
         DEVDOCK_SSH_GATEWAY_TOKEN=GATEWAY_TOKEN,
         DEVDOCK_SSH_GATEWAY_PORT=str(low + 100),
         DEVDOCK_SSH_GATEWAY_HOST=cluster.hub_address,
+        DEVDOCK_GPU_PER_USER="1",  # one GPU per person: test_two_nodes checks Swarm applies the cap
         **cluster.hub_settings(),
     )
     h.start()

@@ -75,8 +75,17 @@ def test_home_pins_the_server_to_its_node(docker_client, swarm_hub, node2):
 
 
 def test_gpu_profiles_reserve_distinct_devices_and_the_third_is_refused(docker_client, swarm_hub, node2):
-    for name in ("gus", "gia"):
-        swarm_hub.spawn(name, options={"profile": "gpu"})
+    swarm_hub.spawn("gus", options={"profile": "gpu"})
+    # gpu_max_per_user (1 on this hub): gus's second server may not take the GPU that is still free...
+    r = swarm_hub.api("POST", "/users/gus/servers/second", json={"profile": "gpu"})
+    assert r.status_code == 409, r.text
+    assert (
+        "You already hold 1 GPU in your other servers, and this profile asks for 1: at most 1 per person"
+        in (r.json()["message"])
+    ), r.json()
+    assert service_of(docker_client, "gus", "second") is None
+    # ...and another person may (the positive control: the GPU was free).
+    swarm_hub.spawn("gia", options={"profile": "gpu"})
     seen = {}
     for name in ("gus", "gia"):
         task = task_of(docker_client, name)
