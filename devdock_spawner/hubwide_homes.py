@@ -70,11 +70,12 @@ class HomeHelper:
     async def _find_or_make_home_helper(self, image: str, folder: str, failure: str) -> str:
         name = self._home_helper_name(image, folder)
         try:
-            wanted = (await self.docker("inspect_image", image))["Id"]
+            info = await self.docker("inspect_image", image)
         except ImageNotFound as e:
             message = missing_image_message(image, PURPOSE)
             self.log.error("devdock: %s: %s", failure, message)
             raise web.HTTPError(503, f"{failure}. {message}") from e
+        wanted = info["Id"]
         try:
             found = await self.docker("inspect_container", name)
         except APIError as e:
@@ -102,6 +103,10 @@ class HomeHelper:
             naming.HUB_LABEL: self.settings.hub_id,
             **self.settings.extra_labels,
         }
+        # An image built by `docker compose` carries its project's labels, and a container inherits its image's: the
+        # helper would count as one of the project's own containers (a second "hub" in `docker compose ps`).
+        inherited = (info.get("Config") or {}).get("Labels") or {}
+        labels.update({key: "" for key in inherited if key.startswith("com.docker.compose.")})
         try:
             container = await self.docker(
                 "create_container", wanted, name=name, entrypoint=["sleep", "infinity"], host_config=host, labels=labels

@@ -209,6 +209,10 @@ def test_desktop_size_follows_the_window_and_the_session_runs_on_without_a_tab(h
     assert _screen_size(container)[0] == 1000
     # No tab open: the session and its windows keep running; the next tab finds them.
     as_user(container, "(xfce4-terminal --title devdock-no-tab >/dev/null 2>&1 &) ; sleep 2")
+    deadline = time.monotonic() + 30  # its window is there before the tab goes (a loaded machine maps it late)
+    while "devdock-no-tab" not in as_user(container, "xwininfo -root -tree"):
+        assert time.monotonic() < deadline, "the terminal's window never appeared"
+        time.sleep(0.5)
     context.close()
     time.sleep(5)
     assert "devdock-no-tab" in as_user(container, "xwininfo -root -tree")

@@ -201,3 +201,29 @@ async def test_a_failed_home_step_is_a_500_with_the_helpers_words_and_a_missing_
     assert e.value.status_code == 503
     assert "The image devdock/hub:latest is not available on this server" in e.value.log_message
     assert "create_container" not in missing.docker.calls
+
+
+async def test_the_home_helper_does_not_inherit_the_compose_projects_labels_of_its_image():
+    """An image built by docker compose labels its project and service; the helper must not look like the project's
+    hub container to compose (or to anyone listing the project's containers)."""
+    made = []
+    image = {
+        "Id": "sha256:new",
+        "Config": {
+            "Labels": {
+                "com.docker.compose.project": "devdock",
+                "com.docker.compose.service": "hub",
+                "io.devdock.image": "hub",
+            }
+        },
+    }
+    spawner = fake_docker.make(
+        DevDockSpawner,
+        **_helper_answers(
+            inspect_image=image, create_container=lambda *a, **kw: made.append(kw["labels"]) or {"Id": "helper-1"}
+        ),
+    )
+    await spawner.devdock_hub.home_image_step("devdock/hub:latest", "/h", ["attach", "x"], "failed")
+    (labels,) = made
+    assert labels["com.docker.compose.project"] == labels["com.docker.compose.service"] == ""
+    assert labels["io.devdock.role"] == "home-helper" and "io.devdock.image" not in labels
