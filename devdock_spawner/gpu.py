@@ -165,6 +165,10 @@ class NotEnoughGPUs(RuntimeError):
     """The request cannot be met now; the message is meant for the user."""
 
 
+class GPUsBusy(NotEnoughGPUs):
+    """The request could be met once others give GPUs back (it may wait in line: gpu_queue.py)."""
+
+
 class GPUAllocator:
     """Which server holds which GPU (or MIG instance); thread-safe; one per hub.
 
@@ -249,14 +253,21 @@ class GPUAllocator:
         self, count: int | str, pinned: list[str] | None = None, key: str = "", per_owner: int = 0, kind: str = WHOLE
     ) -> str:
         """Why ``allocate`` would refuse this request now, in the user's words ("" if it would not)."""
+        problem = self.problem(count, pinned, key, per_owner, kind)
+        return str(problem) if problem else ""
+
+    def problem(
+        self, count: int | str, pinned: list[str] | None = None, key: str = "", per_owner: int = 0, kind: str = WHOLE
+    ) -> NotEnoughGPUs | None:
+        """What ``allocate`` would raise now (:class:`GPUsBusy` when waiting could cure it), None if nothing."""
         with self._lock:
             try:
                 if per_owner:
                     self._check_owner_cap(key, count, pinned, per_owner, kind)
                 self._choose(count, pinned, key, kind)
             except NotEnoughGPUs as e:
-                return str(e)
-            return ""
+                return e
+            return None
 
     # --- health ------------------------------------------------------------------------------
 
@@ -359,7 +370,9 @@ class GPUAllocator:
             # Who holds the others is for admins (their page shows it), not for every user who asks.
             out = sum(1 for g in pool if self._why_out(g.uuid))
             why = f" ({out} out of service for errors)" if out else ""
-            raise NotEnoughGPUs(
+            # More than the healthy pool holds can never be met by waiting: refused, not queued.
+            error = GPUsBusy if wanted <= len(pool) - out else NotEnoughGPUs
+            raise error(
                 f"{wanted} {what}{'s' if wanted != 1 else ''} requested, but only {len(free)} of {len(pool)} "
                 f"{'is' if len(free) == 1 else 'are'} free right now{why}. Choose a profile with fewer "
                 "GPUs or try again when one is released."

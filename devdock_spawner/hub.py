@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from datetime import UTC, datetime
 
 import aiohttp.connector
@@ -27,7 +28,8 @@ from jupyterhub.scopes import needs_scope
 from tornado import httputil, web
 
 from . import culler, hubwide, metrics
-from .gpu import engine_gpu_support
+from .gpu import WHOLE, engine_gpu_support
+from .gpu_queue import wait_words
 from .guarantees import missing_guarantees
 from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
 from .spawner import DevDockSpawner
@@ -220,6 +222,7 @@ class AdminOverviewHandler(BaseHandler):
             unknown=hub.unknown_servers if hub else [],
             disk_problem=disk,
             gpus=_gpu_rows(hub),
+            waiting=_line_rows(hub),
             gpu_monitor_problem=hub.gpu_monitor_problem if hub else "",
             guarantee_gaps=missing_guarantees(self.settings["config"]),
         )
@@ -228,7 +231,14 @@ class AdminOverviewHandler(BaseHandler):
     @web.authenticated
     @needs_scope("admin-ui")
     async def post(self):
-        """Clear a GPU that was taken out of the pool (the form next to it): back at the next reading."""
+        """Clear a GPU that was taken out of the pool (the form next to it): back at the next reading; or remove a
+        start from the line for GPUs, or put it first."""
+        for action in ("line_remove", "line_front"):
+            key = self.get_body_argument(action, "")
+            if key:
+                await self._steer_line(action, key)
+                self.redirect(self.request.path)
+                return
         uuid = self.get_body_argument("clear_gpu", "")
         hub = hubwide.current()
         if hub is None or not hub.clear_gpu(uuid):
@@ -236,6 +246,28 @@ class AdminOverviewHandler(BaseHandler):
         self.log.info("devdock: %s cleared GPU %s; it returns to the pool at the next reading if healthy",
                       self.current_user.name, uuid)  # fmt: skip
         self.redirect(self.request.path)
+
+    async def _steer_line(self, action: str, key: str) -> None:
+        hub = hubwide.current()
+        waiter = hub.gpu_queue.waiter(key) if hub is not None else None
+        if waiter is None:
+            raise web.HTTPError(400, f"{key[:200]!r} does not wait in line (any more)")
+        name, _, server = key.partition("/")
+        user = self.find_user(name)
+        spawner = user.spawners.get(server) if user is not None else None
+        if spawner is None:
+            raise web.HTTPError(400, f"{key[:200]!r} does not wait in line (any more)")
+        if action == "line_front":
+            spawner.move_to_front_of_line()
+            self.log.info("devdock: %s put %s first in line for GPUs", self.current_user.name, key)
+            return
+        # JupyterHub's own cancel of a pending start, as DELETE /users/<name>/server does it: cancel, give the
+        # cancellation a second to unwind, stop.
+        self.log.info("devdock: %s removes %s from the line for GPUs", self.current_user.name, key)
+        if spawner._spawn_future is not None:
+            spawner._spawn_future.cancel()
+        await asyncio.sleep(1)
+        await self.stop_single_user(user, server)
 
     @staticmethod
     def orm_user_class():
@@ -282,6 +314,29 @@ def _gpu_rows(hub) -> list[dict]:
                 ),
                 "problem": "" if g.parent else (out.get(g.uuid) or unhealthy.get(g.uuid, "")),
                 "in_pool": not (unhealthy.get(g.uuid) or unhealthy.get(g.parent)),
+            }
+        )
+    return rows
+
+
+def _line_rows(hub) -> list[dict]:
+    """The starts waiting for GPUs, first first in each line, with their place and estimate (admins' view)."""
+    if hub is None or hub.allocator is None:
+        return []
+    now = time.time()
+    rows = []
+    for waiter in hub.gpu_queue.waiting():
+        kind = waiter.line.partition(":")[0]
+        estimate = hub.gpu_queue.estimate(waiter.key, hub.allocator.free(waiter.key, kind), now)
+        rows.append(
+            {
+                "key": waiter.key,
+                "place": hub.gpu_queue.position(waiter.key),
+                "wants": f"{waiter.count} × {'GPU' if kind == WHOLE else 'MIG ' + kind}"
+                + (f" ({waiter.line.partition(':')[2]})" if ":" in waiter.line else ""),
+                "since": f"{datetime.fromtimestamp(waiter.since, UTC):%Y-%m-%d %H:%M} UTC",
+                "waited": f"{round((now - waiter.since) / 60)} min",
+                "estimate": wait_words(estimate),
             }
         )
     return rows

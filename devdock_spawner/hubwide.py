@@ -60,6 +60,8 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
     object_type = "container"
     #: Where the spawn form says the GPUs are.
     gpu_scope = "on this server"
+    #: Whether a start may wait in line for GPUs (gpu_queue.py); a Swarm's scheduler picks GPUs itself.
+    gpu_line = True
 
     #: The spawner settings the hub's work reads; the same for every server of a hub.
     settings_names = (

@@ -11,13 +11,18 @@ import asyncio
 import errno
 import os
 import shutil
+import time
 
 from docker.types import DeviceRequest
 from tornado import web
 
 from . import gpu as gpus
 from . import gpu_monitor, metrics, naming
+from .gpu_queue import GPUQueue, Hold, Wait, Waiter, line_name
 from .profiles import Profile
+
+#: Seconds between two updates of a waiting spawn's place and estimate when nothing moved.
+LINE_REFRESH = 15
 
 
 class GPUWatch:
@@ -36,6 +41,10 @@ class GPUWatch:
         self.gpu_monitor_problem = ""
         #: the kernel log, open for XIDs (a file descriptor; None: not opened yet; -1: cannot be read)
         self._kernel_log: int | None = None
+        #: the spawns waiting for GPUs, and the holds that will free them (gpu_queue.py)
+        self.gpu_queue = GPUQueue()
+        #: set when GPUs may have become free (one event per change; made in the hub's event loop)
+        self._line_moved: asyncio.Event | None = None
 
     async def gpu_allocator(self) -> gpus.GPUAllocator:
         """The hub's GPU allocator: built once from the inventory, then from the running containers."""
@@ -99,28 +108,98 @@ class GPUWatch:
         # A restarted hub finds who holds what on the containers themselves (reconciliation ran first: what
         # is left are the servers the database knows and the running ones it does not, which keep theirs).
         containers = await self.docker("containers", all=True, filters=self._own_label())
+        created = {naming.server_key_from_labels(c.get("Labels")): c.get("Created") for c in containers}
         for key, uuids in gpus.gpus_from_containers(containers).items():
             allocator.adopt(key, uuids)
+            kind = allocator.by_uuid[uuids[0]].kind if uuids and uuids[0] in allocator.by_uuid else gpus.WHOLE
+            self.gpu_queue.held(key, Hold(kind, len(uuids), float(created.get(key) or time.time())))
         metrics.update_gpu_gauges(allocator)
         return allocator
 
-    async def allocate_gpus(self, key: str, profile: Profile, per_owner: int) -> list[gpus.GPU]:
-        """The GPUs ``profile`` asks for, for the server ``key`` (HTTP 409 with a sentence when they are not free)."""
+    async def allocate_gpus(
+        self, key: str, profile: Profile, per_owner: int, max_age: int = 0, wait: Wait | None = None
+    ) -> list[gpus.GPU]:
+        """The GPUs ``profile`` asks for, for the server ``key``.
+
+        Taken: HTTP 409 with a sentence, or with ``wait`` the spawn waits in its line (gpu_queue.py) until its turn,
+        told its place and estimate as the line moves, for at most ``wait.max_wait`` seconds since ``wait.since``.
+        A request that no waiting can meet (more than there are, the owner's cap) is refused at once either way.
+        ``max_age``: the longest the server may run (seconds, 0: no limit), for the estimates of those behind it.
+        """
         allocator = await self.gpu_allocator()
+        line = line_name(profile.gpu_kind, profile.gpu_ids)
         try:
-            uuids = allocator.allocate(
-                key, profile.gpus, list(profile.gpu_ids) or None, per_owner=per_owner, kind=profile.gpu_kind
-            )
-        except gpus.NotEnoughGPUs as e:
-            raise web.HTTPError(409, str(e)) from e
+            while True:
+                moved = self._line_event()
+                try:
+                    uuids = self._allocate_in_turn(allocator, key, profile, per_owner, line)
+                    break
+                except gpus.GPUsBusy as e:
+                    if wait is None:
+                        raise web.HTTPError(409, str(e)) from e
+                    await self._wait_in_line(allocator, key, line, profile, wait, moved)
+                except gpus.NotEnoughGPUs as e:
+                    raise web.HTTPError(409, str(e)) from e
         finally:
+            if self.gpu_queue.leave(key):
+                self.wake_line()  # whoever was behind may be first now
             metrics.update_gpu_gauges(allocator)
+        if uuids:
+            now = time.time()
+            self.gpu_queue.held(key, Hold(line, len(uuids), now, now + max_age if max_age else 0.0))
         return [allocator.by_uuid[u] for u in uuids]
+
+    def _allocate_in_turn(self, allocator, key: str, profile: Profile, per_owner: int, line: str) -> list[str]:
+        """Allocate unless someone who asked earlier waits for the same kind (then: busy, like taken GPUs)."""
+        pinned = list(profile.gpu_ids) or None
+        if profile.gpus and not self.gpu_queue.may_take(key, line):
+            # A refusal that no waiting cures (more than there are, the owner's cap) wins; else the earlier go first.
+            problem = allocator.problem(profile.gpus, pinned, key, per_owner, profile.gpu_kind)
+            if problem is not None and not isinstance(problem, gpus.GPUsBusy):
+                raise problem
+            ahead = len(self.gpu_queue.line(line))
+            raise gpus.GPUsBusy(f"{ahead} {'start waits' if ahead == 1 else 'starts wait'} for these GPUs already.")
+        return allocator.allocate(key, profile.gpus, pinned, per_owner=per_owner, kind=profile.gpu_kind)
+
+    async def _wait_in_line(self, allocator, key, line: str, profile: Profile, wait: Wait, moved) -> None:
+        """One turn of waiting: join (or keep the place), tell the place, sleep until the line moves."""
+        now = time.time()
+        count = allocator.total_of(profile.gpu_kind) if profile.gpus == "all" else int(profile.gpus)
+        self.gpu_queue.join(Waiter(key, line, count, wait.since))
+        waited = now - wait.since
+        if waited >= wait.max_wait:
+            what = "GPU" if profile.gpu_kind == gpus.WHOLE else f"MIG {profile.gpu_kind} GPU slice"
+            raise web.HTTPError(
+                503,
+                f"No {what} was given back in the {round(waited / 60)} minutes this start waited in line (the most "
+                "this hub lets a start wait). Try again later, or choose a profile with fewer GPUs.",
+            )
+        estimate = self.gpu_queue.estimate(key, allocator.free(key, profile.gpu_kind), now)
+        wait.tell(self.gpu_queue.position(key), len(self.gpu_queue.line(line)), estimate)
+        try:
+            await asyncio.wait_for(moved.wait(), timeout=min(LINE_REFRESH, wait.max_wait - waited))
+        except TimeoutError:
+            pass
+
+    def _line_event(self) -> asyncio.Event:
+        if self._line_moved is None:
+            self._line_moved = asyncio.Event()
+        return self._line_moved
+
+    def wake_line(self) -> None:
+        """GPUs may be free now: every waiting spawn looks again (the first of each line may take them)."""
+        moved, self._line_moved = self._line_moved, None
+        if moved is not None:
+            moved.set()
 
     def release_gpus(self, key: str) -> None:
         if self.allocator is not None:
+            held = self.allocator.held_by(key)
             self.allocator.release(key)
             metrics.update_gpu_gauges(self.allocator)
+            self.gpu_queue.given_back(key, time.time())
+            if held:
+                self.wake_line()
 
     def gpu_health_notice(self, gpu_ids: list[str]) -> str:
         """A sentence for a server's user when a GPU it holds was taken out of the pool ("" when none)."""
@@ -267,6 +346,7 @@ class GPUWatch:
                                by_uuid[uuid].label, uuid, reason)  # fmt: skip
         for uuid in set(previous.out) - set(health.out):
             self.log.info("devdock: GPU %s (%s) is back in the pool", by_uuid[uuid].label, uuid)
+            self.wake_line()
         allocator.set_unhealthy(health.out if self.settings.gpu_health_checks else {})
         metrics.update_gpu_gauges(allocator)
         metrics.GPU_UNHEALTHY.clear()

@@ -23,6 +23,7 @@ class SwarmHub(DevDockHub):
 
     object_type = "service"
     gpu_scope = "in this cluster"
+    gpu_line = False
     settings_names = (
         *DevDockHub.settings_names, "gpu_resource_kind", "network_encrypted", "network_keeper", "image_by_id",
         "home_size",

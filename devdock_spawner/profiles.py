@@ -24,10 +24,11 @@ re-validated here: only known keys, only strings where strings belong, only prof
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .desktop import desktop_setting_problem
-from .gpu import MIG_PROFILE, WHOLE
+from .gpu import MIG_PROFILE, WHOLE, GPUsBusy
 from .swarm import check_constraint
 
 #: Spawner settings a profile may override (each spawn starts again from the site's configuration).
@@ -216,12 +217,21 @@ def validate_user_options(options, profiles: list[Profile], groups: set[str]) ->
     return profile, clean
 
 
-def form_rows(profiles: list[Profile], allocator, key: str, chosen: str | None, per_person: int = 0) -> list[dict]:
+def form_rows(
+    profiles: list[Profile],
+    allocator,
+    key: str,
+    chosen: str | None,
+    per_person: int = 0,
+    in_line: Callable[[Profile], int] | None = None,
+) -> list[dict]:
     """The spawn form's rows: each profile with its free/total GPUs, whether it can start now and why not.
 
     ``allocator`` is the hub's :class:`~devdock_spawner.gpu.GPUAllocator` (only asked, never changed); ``key``
     the server the form is for; ``chosen`` the profile of its last start, which stays selected while it can
-    start. A pure function of its arguments, so that a site's own template gets the same rows
+    start. ``in_line``: how many starts wait for a profile's GPUs (None: starts do not wait, ``gpu_queue``
+    off); a profile whose GPUs are taken can then still be chosen, and its row says that the start will wait
+    (``wait``, ``waiting``). A pure function of its arguments, so that a site's own template gets the same rows
     (``profile_form_template``).
     """
     rows = []
@@ -229,10 +239,16 @@ def form_rows(profiles: list[Profile], allocator, key: str, chosen: str | None, 
         kind = p.gpu_kind
         total = len(p.gpu_ids) if p.gpu_ids else allocator.total_of(kind)
         pinned = list(p.gpu_ids) or None
-        refusal = allocator.refusal(p.gpus, pinned, key, per_person, kind) if p.gpus else ""
+        problem = allocator.problem(p.gpus, pinned, key, per_person, kind) if p.gpus else None
+        waiting = in_line(p) if in_line is not None and p.gpus else 0
+        wait = in_line is not None and bool(p.gpus) and (isinstance(problem, GPUsBusy) or (not problem and waiting))
+        refusal = "" if wait or problem is None else str(problem)
         free = allocator.free(key, kind)
         what = "GPUs" if kind == WHOLE else f"MIG {kind} GPU slices"
         reason = ""
+        if wait:
+            ahead = f" behind {waiting} other start{'s' if waiting != 1 else ''}" if waiting else ""
+            reason = f"All these {what} are in use: your start waits in line{ahead} and goes on by itself at its turn."
         if refusal:
             if allocator.total_of(kind) == 0:
                 reason = f"No {what} on this server."
@@ -251,12 +267,16 @@ def form_rows(profiles: list[Profile], allocator, key: str, chosen: str | None, 
                 "total": total,
                 "available": not refusal,
                 "reason": reason,
+                "wait": wait,
+                "waiting": waiting,
                 "checked": False,
             }
         )
+    # A profile that would wait is chosen only when the user chose it last time, or when nothing starts now.
+    now = [r for r in rows if r["available"] and not r["wait"]]
     preferred = [r for r in rows if r["available"] and r["slug"] == chosen]
-    preferred = preferred or [r for r, p in zip(rows, profiles, strict=True) if r["available"] and p.default]
-    preferred = preferred or [r for r in rows if r["available"]]
+    preferred = preferred or [r for r, p in zip(rows, profiles, strict=True) if r in now and p.default]
+    preferred = preferred or now or [r for r in rows if r["available"]]
     if preferred:
         preferred[0]["checked"] = True
     return rows

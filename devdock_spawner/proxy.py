@@ -8,12 +8,17 @@ view of a server's activity comes only from the server's own reports, which coun
 terminals and kernels as JupyterHub always has, SSH sessions, and keyboard or pointer input on the desktop
 (devdock's server extension in the image). Everything else JupyterHub does with the proxy is unchanged.
 
+It also gives the starts that waited in line for GPUs their place back when a hub starts again
+(queue_restore.py): JupyterHub checks the proxy's routes at every start, before anything else is served.
+
 ``c.JupyterHub.proxy_class = "devdock"`` (devdock's jupyterhub_config.py sets it).
 """
 
 from __future__ import annotations
 
 from jupyterhub.proxy import ConfigurableHTTPProxy
+
+from . import queue_restore
 
 
 class DevDockProxy(ConfigurableHTTPProxy):
@@ -24,3 +29,8 @@ class DevDockProxy(ConfigurableHTTPProxy):
         for route in routes.values():
             route.get("data", {}).pop("last_activity", None)
         return routes
+
+    async def check_routes(self, user_dict, service_dict, routes=None):
+        await super().check_routes(user_dict, service_dict, routes)
+        if self.app is not None:
+            queue_restore.restore_soon(self.app)

@@ -487,3 +487,4 @@ class DevDockSpawner(
         for name, trait in self._state_traits("run").items():
             setattr(self, name, trait.default())
         self.release_gpus()
+        self.forget_place_in_line()

@@ -6,14 +6,18 @@ ask for GPUs are in spawner_profiles.py.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from docker.errors import APIError
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Int, List, Unicode
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from . import culler, gpu_monitor, naming
 from . import gpu as gpus
-from . import gpu_monitor, naming
-from .profiles import Profile
+from .gpu_queue import Wait, ordinal, wait_words
+from .profiles import InvalidOptions, Profile, validate_user_options
 
 
 class GPUMixin(LoggingConfigurable):
@@ -145,14 +149,152 @@ class GPUMixin(LoggingConfigurable):
         """,
     )
 
+    gpu_queue = Bool(
+        True,
+        config=True,
+        help="""
+        When the GPUs a start asks for are all taken, the start waits in line instead of being refused: the spawn
+        page shows its place and an estimate, updated as the line moves; it holds no container and no GPU while it
+        waits; the server starts by itself at its turn (first come, first served for each kind of GPU). The user
+        leaves the line by cancelling the start; a restarted hub keeps the line. Requests no wait can meet (more
+        GPUs than the host has, ``gpu_max_per_user``) are refused at once. False: refused with a sentence when
+        taken. On a Swarm, starts are refused when full (the scheduler picks the GPUs). Default: True.
+        """,
+    )
+
+    gpu_queue_max_wait = Int(
+        7200,
+        config=True,
+        help="""
+        The longest a start waits in line for GPUs, in seconds; then it ends with a sentence. JupyterHub's
+        ``start_timeout`` of such a start is this much longer. Default: 7200 (2 hours).
+        """,
+    )
+
     #: UUIDs of the GPUs this server holds (state; empty when stopped).
     gpu_ids = List(Unicode()).tag(state="run")
+    #: When this server's start joined the line for GPUs (epoch seconds; 0: not in line). Kept in the hub's
+    #: database while it waits, so that a restarted hub gives the start its place back (queue_restore.py): a
+    #: restarting hub's JupyterHub clears the state of a start it finds gone, so this is a "server" field, cleared
+    #: when the start leaves the line (its turn, its longest wait, or its user cancelling: ``forget_place_in_line``).
+    gpu_queue_since = Float(0).tag(state="server")
+
+    def run_pre_spawn_hook(self):
+        # JupyterHub reads start_timeout before start() runs: a start that may wait in line gets the longest wait
+        # on top of the usual time, so that a queued start is not ended as a slow one.
+        if not hasattr(self, "_usual_start_timeout"):
+            self._usual_start_timeout = self.start_timeout
+        extra = self.gpu_queue_max_wait if self._may_wait_in_line() else 0
+        self.start_timeout = self._usual_start_timeout + extra
+        return super().run_pre_spawn_hook()
+
+    def _may_wait_in_line(self, profile: Profile | None = None) -> bool:
+        if not (self.gpu_queue and self.devdock_hub.gpu_line):
+            return False
+        if profile is None:
+            try:
+                profile, _ = validate_user_options(self.user_options, self._profiles(), self._groups())
+            except InvalidOptions:
+                return False  # start() refuses it with the reason
+        return bool(profile.gpus)
 
     async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
-        """The GPUs ``profile`` asks for, from the hub's allocator (at most ``gpu_max_per_user`` per person)."""
-        allotted = await self.devdock_hub.allocate_gpus(self.server_key, profile, self.gpu_max_per_user)
+        """The GPUs ``profile`` asks for, from the hub's allocator (at most ``gpu_max_per_user`` per person),
+        waiting in line for them when they are taken and ``gpu_queue`` is on."""
+        wait = None
+        if self._may_wait_in_line(profile):
+            wait = Wait(self.gpu_queue_since or time.time(), self.gpu_queue_max_wait, self._tell_line)
+        self._line_told = None
+        max_age = culler.rule_for(self.cull_policy(), profile.slug).max_age
+        try:
+            allotted = await self.devdock_hub.allocate_gpus(
+                self.server_key, profile, self.gpu_max_per_user, max_age, wait
+            )
+        except asyncio.CancelledError:
+            # By the user leaving the line (JupyterHub then stops the server: the place goes with its state) or by
+            # the hub's shutdown (the place stays in the database for the next hub).
+            if self._line_told is not None:
+                self._line_told = None
+                self.devdock_hub.starting += 1
+                self._cancelled_in_line = True
+                self.log.info(
+                    "devdock: %s is out of the line for GPUs: its start was cancelled (its user, an admin, a hub stop)",
+                    self._log_name,
+                )
+                # Nothing runs: without a server JupyterHub's spawn page does not take the cancelled start for a
+                # ready one (and send its user into a redirect loop) while the stop that follows is under way.
+                # Written now: the request that started it rolls the hub's session back when it ends cancelled.
+                self.server = None
+                self._save_state_now()
+            raise
+        except web.HTTPError:
+            self._left_line()
+            raise
+        if self._left_line():
+            waited = time.time() - wait.since
+            self._emit(9, f"Your turn: the GPUs are yours after {wait_words(waited).removeprefix('about ')} in line")
+            self.log.info("devdock: %s leaves the line for GPUs after %.0f s", self._log_name, waited)
         self.gpu_ids = [g.uuid for g in allotted]
         return allotted
+
+    def _tell_line(self, place: int, in_line: int, estimate: float | None) -> None:
+        """The spawn page's words for a start in line (said again only when they change)."""
+        if self._line_told is None:
+            # Joined: the place is kept in the hub's database; a waiting start is not "starting" (it uses nothing).
+            self.gpu_queue_since = self.gpu_queue_since or time.time()
+            self._save_state_now()
+            self.devdock_hub.starting -= 1
+            self.log.info("devdock: %s waits in line for GPUs (%s of %d)", self._log_name, ordinal(place), in_line)
+        told = (place, in_line, None if estimate is None else round(estimate / 60))
+        if told != self._line_told:
+            self._line_told = told
+            others = f", {in_line} waiting" if in_line > 1 else ""
+            self._emit(
+                8,
+                f"All GPUs of this kind are in use: you are {ordinal(place)} in line{others}. Your turn in "
+                f"{wait_words(estimate)}. Your server starts by itself then: keep this page open or come back "
+                "later; Stop Server leaves the line.",
+            )
+
+    @property
+    def line_place(self) -> str:
+        """``"1st of 3"`` while this server's start waits in line for GPUs, "" otherwise (the home page says it)."""
+        queue = self.devdock_hub.gpu_queue
+        waiter = queue.waiter(self.server_key)
+        if waiter is None:
+            return ""
+        return f"{ordinal(queue.position(self.server_key))} of {len(queue.line(waiter.line))}"
+
+    def move_to_front_of_line(self) -> None:
+        """An admin puts this waiting start first in its line (kept across a hub restart too)."""
+        self.gpu_queue_since = self.devdock_hub.gpu_queue.to_front(self.server_key)
+        self._save_state_now()
+        self.devdock_hub.wake_line()
+
+    def forget_place_in_line(self) -> None:
+        """At ``clear_state``: a start of this hub process that was cancelled in line (its user, or an admin, took
+        it out) does not come back after a restart. (A restarted hub also clears the state of the starts it finds
+        gone, with a fresh spawner: their places stay, for queue_restore.py.)"""
+        if getattr(self, "_cancelled_in_line", False):
+            self._cancelled_in_line = False
+            self.gpu_queue_since = 0
+
+    def _left_line(self) -> bool:
+        """After the wait (if any): the place is no longer kept; True if this start waited."""
+        if self._line_told is None:
+            return False
+        self._line_told = None
+        self.devdock_hub.starting += 1
+        self.gpu_queue_since = 0
+        self._save_state_now()
+        return True
+
+    def _save_state_now(self) -> None:
+        """Write this server's state to the hub's database now (JupyterHub writes it only after a start)."""
+        orm_spawner, db = getattr(self, "orm_spawner", None), getattr(self.user, "db", None)
+        if orm_spawner is not None and db is not None:
+            orm_spawner.state = self.get_state()
+            db.commit()
 
     def release_gpus(self) -> None:
         self.devdock_hub.release_gpus(self.server_key)

@@ -14,6 +14,7 @@ from traitlets import Dict, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .gpu import WHOLE
+from .gpu_queue import line_name
 from .profiles import OVERRIDABLE, Profile, form_rows, load_profiles, visible_profiles
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -78,7 +79,14 @@ class ProfilesMixin(LoggingConfigurable):
         allocator = await self.devdock_hub.gpu_allocator()
         key = self.server_key
         chosen = self.user_options.get("profile") if isinstance(self.user_options, dict) else None
-        rows = form_rows(profiles, allocator, key, chosen, self.gpu_max_per_user)
+        in_line = None
+        if self.gpu_queue and self.devdock_hub.gpu_line:
+            queue = self.devdock_hub.gpu_queue
+
+            def in_line(profile):
+                return len([w for w in queue.line(line_name(profile.gpu_kind, profile.gpu_ids)) if w.key != key])
+
+        rows = form_rows(profiles, allocator, key, chosen, self.gpu_max_per_user, in_line)
         if self.profile_form_template:
             template = _templates().from_string(self.profile_form_template)
         else:

@@ -733,6 +733,7 @@ def cdi_hub(client: docker.DockerClient, data_dir: Path, spec_name: str, spec: d
         f"c.DevDockSpawner.gpu_inventory = {inventory!r}\n"
         'c.DevDockSpawner.gpu_mode = "cdi"\n'
         f"c.DevDockSpawner.profile_list = {profiles!r}\n"
+        "c.DevDockSpawner.gpu_queue = False\n"  # full GPUs are refused (waiting in line: test_gpu_queue_journey.py)
     )
     with cdi_spec(spec_name, spec):
         hub = Hub(client, data_dir, extra_config=extra)

@@ -37,6 +37,7 @@ def cdi_hub(docker_client, make_hub, device_nodes):
         f"c.DevDockSpawner.gpu_inventory = {inventory!r}\n"
         'c.DevDockSpawner.gpu_mode = "cdi"\n'
         'c.DevDockSpawner.profile_list = [{"slug": "gpu", "display_name": "1 GPU", "gpus": 1, "default": True}]\n'
+        "c.DevDockSpawner.gpu_queue = False\n"  # full GPUs are refused (waiting in line: test_gpu_queue_journey.py)
     )
     with cdi_spec(f"devdock-test-{RUN_ID}", spec):
         hub = make_hub("cdi", extra_config=extra)

@@ -211,7 +211,7 @@ def test_running_container_the_database_does_not_know_is_kept_with_its_gpu(docke
     """The default: a running server unknown to the database (a new or restored database) is never removed."""
     profiles = [{"slug": "one", "display_name": "1 GPU", "gpus": 1}, {"slug": "both", "display_name": "2", "gpus": 2}]
     extra = EXTRA + devices_mode_config(device_nodes, UUIDS) + f"c.DevDockSpawner.profile_list = {profiles!r}\n"
-    hub = make_hub("unknown", start=False, extra_config=extra)
+    hub = make_hub("unknown", start=False, extra_config=extra, DEVDOCK_GPU_QUEUE="0")  # held GPUs: refused, not queued
     ghost = _ghost(docker_client, hub, "ghost", UUIDS[0])
     exited = _ghost(docker_client, hub, "exited", UUIDS[1], running=False)
     hub.start()

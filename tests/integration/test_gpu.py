@@ -45,7 +45,10 @@ def nvidia_hub(make_hub):
 
 @pytest.fixture(scope="module")
 def devices_hub(make_hub, device_nodes):
-    return make_hub("gpu-devices", extra_config=PROFILES + devices_mode_config(device_nodes, UUIDS))
+    # Full GPUs are refused on this hub (gpu_queue off); waiting in line: tests/e2e/test_gpu_queue_journey.py.
+    return make_hub(
+        "gpu-devices", extra_config=PROFILES + devices_mode_config(device_nodes, UUIDS), DEVDOCK_GPU_QUEUE="0"
+    )
 
 
 def test_gpu_profile_creates_exact_device_request_and_fails_clearly_without_a_gpu_runtime(nvidia_hub):

@@ -54,7 +54,8 @@ def cuda_env_image(docker_client):
 def monitored(make_hub, tmp_path_factory, device_nodes, cuda_env_image):
     gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
     extra = gpus.hub_config(device_nodes, PROFILES)
-    return make_hub("gpu-health", extra_config=extra), gpus
+    # A GPU out of the pool makes a start refused here (gpu_queue off), not wait in line.
+    return make_hub("gpu-health", extra_config=extra, DEVDOCK_GPU_QUEUE="0"), gpus
 
 
 def _admin_row(hub, session, user: str) -> str:

@@ -1,0 +1,154 @@
+"""The line for GPUs as users meet it, with the shipped default (``gpu_queue`` on), through the real hub, proxy and
+engine, in Chromium: two stand-in GPUs, three users; the third waits in line on the spawn page and starts by
+itself when a GPU is given back; the line keeps its order across a hub restart; cancelling leaves the line."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.e2e.desktop import SHOTS, login
+from tests.harness import RUN_ID, devices_mode_config, xsrf_from
+
+UUIDS = [f"GPU-que{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
+PROFILES = [
+    {"slug": "desktop", "display_name": "Desktop", "default": True},
+    {"slug": "gpu", "display_name": "1 GPU", "gpus": 1},
+]
+
+
+@pytest.fixture(scope="module")
+def queue_hub(make_hub, device_nodes):
+    # Nothing about the line is configured: what a site gets from devdock's jupyterhub_config.py.
+    return make_hub(
+        "queue",
+        extra_config=devices_mode_config(device_nodes, UUIDS) + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n",
+    )
+
+
+def _line_message(hub, user: str, wanted: str, timeout: float = 60) -> str:
+    """The newest "in line" message of ``user``'s pending start that contains ``wanted`` (its progress events,
+    as the spawn page reads them), waiting for it."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        server = hub.api("GET", f"/users/{user}").json()["servers"].get("", {})
+        if server.get("pending") != "spawn":
+            time.sleep(0.5)
+            continue
+        url = f"{hub.url}/hub/api/users/{user}/server/progress"
+        try:
+            with requests.get(url, headers={"Authorization": f"token {hub.service_token}"}, stream=True,
+                              timeout=(5, 20)) as r:  # fmt: skip
+                for line in r.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data:"):
+                        message = json.loads(line[5:]).get("message", "")
+                        seen.append(message)
+                        if "in line" in message and wanted in message:
+                            return message
+        except requests.RequestException:
+            pass  # the stream ends after its read timeout while the start waits: ask again
+    raise AssertionError(f"{user}: no message with {wanted!r} in {timeout} s; seen: {seen[-5:]}\n{hub.log_tail(40)}")
+
+
+def _pending(hub, user: str) -> bool:
+    return hub.api("GET", f"/users/{user}").json()["servers"].get("", {}).get("pending") == "spawn"
+
+
+def _queue(hub, *users: str) -> None:
+    """Start ``users``' GPU servers through the REST API, one after the other (JupyterHub answers a start that is
+    still pending after 10 s: the requests overlap), and wait until each is in line."""
+    for user in users:
+        hub.create_user(user)
+    with ThreadPoolExecutor(len(users)) as pool:
+        answers = []
+        for user in users:
+            answers.append(pool.submit(hub.api, "POST", f"/users/{user}/server", json={"profile": "gpu"}))
+            _line_message(hub, user, "in line")  # in line before the next one asks
+        for answer in answers:
+            assert answer.result().status_code == 202, answer.result().text  # accepted and pending: not refused
+
+
+def _admin_line(hub) -> list[tuple[str, str]]:
+    """(place, owner/server) of each row of the admin page's "Waiting for GPUs"."""
+    page = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/admin", timeout=30).text
+    table = page.split('id="devdock-line"', 1)[1].split("</table>", 1)[0] if 'id="devdock-line"' in page else ""
+    return re.findall(r'<tr data-key="([^"]+)">\s*<td class="place">(\d+)</td>', table)
+
+
+def test_gpu_queue_third_user_waits_in_line_in_chromium_and_starts_by_itself_when_a_gpu_is_given_back(queue_hub, page):
+    hub = queue_hub
+    hub.spawn("qann", options={"profile": "gpu"})
+    hub.spawn("qbob", options={"profile": "gpu"})
+    (freed,) = hub.server_state("qann")["gpu_ids"]
+    # The form: the GPU profile can still be chosen, and says the start will wait.
+    login(page, hub, "qcat")
+    page.wait_for_url("**/hub/spawn**", timeout=60_000)
+    row = page.locator('[data-profile="gpu"]')
+    assert row.locator("input").is_enabled()
+    assert "0 of 2 free" in row.inner_text() and "waits in line" in row.inner_text()
+    page.screenshot(path=SHOTS / "gpu-queue-form.png")
+    page.check("#profile-gpu")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/hub/spawn-pending/qcat**", timeout=30_000)
+    message = page.locator("#progress-message")
+    message.filter(has_text="1st in line").wait_for(timeout=60_000)
+    assert "Your turn in" in message.inner_text()
+    page.screenshot(path=SHOTS / "gpu-queue-waiting.png")
+    assert hub.container("qcat") is None  # waiting holds no container
+    assert hub.metric("devdock_gpus_allocated") == 2
+    # ann stops: cat's start goes on by itself with ann's GPU, and her page moves on to JupyterLab.
+    hub.stop_server("qann")
+    page.wait_for_url("**/user/qcat/**", timeout=120_000)
+    assert hub.server_state("qcat")["gpu_ids"] == [freed]
+    assert "leaves the line for GPUs" in hub.log_tail(200)
+    hub.stop_server("qcat")  # the GPU goes back (bob still holds the other)
+
+
+def test_gpu_queue_keeps_its_order_across_a_hub_restart_admins_steer_it_and_stop_server_leaves_it(queue_hub, page):
+    hub = queue_hub
+    for user in ("qann", "qbob"):  # both GPUs held
+        hub.create_user(user)
+        if not hub.server_state(user).get("gpu_ids"):
+            hub.spawn(user, options={"profile": "gpu"})
+    _queue(hub, "qdan", "qeve", "qfay")
+    hub.restart()
+    # The restarted hub puts all three back, in the same order, though none asked again.
+    for user, place in (("qdan", "1st"), ("qeve", "2nd"), ("qfay", "3rd")):
+        assert f"{place} in line" in _line_message(hub, user, place, timeout=90)
+    assert hub.server_state("qann")["gpu_ids"] and hub.server_state("qbob")["gpu_ids"]  # the holders kept theirs
+    assert _admin_line(hub) == [("qdan/", "1"), ("qeve/", "2"), ("qfay/", "3")]
+    # An admin puts fay first, then removes eve from the line (her start is cancelled).
+    admin = hub.browser_session("admin")
+    for action, key in (("line_front", "qfay/"), ("line_remove", "qeve/")):
+        form = admin.get(f"{hub.url}/hub/devdock/admin", timeout=30).text
+        r = admin.post(f"{hub.url}/hub/devdock/admin", data={"_xsrf": xsrf_from(form), action: key}, timeout=60)
+        assert r.status_code == 200, r.text[-300:]
+    assert _admin_line(hub) == [("qfay/", "1"), ("qdan/", "2")]
+    assert "1st in line" in _line_message(hub, "qfay", "1st")
+    assert not _pending(hub, "qeve") and hub.container("qeve") is None
+    # dan's home page says where he is; he leaves the line with the spawn page's own Stop Server button.
+    login(page, hub, "qdan")
+    page.goto(f"{hub.url}/hub/home")
+    notice = page.locator(".devdock-line")
+    notice.wait_for(timeout=30_000)
+    assert "waits in line for GPUs (2nd of 2)" in " ".join(notice.inner_text().split())
+    page.goto(f"{hub.url}/hub/spawn-pending/qdan")
+    page.locator("#progress-message").filter(has_text="in line").wait_for(timeout=30_000)
+    page.click("#stop-server-btn")
+    page.locator("#stop-server-status").filter(has_text="stopped").wait_for(timeout=60_000)
+    assert not _pending(hub, "qdan")
+    assert _admin_line(hub) == [("qfay/", "1")]
+    for user in ("qdan", "qeve"):  # their places are not kept for a later restart
+        assert not hub.server_state(user).get("gpu_queue_since"), hub.server_state(user)
+    # A GPU given back goes to the one left in line.
+    hub.stop_server("qbob")
+    hub.wait_ready("qfay", timeout=120)
+    assert hub.server_state("qfay")["gpu_ids"]
+    for user in ("qann", "qfay"):
+        hub.stop_server(user)
