@@ -181,4 +181,5 @@ def wait_words(seconds: float | None) -> str:
     minutes = round(seconds / 60)
     if minutes < 90:
         return f"about {minutes} minutes"
-    return f"about {seconds / 3600:.1f} hours"
+    hours = seconds / 3600
+    return f"about {hours:.1f} hours" if hours < 10 else f"about {round(hours)} hours"

@@ -249,11 +249,17 @@ class GPUMixin(LoggingConfigurable):
         if told != self._line_told:
             self._line_told = told
             others = f", {in_line} waiting" if in_line > 1 else ""
+            # Without history the estimate is the servers' time limit: a bound, said as one.
+            waiter = self.devdock_hub.gpu_queue.waiter(self.server_key)
+            bound = waiter is not None and self.devdock_hub.gpu_queue.usual_hold(waiter.line) is None
+            if estimate is None:
+                when = f": {wait_words(None)}"
+            else:
+                when = f" {'at the latest ' if bound else ''}in {wait_words(estimate)}"
             self._emit(
                 8,
-                f"All GPUs of this kind are in use: you are {ordinal(place)} in line{others}. Your turn in "
-                f"{wait_words(estimate)}. Your server starts by itself then: keep this page open or come back "
-                "later; Stop Server leaves the line.",
+                f"All GPUs of this kind are in use: you are {ordinal(place)} in line{others}. Your turn{when}. Your "
+                "server starts by itself then: keep this page open or come back later; Stop Server leaves the line.",
             )
 
     @property

@@ -67,6 +67,7 @@ def test_gpu_queue_words_for_users():
     assert wait_words(30) == "about a minute"
     assert wait_words(25 * 60) == "about 25 minutes"
     assert wait_words(3 * 3600) == "about 3.0 hours"
+    assert wait_words(72 * 3600) == "about 72 hours"
     assert "no estimate" in wait_words(None)
 
 
