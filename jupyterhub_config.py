@@ -65,6 +65,8 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_CULL_GPU_TIMEOUT  seconds idle before a server holding GPUs is stopped           (7200: 2 h)
   DEVDOCK_CULL_MAX_AGE      seconds a server without GPUs may run at most, 0: no limit     (0)
   DEVDOCK_CULL_GPU_MAX_AGE  seconds a server holding GPUs may run at most, 0: no limit     (259200: 3 days)
+  DEVDOCK_CULL_GPU_CONTENTION_TIMEOUT  seconds idle before a GPU server is stopped while others wait for its
+                            kind of GPU, 0: no shorter limit                                (1800: 30 min)
   DEVDOCK_CULL_WARNING      seconds before a stop that the user is warned                  (600)
   DEVDOCK_CULL_EVERY        seconds between the culler's rounds                           (60)
   DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
@@ -215,6 +217,7 @@ c.DevDockSpawner.cull_idle_timeout = env_int("DEVDOCK_CULL_TIMEOUT", 8 * 3600)
 c.DevDockSpawner.cull_gpu_idle_timeout = env_int("DEVDOCK_CULL_GPU_TIMEOUT", 2 * 3600)
 c.DevDockSpawner.cull_max_age = env_int("DEVDOCK_CULL_MAX_AGE", 0)
 c.DevDockSpawner.cull_gpu_max_age = env_int("DEVDOCK_CULL_GPU_MAX_AGE", 3 * 24 * 3600)
+c.DevDockSpawner.cull_gpu_contention_idle_timeout = env_int("DEVDOCK_CULL_GPU_CONTENTION_TIMEOUT", 1800)
 c.DevDockSpawner.cull_warning = env_int("DEVDOCK_CULL_WARNING", 600)
 
 # SSH: keys live with the hub; ports come from a range the firewall opens.

@@ -8,6 +8,8 @@ jupyterhub-idle-culler (the ecosystem's own) runs as a hub-managed service with 
   holding GPUs default to the shorter ``gpu_idle_timeout``, so scarce GPUs are given back first;
 - a server is stopped at ``max_age`` seconds whatever its activity (off by default for CPU servers;
   ``gpu_max_age`` for GPU servers): a fair share of a GPU, not a lease for ever;
+- while starts wait in line for the kind of GPU a server holds, its idle limit is the shorter
+  ``gpu_contention_idle_timeout``: a forgotten tab does not hold a GPU someone waits for;
 - what counts as activity is the server's own reports (devdock's proxy class ignores the proxy's per-message
   activity): JupyterLab, terminals, kernels, SSH sessions and real desktop input.
 
@@ -32,9 +34,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 IDLE_TIMEOUT = 8 * 3600
 GPU_IDLE_TIMEOUT = 2 * 3600
 GPU_MAX_AGE = 3 * 24 * 3600
+#: While someone waits for its kind of GPU, an idle GPU server is stopped after half an hour.
+GPU_CONTENTION_IDLE_TIMEOUT = 1800
 CULL_EVERY = 60
-#: How long the culler keeps the policy it asked the hub for (the hub's configuration changes only at restarts).
-POLICY_TTL = 60
+#: How long the culler keeps the policy it asked the hub for (its profiles change only at restarts, but who waits
+#: in line for GPUs changes all the time).
+POLICY_TTL = 10
 NOTICE_SCOPE = "custom:devdock:cull-notice"
 
 
@@ -51,6 +56,9 @@ class Policy:
     idle_timeout: int = IDLE_TIMEOUT
     default_profile: str = ""
     profiles: dict[str, ProfileRule] = field(default_factory=dict)
+    #: the idle limit of a server whose profile's GPUs someone waits for now (``contended``); 0: none
+    contention_idle_timeout: int = GPU_CONTENTION_IDLE_TIMEOUT
+    contended: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(
@@ -58,6 +66,8 @@ class Policy:
                 "idle_timeout": self.idle_timeout,
                 "default_profile": self.default_profile,
                 "profiles": {k: vars(v) for k, v in self.profiles.items()},
+                "contention_idle_timeout": self.contention_idle_timeout,
+                "contended": list(self.contended),
             }
         )
 
@@ -70,6 +80,8 @@ class Policy:
             profiles={
                 k: ProfileRule(int(v["idle_timeout"]), int(v.get("max_age", 0))) for k, v in data["profiles"].items()
             },
+            contention_idle_timeout=int(data.get("contention_idle_timeout", 0)),
+            contended=tuple(str(p) for p in data.get("contended", ())),
         )
 
 
@@ -79,6 +91,7 @@ def policy_for(
     gpu_idle_timeout: int = GPU_IDLE_TIMEOUT,
     gpu_max_age: int = GPU_MAX_AGE,
     max_age: int = 0,
+    contention_idle_timeout: int = GPU_CONTENTION_IDLE_TIMEOUT,
 ) -> Policy:
     """The policy for a hub's profiles (:class:`devdock_spawner.profiles.Profile`): their own ``idle_timeout`` and
     ``max_age`` where set, else the GPU defaults for profiles with GPUs and the site's for the others."""
@@ -90,7 +103,12 @@ def policy_for(
             max_age=p.max_age if p.max_age is not None else (gpu_max_age if gpu else max_age),
         )
     default = next((p.slug for p in profiles if p.default), profiles[0].slug if profiles else "")
-    return Policy(idle_timeout=idle_timeout, default_profile=default, profiles=rules)
+    return Policy(
+        idle_timeout=idle_timeout,
+        default_profile=default,
+        profiles=rules,
+        contention_idle_timeout=contention_idle_timeout,
+    )
 
 
 def rule_for(policy: Policy, profile: str) -> ProfileRule:
@@ -107,6 +125,13 @@ def decide(server: dict, inactive: timedelta | None, age: timedelta | None, poli
         return (
             True,
             f"it was idle for {_duration(inactive.total_seconds())} (the limit is {_duration(rule.idle_timeout)})",
+        )
+    shorter = policy.contention_idle_timeout
+    if profile in policy.contended and shorter and inactive is not None and inactive.total_seconds() >= shorter:
+        return (
+            True,
+            f"it was idle for {_duration(inactive.total_seconds())} while others waited in line for its GPUs (the "
+            f"limit while others wait is {_duration(shorter)})",
         )
     return False, ""
 

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import aiohttp.connector
@@ -31,7 +32,7 @@ from . import culler, hubwide, metrics
 from .gpu import WHOLE, engine_gpu_support
 from .gpu_queue import wait_words
 from .guarantees import missing_guarantees
-from .hubconfig import SINGLE_ORIGIN_WARNING, culling_policy
+from .hubconfig import SINGLE_ORIGIN_WARNING, configured_profiles, culling_policy
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT
 from .ssh import InvalidKey, UnusableUsername, fingerprint, key_index, known_hosts_line, parse_keys
@@ -496,8 +497,15 @@ class CullPolicyHandler(APIHandler):
         if self.current_user is None or not self.has_scope(culler.NOTICE_SCOPE):
             raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {culler.NOTICE_SCOPE}")
 
+        policy = culling_policy(self.settings["config"])
+        hub = hubwide.current()
+        if hub is not None and len(hub.gpu_queue):
+            # Profiles whose kind of GPU someone waits for now: their idle servers go sooner.
+            waited_for = {w.line.partition(":")[0] for w in hub.gpu_queue.waiting()}
+            profiles = configured_profiles(self.settings["config"])
+            policy = replace(policy, contended=tuple(p.slug for p in profiles if p.gpus and p.gpu_kind in waited_for))
         self.set_header("Content-Type", "application/json")
-        self.finish(culling_policy(self.settings["config"]).to_json())
+        self.finish(policy.to_json())
 
 
 def handlers() -> list[tuple]:

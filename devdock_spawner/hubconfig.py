@@ -260,16 +260,22 @@ def _configured(c, name: str, default):
     return default
 
 
+def configured_profiles(c) -> list:
+    """The profiles of a hub's final configuration (``profile_list``)."""
+    return load_profiles(_configured(c, "profile_list", []))
+
+
 def culling_policy(c):
     """The culling policy of a hub's configuration: its profiles and ``cull_*`` settings, as they end up after
     every configuration file was loaded (the hub hands it to the culler: ``/hub/api/devdock/cull-policy``)."""
 
     return culler.policy_for(
-        load_profiles(_configured(c, "profile_list", [])),
+        configured_profiles(c),
         idle_timeout=_configured(c, "cull_idle_timeout", culler.IDLE_TIMEOUT),
         gpu_idle_timeout=_configured(c, "cull_gpu_idle_timeout", culler.GPU_IDLE_TIMEOUT),
         gpu_max_age=_configured(c, "cull_gpu_max_age", culler.GPU_MAX_AGE),
         max_age=_configured(c, "cull_max_age", 0),
+        contention_idle_timeout=_configured(c, "cull_gpu_contention_idle_timeout", culler.GPU_CONTENTION_IDLE_TIMEOUT),
     )
 
 

@@ -128,22 +128,30 @@ class GPUWatch:
         """
         allocator = await self.gpu_allocator()
         line = line_name(profile.gpu_kind, profile.gpu_ids)
+        outcome = "cancelled"  # how a wait in line ended, for the metrics
         try:
             while True:
                 moved = self._line_event()
                 try:
                     uuids = self._allocate_in_turn(allocator, key, profile, per_owner, line)
+                    outcome = "turn"
                     break
                 except gpus.GPUsBusy as e:
                     if wait is None:
                         raise web.HTTPError(409, str(e)) from e
-                    await self._wait_in_line(allocator, key, line, profile, wait, moved)
+                    try:
+                        await self._wait_in_line(allocator, key, line, profile, wait, moved)
+                    except web.HTTPError:
+                        outcome = "longest wait"
+                        raise
                 except gpus.NotEnoughGPUs as e:
                     raise web.HTTPError(409, str(e)) from e
         finally:
             if self.gpu_queue.leave(key):
+                metrics.GPU_LINE_WAIT.labels(outcome).observe(time.time() - wait.since)
                 self.wake_line()  # whoever was behind may be first now
             metrics.update_gpu_gauges(allocator)
+            metrics.update_line_gauges(self.gpu_queue)
         if uuids:
             now = time.time()
             self.gpu_queue.held(key, Hold(line, len(uuids), now, now + max_age if max_age else 0.0))
@@ -166,6 +174,7 @@ class GPUWatch:
         now = time.time()
         count = allocator.total_of(profile.gpu_kind) if profile.gpus == "all" else int(profile.gpus)
         self.gpu_queue.join(Waiter(key, line, count, wait.since))
+        metrics.update_line_gauges(self.gpu_queue)
         waited = now - wait.since
         if waited >= wait.max_wait:
             what = "GPU" if profile.gpu_kind == gpus.WHOLE else f"MIG {profile.gpu_kind} GPU slice"

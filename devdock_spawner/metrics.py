@@ -29,6 +29,21 @@ GPU_UNHEALTHY = Gauge(
 )
 
 
+GPU_LINE_WAITING = Gauge("devdock_gpu_line_waiting", "Starts waiting in line for GPUs, by kind", ["kind"])
+GPU_LINE_WAIT = Histogram(
+    "devdock_gpu_line_wait_seconds",
+    "How long starts waited in line for GPUs, by how the wait ended (turn, longest wait, cancelled)",
+    ["outcome"],
+    buckets=(10, 60, 300, 900, 1800, 3600, 7200, 14400),
+)
+
+
+def update_line_gauges(queue) -> None:
+    GPU_LINE_WAITING.clear()
+    for waiter in queue.waiting():
+        GPU_LINE_WAITING.labels(waiter.line.partition(":")[0]).inc()
+
+
 def update_gpu_gauges(allocator) -> None:
     GPUS_TOTAL.set(allocator.total)
     GPUS_ALLOCATED.set(allocator.allocated())

@@ -96,6 +96,16 @@ class CullingMixin(LoggingConfigurable):
         """,
     )
 
+    cull_gpu_contention_idle_timeout = Int(
+        culler.GPU_CONTENTION_IDLE_TIMEOUT,
+        config=True,
+        help="""
+        While starts wait in line for the kind of GPU a server holds (``gpu_queue``), the server is stopped after
+        this many seconds without activity, if its own limit is longer: a forgotten tab does not hold a GPU that
+        someone waits for. 0: no shorter limit. Default: 1800 (30 minutes).
+        """,
+    )
+
     cull_max_age = Int(
         0,
         config=True,
@@ -131,6 +141,7 @@ class CullingMixin(LoggingConfigurable):
             self.cull_gpu_idle_timeout,
             self.cull_gpu_max_age,
             self.cull_max_age,
+            self.cull_gpu_contention_idle_timeout,
         )
 
     #: The profile of the current (or last) start.

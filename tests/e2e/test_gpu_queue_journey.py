@@ -153,3 +153,38 @@ def test_gpu_queue_keeps_its_order_across_a_hub_restart_admins_steer_it_and_stop
     assert hub.server_state("qfay")["gpu_ids"]
     for user in ("qann", "qfay"):
         hub.stop_server(user)
+
+
+CONTENTION, EVERY = 15, 5
+
+
+@pytest.fixture(scope="module")
+def contended_hub(make_hub, device_nodes):
+    """One stand-in GPU; the usual idle limit of GPU servers (2 h), a short one while someone waits for it."""
+    extra = devices_mode_config(device_nodes[:1], UUIDS[:1]) + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
+    return make_hub(
+        "queue-cull",
+        extra_config=extra,
+        DEVDOCK_CULL_GPU_CONTENTION_TIMEOUT=str(CONTENTION),
+        DEVDOCK_CULL_EVERY=str(EVERY),
+    )
+
+
+def test_gpu_queue_contention_an_idle_gpu_server_goes_sooner_while_someone_waits_and_the_wait_ends(contended_hub):
+    hub = contended_hub
+    hub.spawn("cidle", options={"profile": "gpu"})
+    (gpu,) = hub.server_state("cidle")["gpu_ids"]
+    # Control: nobody waits, so past the shorter limit (and culler rounds) the idle server keeps its GPU.
+    time.sleep(CONTENTION + 2 * EVERY + 10)
+    assert "" in hub.api("GET", "/users/cidle").json()["servers"]
+    # Someone waits for that GPU: the idle server is stopped, and the waiting start gets the GPU by itself.
+    hub.create_user("cwait")
+    r = hub.api("POST", "/users/cwait/server", json={"profile": "gpu"})
+    assert r.status_code == 202, r.text
+    hub.wait_ready("cwait", timeout=120)
+    assert hub.server_state("cwait")["gpu_ids"] == [gpu]
+    assert "" not in hub.api("GET", "/users/cidle").json()["servers"]
+    reason = hub.server_state("cidle")["stop_reason"]["reason"]
+    assert "while others waited in line for its GPUs" in reason, reason
+    assert hub.metric('devdock_gpu_line_wait_seconds_count{outcome="turn"}') >= 1
+    hub.stop_server("cwait")

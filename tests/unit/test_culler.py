@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -50,6 +51,23 @@ def test_cull_decision(options, inactive, age, stop, words):
 
 def test_policy_survives_its_trip_to_the_culler_process():  # the hub sends it as JSON
     assert Policy.from_json(POLICY.to_json()) == POLICY
+    contended = replace(POLICY, contended=("gpu",))
+    assert Policy.from_json(contended.to_json()) == contended
+
+
+def test_cull_contention_stops_an_idle_gpu_server_sooner_only_while_others_wait_for_its_gpus():
+    quiet = policy_for(PROFILES, gpu_idle_timeout=2 * H, contention_idle_timeout=1800)
+    waited_for = replace(quiet, contended=("gpu", "long-gpu"))
+    gpu = {"name": "", "user": "u", "user_options": {"profile": "gpu"}}
+    cpu = {"name": "", "user": "u", "user_options": {"profile": "desktop"}}
+    forty_minutes, an_hour = timedelta(minutes=40), timedelta(hours=1)
+    assert decide(gpu, forty_minutes, an_hour, quiet) == (False, "")  # nobody waits: the usual 2 h
+    stop, reason = decide(gpu, forty_minutes, an_hour, waited_for)
+    assert stop and "while others waited in line for its GPUs" in reason and "30 min" in reason
+    assert decide(gpu, timedelta(minutes=20), an_hour, waited_for) == (False, "")  # idle, but not that long
+    assert decide(cpu, timedelta(hours=7), an_hour * 8, waited_for) == (False, "")  # no GPU: not contended
+    off = replace(waited_for, contention_idle_timeout=0)
+    assert decide(gpu, forty_minutes, an_hour, off) == (False, "")  # 0: no shorter limit
 
 
 def test_the_culler_service_holds_the_least_scopes_it_needs():
