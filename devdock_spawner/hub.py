@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiohttp.connector
 import aiohttp.resolver
@@ -28,7 +28,7 @@ from jupyterhub.handlers import BaseHandler
 from jupyterhub.scopes import needs_scope
 from tornado import httputil, web
 
-from . import culler, hubwide, metrics
+from . import accounting, culler, hubwide, metrics
 from .gpu import WHOLE, engine_gpu_support
 from .gpu_queue import wait_words
 from .guarantees import missing_guarantees
@@ -355,6 +355,47 @@ def _idle_text(activity) -> str:
     return f"{text} ({activity.source})" if activity.source else text
 
 
+class UsageHandler(BaseHandler):
+    """``/hub/devdock/usage``: the accounting of server runs (accounting.py), per month and per run, as a page or
+    ``?format=csv|json``. Admins (``admin-ui``) see everyone's; everybody else their own."""
+
+    @web.authenticated
+    async def get(self):
+        try:
+            days = min(max(int(self.get_argument("days", "31")), 1), 3660)
+        except ValueError:
+            raise web.HTTPError(400, "days must be a whole number of days") from None
+        fmt = self.get_argument("format", "html")
+        if fmt not in ("html", "csv", "json"):
+            raise web.HTTPError(400, "format must be html, csv or json")
+        everyone = self.has_scope("admin-ui")
+        self.current_user.spawners[""]  # noqa: B018 - makes the hub-wide object if no server has yet (a fresh hub)
+        hub = hubwide.current()
+        ledger = hub.ledger if hub is not None else None
+        since = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
+        runs = ledger.runs(None if everyone else self.current_user.name, since) if ledger is not None else []
+        if fmt == "json":
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"since": since.isoformat() + "Z", "runs": runs}))
+            return
+        if fmt == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.set_header("Content-Disposition", f'attachment; filename="devdock-usage-{days}d.csv"')
+            self.finish(accounting.to_csv(runs))
+            return
+        html = await self.render_template(
+            "devdock_usage.html",
+            enabled=ledger is not None,
+            everyone=everyone,
+            days=days,
+            since=f"{since:%Y-%m-%d %H:%M} UTC",
+            totals=accounting.monthly_totals(runs),
+            runs=runs[:500],
+            human_bytes=human_bytes,
+        )
+        self.finish(html)
+
+
 class CullNoticeHandler(APIHandler):
     """``POST /hub/api/devdock/culled/<user>/<server>``: the idle culler says why it stops a server.
 
@@ -512,6 +553,7 @@ def handlers() -> list[tuple]:
     return [
         (r"/ssh", SSHPageHandler),
         (r"/devdock/admin", AdminOverviewHandler),
+        (r"/devdock/usage", UsageHandler),
         (r"/api/devdock/culled/([^/]+)/([^/]*)", CullNoticeHandler),
         (r"/api/devdock/cull-policy", CullPolicyHandler),
         (r"/api/devdock/ssh-gateway/keys", GatewayKeysHandler),

@@ -30,6 +30,7 @@ from traitlets import CaselessStrEnum, Int, Unicode
 from traitlets.config import LoggingConfigurable
 
 from . import cloud_metadata, metrics, naming, reconcile, usage
+from .accounting import Ledger
 from .container import last_lines, network_spec
 from .guarantees import log_text, missing_guarantees
 from .hubwide_gpu import GPUWatch
@@ -68,7 +69,7 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
         "hub_id", "prefix", "docker_workers", "extra_labels", "unknown_servers", "usage_interval",
         "network_name", "create_network", "isolate_containers",
         "block_cloud_metadata", "cloud_metadata_addresses", "firewall_helper_image",
-        "hub_data_dir", "hub_min_free_mb", "hub_disk_reserve_mb",
+        "hub_data_dir", "hub_min_free_mb", "hub_disk_reserve_mb", "accounting_url",
         "ssh_bind_address", "ssh_probe_host_ports", "image",
         "gpu_inventory", "gpu_discovery", "gpu_mode", "gpu_max_users_per_gpu", "gpu_monitor_command",
         "gpu_monitor_proc", "gpu_kernel_log", "gpu_health_checks", "gpu_busy_percent",
@@ -116,10 +117,47 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
         self._foreign_ports: dict = {}
         self._init_gpu_watch()
         self._init_home_helper()
+        #: the accounting database (None until first asked, or when off or broken), and each running server's row
+        self._ledger = None
+        self.accounting_runs: dict[str, int] = {}
+        self._last_reading: dict[str, float] = {}
         atexit.register(self.stop)
         missing = missing_guarantees(spawner.config)
         if missing:
             self.log.warning("%s", log_text(missing))
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The accounting database (accounting.py), opened at first use; None when off or not to be opened."""
+        url = self.settings.accounting_url or (
+            f"sqlite:///{os.path.join(self.settings.hub_data_dir, 'devdock-accounting.sqlite')}"
+        )
+        if self._ledger is None and url != "off" and self.once("ledger"):
+            try:
+                self._ledger = Ledger(url)
+            except Exception as e:  # noqa: BLE001 - the hub and its servers run on without accounting
+                self.log.error("devdock: the accounting database %s cannot be used (%s): no accounting", url, e)
+        return self._ledger
+
+    def account_readings(self, fresh: dict) -> None:
+        """One usage reading into each running server's accounting row (CPU, memory, GPU busy)."""
+        ledger, now = self._ledger, time.monotonic()
+        if ledger is None:
+            return
+        for key, use in fresh.items():
+            run_id, last = self.accounting_runs.get(key), self._last_reading.get(key)
+            self._last_reading[key] = now
+            if not run_id or last is None:
+                continue
+            gpus = self.allocator.held_by(key) if self.allocator is not None else []
+            gpu_use = self.gpu_use.get(key)
+            busy = gpu_use.utilization if gpu_use is not None and gpus else None
+            try:
+                ledger.reading(run_id, now - last, use.cpu_cores, use.memory_bytes, busy, len(gpus))
+            except Exception as e:  # noqa: BLE001 - a reading lost, not a reason to stop reading
+                self.log.warning("devdock: accounting reading of %s failed: %s", key, e)
+        for gone in set(self._last_reading) - set(fresh):
+            del self._last_reading[gone]
 
     @property
     def client(self):
@@ -459,6 +497,7 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
                 except KeyError:
                     pass
         self.usage = fresh
+        self.account_readings(fresh)
         for key, use in fresh.items():
             user, _, server = key.rpartition("/")
             metrics.SERVER_MEMORY.labels(user, server).set(use.memory_bytes)
@@ -559,6 +598,16 @@ class HubSettingsMixin(LoggingConfigurable):
         Threads for Docker API calls, shared by all servers. DockerSpawner uses one, so twenty users
         logging in at once wait for each other's every Docker call; devdock defaults to 8. Example: 16
         on a large host. Minimum 1.
+        """,
+    )
+
+    accounting_url = Unicode(
+        config=True,
+        help="""
+        The accounting database (devdock_spawner/accounting.py: every server's run, its GPUs, GPU-, CPU-seconds
+        and why it ended), as an SQLAlchemy URL: ``postgresql://devdock:...@db/devdock`` for a site's PostgreSQL
+        (install ``psycopg2``). Default: ``sqlite:///<hub_data_dir>/devdock-accounting.sqlite``, beside the
+        hub's own database. "off": no accounting.
         """,
     )
 

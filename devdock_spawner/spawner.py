@@ -21,6 +21,7 @@ from .contract import MIN_UID
 from .hubwide import HubSettingsMixin
 from .images import missing_image_message
 from .profiles import InvalidOptions, validate_user_options
+from .spawner_accounting import AccountingMixin
 from .spawner_culling import CullingMixin
 from .spawner_desktop import DesktopMixin
 from .spawner_gpu import GPUMixin
@@ -33,6 +34,7 @@ from .spawner_ssh import SSH_CONTAINER_PORT, SSHMixin
 
 
 class DevDockSpawner(
+    AccountingMixin,
     SSHMixin,
     ProfilesMixin,
     GPUMixin,
@@ -352,6 +354,7 @@ class DevDockSpawner(
             metrics.SPAWN_PHASE.labels("server").observe(time.perf_counter() - t2)
             if self.ssh_enabled:
                 self.ssh_host_key = await self.read_ssh_host_key() or self.ssh_host_key
+            self.account_start(profile.slug)
         except BaseException:
             # Nothing half-made stays behind: no container, no GPU held.
             await self._clean_up_failed_start()
@@ -483,6 +486,7 @@ class DevDockSpawner(
     def clear_state(self):
         # JupyterHub calls clear_state after every stop, also when the container died or vanished on its own (then
         # it does not call stop()): what is true only while running goes; the GPUs are given back.
+        self.account_end()
         super().clear_state()
         for name, trait in self._state_traits("run").items():
             setattr(self, name, trait.default())

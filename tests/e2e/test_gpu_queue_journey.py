@@ -8,6 +8,7 @@ import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -118,6 +119,7 @@ def test_gpu_queue_keeps_its_order_across_a_hub_restart_admins_steer_it_and_stop
         if not hub.server_state(user).get("gpu_ids"):
             hub.spawn(user, options={"profile": "gpu"})
     _queue(hub, "qdan", "qeve", "qfay")
+    restarted = datetime.now(UTC)
     hub.restart()
     # The restarted hub puts all three back, in the same order, though none asked again.
     for user, place in (("qdan", "1st"), ("qeve", "2nd"), ("qfay", "3rd")):
@@ -153,6 +155,12 @@ def test_gpu_queue_keeps_its_order_across_a_hub_restart_admins_steer_it_and_stop
     assert hub.server_state("qfay")["gpu_ids"]
     for user in ("qann", "qfay"):
         hub.stop_server(user)
+    # Accounting: ann's run went on through the restart in one row; a start that only waited has none.
+    runs = _runs(hub)
+    ann = next(r for r in runs if r["user"] == "qann")  # the newest first
+    assert datetime.fromisoformat(ann["started"]) < restarted < datetime.fromisoformat(ann["ended"]), ann
+    assert ann["gpu_count"] == 1 and ann["end_reason"] == "stopped"
+    assert not [r for r in runs if r["user"] in ("qdan", "qeve")]
 
 
 CONTENTION, EVERY = 15, 5
@@ -170,9 +178,17 @@ def contended_hub(make_hub, device_nodes):
     )
 
 
+def _runs(hub, user: str = "admin") -> list[dict]:
+    """The accounting rows ``user`` may see (admins: everyone's), from the usage page's JSON export."""
+    r = hub.browser_session(user).get(f"{hub.url}/hub/devdock/usage?format=json", timeout=30)
+    assert r.status_code == 200, r.text[-300:]
+    return r.json()["runs"]
+
+
 def test_gpu_queue_contention_an_idle_gpu_server_goes_sooner_while_someone_waits_and_the_wait_ends(contended_hub):
     hub = contended_hub
     hub.spawn("cidle", options={"profile": "gpu"})
+    ready = time.monotonic()
     (gpu,) = hub.server_state("cidle")["gpu_ids"]
     # Control: nobody waits, so past the shorter limit (and culler rounds) the idle server keeps its GPU.
     time.sleep(CONTENTION + 2 * EVERY + 10)
@@ -182,9 +198,19 @@ def test_gpu_queue_contention_an_idle_gpu_server_goes_sooner_while_someone_waits
     r = hub.api("POST", "/users/cwait/server", json={"profile": "gpu"})
     assert r.status_code == 202, r.text
     hub.wait_ready("cwait", timeout=120)
+    gone = time.monotonic()  # cidle was stopped just before (her GPU went to cwait)
     assert hub.server_state("cwait")["gpu_ids"] == [gpu]
     assert "" not in hub.api("GET", "/users/cidle").json()["servers"]
     reason = hub.server_state("cidle")["stop_reason"]["reason"]
     assert "while others waited in line for its GPUs" in reason, reason
     assert hub.metric('devdock_gpu_line_wait_seconds_count{outcome="turn"}') >= 1
     hub.stop_server("cwait")
+    # Accounting: one row per run, with its GPU, how long it held it and why it ended.
+    runs = {r["user"]: r for r in _runs(hub)}
+    idle, waited = runs["cidle"], runs["cwait"]
+    assert (idle["gpus"], idle["gpu_count"], idle["end_reason"]) == (gpu, 1, "contention"), idle
+    assert abs(idle["gpu_seconds_held"] - (gone - ready)) < 15, (idle, gone - ready)  # within a reading or two
+    assert (waited["gpus"], waited["end_reason"]) == (gpu, "stopped") and waited["ended"]
+    assert [r["user"] for r in _runs(hub, "cidle")] == ["cidle"]  # a user sees their own runs only
+    page = hub.browser_session("cidle").get(f"{hub.url}/hub/devdock/usage?format=csv", timeout=30).text
+    assert page.splitlines()[0].startswith("id,user,server") and ",cidle," in page and "cwait" not in page

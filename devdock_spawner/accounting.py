@@ -1,0 +1,189 @@
+"""Accounting: every server's life in a database of its own (SQLAlchemy; SQLite beside the hub's by default).
+
+One row per run of a server: who, which server and profile, which GPUs, from when to when, why it ended, and
+what it used: GPU-seconds held (GPUs × the time the server ran), GPU-seconds busy (the GPUs' utilization, where
+``nvidia-smi`` reads it, over time), CPU-seconds and peak memory (``docker stats``, every ``usage_interval``).
+The hub object (hubwide.py) feeds it; the usage page (``/hub/devdock/usage``) and its CSV/JSON export read it.
+A run's row is written at its start and at its end, and its usage every tenth reading, so a hub that stops
+loses at most that; a restarted hub goes on with the same rows (the server's state keeps its row's id).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Float, Integer, String, create_engine, select
+from sqlalchemy.orm import Session, declarative_base
+
+Base = declarative_base()
+
+#: Why a run ended, as the usage page and the export say it.
+END_REASONS = ("stopped", "idle", "max age", "contention")
+
+#: The export's columns, in order.
+COLUMNS = (
+    "id", "user", "server", "profile", "gpus", "gpu_count", "started", "ended", "end_reason",
+    "seconds", "gpu_seconds_held", "gpu_seconds_busy", "cpu_seconds", "peak_memory_bytes",
+)  # fmt: skip
+
+
+class Run(Base):
+    __tablename__ = "devdock_server_runs"
+    id = Column(Integer, primary_key=True)
+    user = Column(String(255), nullable=False, index=True)
+    server = Column(String(255), nullable=False, default="")
+    profile = Column(String(255), nullable=False, default="")
+    gpus = Column(String(2000), nullable=False, default="")
+    gpu_count = Column(Integer, nullable=False, default=0)
+    started = Column(DateTime, nullable=False, index=True)
+    ended = Column(DateTime, nullable=True)
+    end_reason = Column(String(32), nullable=True)
+    gpu_seconds_busy = Column(Float, nullable=True)
+    cpu_seconds = Column(Float, nullable=False, default=0.0)
+    peak_memory_bytes = Column(Integer, nullable=False, default=0)
+
+    def seconds(self, now: datetime) -> float:
+        return max(0.0, ((self.ended or now) - self.started).total_seconds())
+
+    def as_dict(self, now: datetime) -> dict:
+        seconds = self.seconds(now)
+        return {
+            "id": self.id,
+            "user": self.user,
+            "server": self.server,
+            "profile": self.profile,
+            "gpus": self.gpus,
+            "gpu_count": self.gpu_count,
+            "started": _iso(self.started),
+            "ended": _iso(self.ended) if self.ended else "",
+            "end_reason": self.end_reason or "",
+            "seconds": round(seconds, 1),
+            "gpu_seconds_held": round(seconds * self.gpu_count, 1),
+            "gpu_seconds_busy": None if self.gpu_seconds_busy is None else round(self.gpu_seconds_busy, 1),
+            "cpu_seconds": round(self.cpu_seconds, 1),
+            "peak_memory_bytes": self.peak_memory_bytes,
+        }
+
+
+def _iso(when: datetime) -> str:
+    return when.replace(tzinfo=UTC).isoformat()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC, as JupyterHub's database does
+
+
+def end_reason(stop_reason: dict | None) -> str:
+    """What ended a run (one of :data:`END_REASONS`), from the culler's notice in the server's state."""
+    reason = (stop_reason or {}).get("reason", "")
+    if not reason:
+        return "stopped"  # its user, an admin, or the server itself
+    if "maximum age" in reason:
+        return "max age"
+    if "while others waited" in reason:
+        return "contention"
+    return "idle"
+
+
+@dataclass
+class _Tally:
+    """What a running server used since its row was last written."""
+
+    cpu_seconds: float = 0.0
+    gpu_seconds_busy: float | None = None
+    peak_memory_bytes: int = 0
+    rounds: int = field(default=0)
+
+
+class Ledger:
+    """The accounting database of one hub."""
+
+    #: Usage is written every this many readings (and at the end of the run).
+    WRITE_EVERY = 10
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = create_engine(url, future=True)
+        Base.metadata.create_all(self.engine)
+        self._tallies: dict[int, _Tally] = {}
+
+    def started(self, user: str, server: str, profile: str, gpus: list[str], when: datetime | None = None) -> int:
+        with Session(self.engine) as session:
+            run = Run(user=user, server=server, profile=profile, gpus=",".join(gpus), gpu_count=len(gpus),
+                      started=when or _now())  # fmt: skip
+            session.add(run)
+            session.commit()
+            return run.id
+
+    def reading(self, run_id: int, seconds: float, cpu_cores: float, memory_bytes: int,
+                gpu_percent: float | None, gpu_count: int) -> None:  # fmt: skip
+        """One usage reading of a running server over the last ``seconds``."""
+        tally = self._tallies.setdefault(run_id, _Tally())
+        tally.cpu_seconds += cpu_cores * seconds
+        tally.peak_memory_bytes = max(tally.peak_memory_bytes, memory_bytes)
+        if gpu_percent is not None:
+            tally.gpu_seconds_busy = (tally.gpu_seconds_busy or 0.0) + gpu_percent / 100 * gpu_count * seconds
+        tally.rounds += 1
+        if tally.rounds % self.WRITE_EVERY == 0:
+            self._write(run_id)
+
+    def ended(self, run_id: int, reason: str, when: datetime | None = None) -> None:
+        self._write(run_id, ended=when or _now(), reason=reason)
+
+    def _write(self, run_id: int, ended: datetime | None = None, reason: str = "") -> None:
+        tally = self._tallies.pop(run_id, None) if ended else self._tallies.get(run_id)
+        with Session(self.engine) as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                return
+            if tally is not None:
+                run.cpu_seconds += tally.cpu_seconds
+                run.peak_memory_bytes = max(run.peak_memory_bytes, tally.peak_memory_bytes)
+                if tally.gpu_seconds_busy is not None:
+                    run.gpu_seconds_busy = (run.gpu_seconds_busy or 0.0) + tally.gpu_seconds_busy
+                if not ended:
+                    self._tallies[run_id] = _Tally(rounds=tally.rounds)
+            if ended and run.ended is None:
+                run.ended, run.end_reason = ended, reason
+            session.commit()
+
+    def runs(self, user: str | None = None, since: datetime | None = None) -> list[dict]:
+        """The rows (newest first), of one user or everyone, started at or after ``since``."""
+        query = select(Run).order_by(Run.started.desc(), Run.id.desc())
+        if user is not None:
+            query = query.where(Run.user == user)
+        if since is not None:
+            query = query.where(Run.started >= since)
+        now = _now()
+        with Session(self.engine) as session:
+            return [run.as_dict(now) for run in session.scalars(query)]
+
+
+def monthly_totals(rows: list[dict]) -> list[dict]:
+    """Per user and month (of the start): runs, hours, GPU-hours held and busy, CPU-hours."""
+    totals: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        key = (row["started"][:7], row["user"])
+        t = totals.setdefault(key, {"month": key[0], "user": key[1], "runs": 0, "hours": 0.0,
+                                    "gpu_hours_held": 0.0, "gpu_hours_busy": 0.0, "cpu_hours": 0.0})  # fmt: skip
+        t["runs"] += 1
+        t["hours"] += row["seconds"] / 3600
+        t["gpu_hours_held"] += row["gpu_seconds_held"] / 3600
+        t["gpu_hours_busy"] += (row["gpu_seconds_busy"] or 0) / 3600
+        t["cpu_hours"] += row["cpu_seconds"] / 3600
+    return [
+        {k: round(v, 2) if isinstance(v, float) else v for k, v in t.items()}
+        for _, t in sorted(totals.items(), key=lambda item: (item[0][0], item[0][1]), reverse=True)
+    ]
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return out.getvalue()
