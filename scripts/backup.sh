@@ -44,8 +44,12 @@ chmod 700 "$out"
 copy_data='
 import os, shutil, sqlite3, sys
 src, dst = sys.argv[1], sys.argv[2]
-with sqlite3.connect(os.path.join(src, "jupyterhub.sqlite")) as db, sqlite3.connect(os.path.join(dst, "jupyterhub.sqlite")) as copy:
-    db.backup(copy)
+# The hub database, and the accounting one (devdock_spawner/accounting.py) when it is SQLite beside it: copied with
+# the online backup of SQLite, consistent while the hub writes.
+for name in ("jupyterhub.sqlite", "devdock-accounting.sqlite"):
+    if name == "jupyterhub.sqlite" or os.path.exists(os.path.join(src, name)):
+        with sqlite3.connect(os.path.join(src, name)) as db, sqlite3.connect(os.path.join(dst, name)) as copy:
+            db.backup(copy)
 for name in ("jupyterhub_cookie_secret",):
     if os.path.exists(os.path.join(src, name)):
         shutil.copy2(os.path.join(src, name), dst)

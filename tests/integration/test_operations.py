@@ -315,8 +315,8 @@ def test_backup_while_running_then_restore_finds_servers_keys_and_files_again(
         hub.stop_server("bea")
     finally:
         hub.stop()
-    # Disaster: the database, the keys and the home are gone.
-    for name in ("jupyterhub.sqlite", "jupyterhub_cookie_secret"):
+    # Disaster: the databases, the keys and the home are gone.
+    for name in ("jupyterhub.sqlite", "devdock-accounting.sqlite", "jupyterhub_cookie_secret"):
         (data / name).unlink()
     shutil.rmtree(data / "ssh-keys")
     (home,) = _homes(docker_client, "bea")
@@ -331,5 +331,8 @@ def test_backup_while_running_then_restore_finds_servers_keys_and_files_again(
         assert ssh(hub.server_state("bea")["ssh_port"], "bea", key).stdout.strip() == "bea"
         assert docker_client.volumes.get(home).attrs["Labels"]["io.devdock.owner"] == "bea"
         hub.stop_server("bea")
+        # The accounting came back too: the run that was going on at the backup, and the one after the restore.
+        usage = hub.browser_session("bea").get(f"{hub.url}/hub/devdock/usage?format=json", timeout=30).json()
+        assert [r["user"] for r in usage["runs"]] == ["bea", "bea"], usage
     finally:
         hub.stop()
