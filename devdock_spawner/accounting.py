@@ -72,7 +72,7 @@ def _iso(when: datetime) -> str:
     return when.replace(tzinfo=UTC).isoformat()
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC, as JupyterHub's database does
 
 
@@ -113,7 +113,7 @@ class Ledger:
     def started(self, user: str, server: str, profile: str, gpus: list[str], when: datetime | None = None) -> int:
         with Session(self.engine) as session:
             run = Run(user=user, server=server, profile=profile, gpus=",".join(gpus), gpu_count=len(gpus),
-                      started=when or _now())  # fmt: skip
+                      started=when or utc_now())  # fmt: skip
             session.add(run)
             session.commit()
             return run.id
@@ -131,7 +131,7 @@ class Ledger:
             self._write(run_id)
 
     def ended(self, run_id: int, reason: str, when: datetime | None = None) -> None:
-        self._write(run_id, ended=when or _now(), reason=reason)
+        self._write(run_id, ended=when or utc_now(), reason=reason)
 
     def _write(self, run_id: int, ended: datetime | None = None, reason: str = "") -> None:
         tally = self._tallies.pop(run_id, None) if ended else self._tallies.get(run_id)
@@ -150,6 +150,18 @@ class Ledger:
                 run.ended, run.end_reason = ended, reason
             session.commit()
 
+    def used_gpu_seconds(self, user: str, since: datetime, now: datetime | None = None) -> float:
+        """GPU-seconds ``user``'s servers held from ``since`` to now (running ones up to now; naive UTC)."""
+        now = now or utc_now()
+        query = select(Run).where(Run.user == user, Run.gpu_count > 0)
+        query = query.where((Run.ended.is_(None)) | (Run.ended > since))
+        total = 0.0
+        with Session(self.engine) as session:
+            for run in session.scalars(query):
+                end = min(run.ended or now, now)
+                total += max(0.0, (end - max(run.started, since)).total_seconds()) * run.gpu_count
+        return total
+
     def runs(self, user: str | None = None, since: datetime | None = None) -> list[dict]:
         """The rows (newest first), of one user or everyone, started at or after ``since``."""
         query = select(Run).order_by(Run.started.desc(), Run.id.desc())
@@ -157,7 +169,7 @@ class Ledger:
             query = query.where(Run.user == user)
         if since is not None:
             query = query.where(Run.started >= since)
-        now = _now()
+        now = utc_now()
         with Session(self.engine) as session:
             return [run.as_dict(now) for run in session.scalars(query)]
 

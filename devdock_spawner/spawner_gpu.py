@@ -11,11 +11,12 @@ import time
 
 from docker.errors import APIError
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Unicode
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from . import culler, gpu_monitor, naming
+from . import culler, gpu_monitor, naming, quota
 from . import gpu as gpus
+from .accounting import utc_now
 from .gpu_queue import Wait, ordinal, wait_words
 from .profiles import InvalidOptions, Profile, validate_user_options
 
@@ -171,6 +172,27 @@ class GPUMixin(LoggingConfigurable):
         """,
     )
 
+    gpu_quotas = Dict(
+        config=True,
+        help="""
+        GPU-hours per day, week or month and GPUs at once, per user, per JupyterHub group (each member gets the
+        group's allowance; an identity provider's groups through the authenticator's ``manage_groups``) and by
+        default: ``{"default": {"gpu_hours": 40, "period": "week", "gpus_at_once": 2}, "groups": {"students":
+        {"gpu_hours": 10}}, "users": {"ana": {"gpu_hours": 200, "period": "month"}}}``. A user's own rule wins,
+        else their groups' most generous, else the default. Used hours come from the accounting database
+        (``accounting_url``); a start past them is refused with a sentence, and the spawn form says what is
+        left. Empty (the default): no quotas.
+        """,
+    )
+
+    @validate("gpu_quotas")
+    def _valid_quotas(self, proposal):
+        try:
+            quota.check(proposal["value"])
+        except quota.InvalidQuota as e:
+            raise TraitError(f"gpu_quotas: {e}") from e
+        return proposal["value"]
+
     #: UUIDs of the GPUs this server holds (state; empty when stopped).
     gpu_ids = List(Unicode()).tag(state="run")
     #: When this server's start joined the line for GPUs (epoch seconds; 0: not in line). Kept in the hub's
@@ -201,15 +223,14 @@ class GPUMixin(LoggingConfigurable):
     async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
         """The GPUs ``profile`` asks for, from the hub's allocator (at most ``gpu_max_per_user`` per person),
         waiting in line for them when they are taken and ``gpu_queue`` is on."""
+        per_owner = self._quota_cap(profile) if profile.gpus and self.gpu_quotas else self.gpu_max_per_user
         wait = None
         if self._may_wait_in_line(profile):
             wait = Wait(self.gpu_queue_since or time.time(), self.gpu_queue_max_wait, self._tell_line)
         self._line_told = None
         max_age = culler.rule_for(self.cull_policy(), profile.slug).max_age
         try:
-            allotted = await self.devdock_hub.allocate_gpus(
-                self.server_key, profile, self.gpu_max_per_user, max_age, wait
-            )
+            allotted = await self.devdock_hub.allocate_gpus(self.server_key, profile, per_owner, max_age, wait)
         except asyncio.CancelledError:
             # By the user leaving the line (JupyterHub then stops the server: the place goes with its state) or by
             # the hub's shutdown (the place stays in the database for the next hub).
@@ -236,6 +257,33 @@ class GPUMixin(LoggingConfigurable):
             self.log.info("devdock: %s leaves the line for GPUs after %.0f s", self._log_name, waited)
         self.gpu_ids = [g.uuid for g in allotted]
         return allotted
+
+    def gpu_quota(self) -> tuple[quota.Rule | None, float]:
+        """The quota rule of this server's user and the GPU-seconds they used in its period (None: no quota)."""
+        try:
+            rule = quota.rule_for(self.gpu_quotas, self.user.name, self._groups())
+        except quota.InvalidQuota as e:
+            raise web.HTTPError(500, f"devdock's gpu_quotas is misconfigured: {e}") from e
+        if rule is None or rule.gpu_hours is None:
+            return rule, 0.0
+        ledger = self.devdock_hub.ledger
+        if ledger is None:
+            self.log.error("devdock: gpu_quotas needs the accounting database (accounting_url is off or broken)")
+            return rule, 0.0
+        now = utc_now()
+        return rule, ledger.used_gpu_seconds(self.user.name, quota.period_start(rule.period, now), now)
+
+    def _quota_cap(self, profile: Profile) -> int:
+        """Refuse a start past the user's GPU-hours (HTTP 403 with a sentence); the GPUs-at-once cap to apply."""
+        rule, used = self.gpu_quota()
+        if rule is None:
+            return self.gpu_max_per_user
+        problem = quota.refusal(rule, used, 1, utc_now())
+        if problem:
+            self.log.info("devdock: %s refused for the GPU quota (%s)", self._log_name, rule.source)
+            raise web.HTTPError(403, problem)
+        caps = [c for c in (self.gpu_max_per_user, rule.gpus_at_once) if c]
+        return min(caps) if caps else 0
 
     def _tell_line(self, place: int, in_line: int, estimate: float | None) -> None:
         """The spawn page's words for a start in line (said again only when they change)."""

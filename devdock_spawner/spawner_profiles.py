@@ -13,6 +13,8 @@ from tornado import web
 from traitlets import Dict, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from . import quota
+from .accounting import utc_now
 from .gpu import WHOLE
 from .gpu_queue import line_name
 from .profiles import OVERRIDABLE, Profile, form_rows, load_profiles, visible_profiles
@@ -53,7 +55,7 @@ class ProfilesMixin(LoggingConfigurable):
         ``templates/devdock_form.html``, as KubeSpawner's trait of the same name. It gets ``profiles`` (rows
         with ``slug``, ``display_name``, ``description``, ``gpus``, ``gpu_label``, ``free``, ``total``,
         ``available``, ``reason``, ``checked``), ``gpu_total``, ``gpu_free``, ``gpu_kinds`` (``kind``, ``label``,
-        ``free``, ``total`` for whole GPUs and each MIG profile) and ``gpu_scope``, and must post
+        ``free``, ``total`` for whole GPUs and each MIG profile), ``gpu_scope`` and ``quota_text``, and must post
         one field ``profile`` with the chosen slug. Whatever it posts is validated as before: a template
         cannot offer a profile the user may not use. Default: devdock's form.
         """,
@@ -87,6 +89,7 @@ class ProfilesMixin(LoggingConfigurable):
                 return len([w for w in queue.line(line_name(profile.gpu_kind, profile.gpu_ids)) if w.key != key])
 
         rows = form_rows(profiles, allocator, key, chosen, self.gpu_max_per_user, in_line)
+        quota_text = self._quota_on_form(rows) if self.gpu_quotas else ""
         if self.profile_form_template:
             template = _templates().from_string(self.profile_form_template)
         else:
@@ -106,7 +109,26 @@ class ProfilesMixin(LoggingConfigurable):
             gpu_free=allocator.free(key),
             gpu_kinds=kinds,
             gpu_scope=self.devdock_hub.gpu_scope,
+            quota_text=quota_text,
         )
+
+    def _quota_on_form(self, rows: list[dict]) -> str:
+        """What is left of the user's GPU-hours; with none left, the GPU profiles cannot be chosen."""
+        rule, used = self.gpu_quota()
+        if rule is None:
+            return ""
+        refusal = quota.refusal(rule, used, 1, utc_now())
+        if refusal:
+            for row in rows:
+                if row["gpus"]:
+                    row.update(available=False, wait=False, checked=False, reason="Your GPU-hours are used up.")
+            if not any(r["checked"] for r in rows):
+                for row in rows:
+                    if row["available"]:
+                        row["checked"] = True
+                        break
+            return refusal
+        return quota.left_words(rule, used)
 
     @default("options_from_form")
     def _default_options_from_form(self):
