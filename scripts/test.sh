@@ -46,6 +46,7 @@ command -v nsenter >/dev/null || need_apt+=(util-linux)
 command -v gcc >/dev/null || need_apt+=(gcc)  # a stand-in libcuda.so.1 for the GPU image's tests (no libc needed)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)  # scripts/lint.sh
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)  # the accounting on PostgreSQL
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     apt-get update -qq

@@ -1,0 +1,61 @@
+"""Accounting on a real PostgreSQL server (Debian's, started for this module): the hub writes each run there
+(``accounting_url``), the usage page reads it back, and the database holds exactly those rows."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+
+import psycopg
+import pytest
+
+from tests.harness import RUN_ID, free_port
+
+
+@pytest.fixture(scope="module")
+def postgresql():
+    """A PostgreSQL server on 127.0.0.1 (trust for the loopback only, data on a scratch folder), and its URL."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert found, "PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql)"
+    bin_dir = os.path.dirname(found[-1])
+    folder = tempfile.mkdtemp(prefix=f"devdock-pg-{RUN_ID}-")
+    os.chmod(folder, 0o755)
+    data = os.path.join(folder, "data")
+    shutil.chown(folder, "postgres", "postgres")
+    port = free_port()
+
+    def as_postgres(*command: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, cwd=folder)
+
+    as_postgres(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    as_postgres(f"{bin_dir}/pg_ctl", "-D", data, "-o", options, "-l", f"{folder}/log", "-w", "start")
+    try:
+        as_postgres(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "devdock")
+        yield (
+            f"postgresql+psycopg://postgres@127.0.0.1:{port}/devdock",
+            f"postgresql://postgres@127.0.0.1:{port}/devdock",
+        )
+    finally:
+        as_postgres(f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_accounting_on_postgresql_the_hub_writes_each_run_and_reads_it_back(make_hub, postgresql):
+    url, plain = postgresql
+    hub = make_hub("acct-pg", DEVDOCK_ACCOUNTING_URL=url)
+    hub.spawn("pgann")
+    hub.stop_server("pgann")
+    hub.spawn("pgann")  # a second run, left running
+    runs = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/usage?format=json", timeout=30).json()["runs"]
+    assert [(r["user"], bool(r["ended"]), r["end_reason"]) for r in runs] == [
+        ("pgann", False, ""), ("pgann", True, "stopped"),
+    ]  # fmt: skip
+    with psycopg.connect(plain) as db:  # the rows are PostgreSQL's, not a file beside the hub
+        rows = db.execute("SELECT id, end_reason FROM devdock_server_runs ORDER BY id").fetchall()
+    assert [(r["id"], r["end_reason"] or None) for r in reversed(runs)] == rows
+    assert not os.path.exists(os.path.join(hub.env["DEVDOCK_DATA_DIR"], "devdock-accounting.sqlite"))
+    hub.stop_server("pgann")
