@@ -130,15 +130,16 @@ class Ledger:
         if tally.rounds % self.WRITE_EVERY == 0:
             self._write(run_id)
 
-    def ended(self, run_id: int, reason: str, when: datetime | None = None) -> None:
-        self._write(run_id, ended=when or utc_now(), reason=reason)
+    def ended(self, run_id: int, reason: str, when: datetime | None = None) -> dict | None:
+        """Close the run's row; the row as it ends (None: no such row)."""
+        return self._write(run_id, ended=when or utc_now(), reason=reason)
 
-    def _write(self, run_id: int, ended: datetime | None = None, reason: str = "") -> None:
+    def _write(self, run_id: int, ended: datetime | None = None, reason: str = "") -> dict | None:
         tally = self._tallies.pop(run_id, None) if ended else self._tallies.get(run_id)
         with Session(self.engine) as session:
             run = session.get(Run, run_id)
             if run is None:
-                return
+                return None
             if tally is not None:
                 run.cpu_seconds += tally.cpu_seconds
                 run.peak_memory_bytes = max(run.peak_memory_bytes, tally.peak_memory_bytes)
@@ -149,6 +150,7 @@ class Ledger:
             if ended and run.ended is None:
                 run.ended, run.end_reason = ended, reason
             session.commit()
+            return run.as_dict(utc_now())
 
     def used_gpu_seconds(self, user: str, since: datetime, now: datetime | None = None) -> float:
         """GPU-seconds ``user``'s servers held from ``since`` to now (running ones up to now; naive UTC)."""

@@ -38,6 +38,13 @@ GPU_LINE_WAIT = Histogram(
 )
 
 
+GPU_SECONDS_HELD = Counter(
+    "devdock_gpu_seconds_held",
+    "GPU-seconds held by servers whose runs ended, by their user's JupyterHub group (each group of a member; '': none)",
+    ["group"],
+)
+
+
 def update_line_gauges(queue) -> None:
     GPU_LINE_WAITING.clear()
     for waiter in queue.waiting():

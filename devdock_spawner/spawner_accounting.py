@@ -6,6 +6,7 @@ from __future__ import annotations
 from traitlets import Int
 from traitlets.config import LoggingConfigurable
 
+from . import metrics
 from .accounting import end_reason
 
 
@@ -41,6 +42,10 @@ class AccountingMixin(LoggingConfigurable):
         if ledger is None:
             return
         try:
-            ledger.ended(run_id, end_reason(self.stop_reason))
+            row = ledger.ended(run_id, end_reason(self.stop_reason))
         except Exception as e:  # noqa: BLE001 - the stop goes on
             self.log.error("devdock: the accounting row of %s was not closed: %s", self._log_name, e)
+            return
+        if row and row["gpu_seconds_held"]:
+            for group in sorted(self._groups()) or [""]:
+                metrics.GPU_SECONDS_HELD.labels(group).inc(row["gpu_seconds_held"])

@@ -67,3 +67,6 @@ def test_gpu_quota_of_a_group_applies_to_its_members(quota_hub):
     form = _page(hub.browser_session("qbig"), f"{hub.url}/hub/spawn/qbig/other")
     assert "(the big group's quota, at most 1 GPUs at once)" in form
     hub.stop_server("qbig")
+    # Prometheus counts the GPU-seconds held by group (qmax, in no group, under "").
+    assert hub.metric('devdock_gpu_seconds_held_total{group="big"}') > 0
+    assert hub.metric('devdock_gpu_seconds_held_total{group=""}') >= HOURS * 3600
