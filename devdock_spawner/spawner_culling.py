@@ -152,6 +152,17 @@ class CullingMixin(LoggingConfigurable):
         env.update(self.cull_environment())
         return env
 
+    @property
+    def end_time(self):
+        """When the culler stops this running server for its age at the latest (naive UTC), None without a limit
+        (the home page says it)."""
+        started = getattr(self.orm_spawner, "started", None)
+        profile = (self.user_options or {}).get("profile", "") if isinstance(self.user_options, dict) else ""
+        max_age = culler.rule_for(self.cull_policy(), profile).max_age
+        if not started or not max_age:
+            return None
+        return started + timedelta(seconds=max_age)
+
     def cull_environment(self) -> dict:
         """The limits of this server's profile, so that the server can warn its user before the stop."""
         rule = culler.rule_for(self.cull_policy(), self._profile_slug)

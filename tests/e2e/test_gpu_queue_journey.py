@@ -108,6 +108,11 @@ def test_gpu_queue_third_user_waits_in_line_in_chromium_and_starts_by_itself_whe
     hub.stop_server("qann")
     page.wait_for_url("**/user/qcat/**", timeout=120_000)
     assert hub.server_state("qcat")["gpu_ids"] == [freed]
+    # Her home page says until when the server may run: the GPU profile's time limit (3 days by default).
+    started = datetime.fromisoformat(hub.user_model("qcat")["servers"][""]["started"])
+    page.goto(f"{hub.url}/hub/home")
+    end = page.locator(".devdock-end-time time").get_attribute("datetime")
+    assert abs((datetime.fromisoformat(end) - started).total_seconds() - 3 * 86400) < 5, (end, started)
     assert "leaves the line for GPUs" in hub.log_tail(200)
     hub.stop_server("qcat")  # the GPU goes back (bob still holds the other)
 
