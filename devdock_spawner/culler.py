@@ -59,6 +59,8 @@ class Policy:
     #: the idle limit of a server whose profile's GPUs someone waits for now (``contended``); 0: none
     contention_idle_timeout: int = GPU_CONTENTION_IDLE_TIMEOUT
     contended: tuple[str, ...] = ()
+    #: seconds added to the maximum age of running servers whose users extended it ({"user/server": seconds})
+    extensions: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -68,6 +70,7 @@ class Policy:
                 "profiles": {k: vars(v) for k, v in self.profiles.items()},
                 "contention_idle_timeout": self.contention_idle_timeout,
                 "contended": list(self.contended),
+                "extensions": dict(self.extensions),
             }
         )
 
@@ -82,6 +85,7 @@ class Policy:
             },
             contention_idle_timeout=int(data.get("contention_idle_timeout", 0)),
             contended=tuple(str(p) for p in data.get("contended", ())),
+            extensions={str(k): int(v) for k, v in (data.get("extensions") or {}).items()},
         )
 
 
@@ -119,24 +123,26 @@ def decide(server: dict, inactive: timedelta | None, age: timedelta | None, poli
     """``(stop it?, why)`` for one ready server model of the hub's REST API."""
     profile = ((server.get("user_options") or {}).get("profile")) or policy.default_profile
     rule = rule_for(policy, profile)
-    if rule.max_age and age is not None and age.total_seconds() >= rule.max_age:
-        return True, f"it reached the maximum age of {_duration(rule.max_age)} for the {profile} profile"
+    max_age = rule.max_age + policy.extensions.get(server.get("full_name", ""), 0) if rule.max_age else 0
+    if max_age and age is not None and age.total_seconds() >= max_age:
+        extended = f", extended by {duration(max_age - rule.max_age)}" if max_age > rule.max_age else ""
+        return True, f"it reached the maximum age of {duration(rule.max_age)} for the {profile} profile{extended}"
     if rule.idle_timeout and inactive is not None and inactive.total_seconds() >= rule.idle_timeout:
         return (
             True,
-            f"it was idle for {_duration(inactive.total_seconds())} (the limit is {_duration(rule.idle_timeout)})",
+            f"it was idle for {duration(inactive.total_seconds())} (the limit is {duration(rule.idle_timeout)})",
         )
     shorter = policy.contention_idle_timeout
     if profile in policy.contended and shorter and inactive is not None and inactive.total_seconds() >= shorter:
         return (
             True,
-            f"it was idle for {_duration(inactive.total_seconds())} while others waited in line for its GPUs (the "
-            f"limit while others wait is {_duration(shorter)})",
+            f"it was idle for {duration(inactive.total_seconds())} while others waited in line for its GPUs (the "
+            f"limit while others wait is {duration(shorter)})",
         )
     return False, ""
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 86400 and seconds % 3600 == 0:
         return f"{seconds // 86400} d {seconds % 86400 // 3600} h" if seconds % 86400 else f"{seconds // 86400} d"

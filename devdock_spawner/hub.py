@@ -396,6 +396,20 @@ class UsageHandler(BaseHandler):
         self.finish(html)
 
 
+class ExtendHandler(BaseHandler):
+    """``POST /hub/devdock/extend/<server>``: a user adds time to their own running server (the home page's button;
+    refused with why while others wait for its GPUs, past the cap, or without a time limit)."""
+
+    @web.authenticated
+    async def post(self, server: str):
+        user = self.current_user
+        spawner = user.spawners.get(server) if server in user.orm_spawners else None
+        if spawner is None or not spawner.ready or not hasattr(spawner, "extend_time"):
+            raise web.HTTPError(404, f"You have no running server {server!r}")
+        await spawner.extend_time()
+        self.redirect(f"{self.hub.base_url}home")
+
+
 class CullNoticeHandler(APIHandler):
     """``POST /hub/api/devdock/culled/<user>/<server>``: the idle culler says why it stops a server.
 
@@ -539,6 +553,14 @@ class CullPolicyHandler(APIHandler):
             raise web.HTTPError(403, f"Action is not authorized with current scopes; requires {culler.NOTICE_SCOPE}")
 
         policy = culling_policy(self.settings["config"])
+        extensions = {
+            f"{user.name}/{spawner.name or ''}": spawner.max_age_extension
+            for user in list(self.users.values())
+            for spawner in _devdock_spawners(user)
+            if spawner.active and spawner.max_age_extension
+        }
+        if extensions:
+            policy = replace(policy, extensions=extensions)
         hub = hubwide.current()
         if hub is not None and len(hub.gpu_queue):
             # Profiles whose kind of GPU someone waits for now: their idle servers go sooner.
@@ -554,6 +576,7 @@ def handlers() -> list[tuple]:
         (r"/ssh", SSHPageHandler),
         (r"/devdock/admin", AdminOverviewHandler),
         (r"/devdock/usage", UsageHandler),
+        (r"/devdock/extend/([^/]*)", ExtendHandler),
         (r"/api/devdock/culled/([^/]+)/([^/]*)", CullNoticeHandler),
         (r"/api/devdock/cull-policy", CullPolicyHandler),
         (r"/api/devdock/ssh-gateway/keys", GatewayKeysHandler),

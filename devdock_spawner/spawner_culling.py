@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tornado import web
 from tornado.httpclient import HTTPRequest
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from traitlets import Dict, Int
@@ -133,6 +134,25 @@ class CullingMixin(LoggingConfigurable):
         """,
     )
 
+    cull_max_age_extension = Int(
+        86400,
+        config=True,
+        help="""
+        Seconds a user adds to their running server's maximum age with the home page's "Extend" button, while
+        nobody waits in line for its kind of GPU; up to ``cull_max_age_extension_cap`` in all per run. 0: no
+        extensions. Default: 86400 (a day).
+        """,
+    )
+
+    cull_max_age_extension_cap = Int(
+        3 * 86400,
+        config=True,
+        help="The most a run's maximum age may be extended in all, in seconds. Default: 259200 (3 days).",
+    )
+
+    #: Seconds this run's maximum age was extended by its user (state; 0 at each start).
+    max_age_extension = Int(0).tag(state="run")
+
     def cull_policy(self) -> culler.Policy:
         """The culling policy of this hub's profiles (the culler service gets the same, see jupyterhub_config.py)."""
         return culler.policy_for(
@@ -157,11 +177,52 @@ class CullingMixin(LoggingConfigurable):
         """When the culler stops this running server for its age at the latest (naive UTC), None without a limit
         (the home page says it)."""
         started = getattr(self.orm_spawner, "started", None)
-        profile = (self.user_options or {}).get("profile", "") if isinstance(self.user_options, dict) else ""
-        max_age = culler.rule_for(self.cull_policy(), profile).max_age
+        max_age = self._base_max_age()
         if not started or not max_age:
             return None
-        return started + timedelta(seconds=max_age)
+        return started + timedelta(seconds=max_age + self.max_age_extension)
+
+    def _base_max_age(self) -> int:
+        profile = (self.user_options or {}).get("profile", "") if isinstance(self.user_options, dict) else ""
+        return culler.rule_for(self.cull_policy(), profile).max_age
+
+    @property
+    def extension_refusal(self) -> str:
+        """Why this running server's time cannot be extended now ("" if it can)."""
+        if self.end_time is None or not self.cull_max_age_extension:
+            return "This server has no time limit to extend."
+        if self.max_age_extension >= self.cull_max_age_extension_cap:
+            return (
+                f"This server's time was extended by the most this hub allows "
+                f"({culler.duration(self.cull_max_age_extension_cap)})."
+            )
+        waiting = self.devdock_hub.gpu_queue.waiting()
+        kinds = {w.line.partition(":")[0] for w in waiting}
+        allocator = self.devdock_hub.allocator
+        held = {allocator.by_uuid[u].kind for u in self.gpu_ids if allocator and u in allocator.by_uuid}
+        if kinds & held:
+            return "Others wait in line for this kind of GPU: a server's time cannot be extended while they wait."
+        return ""
+
+    async def extend_time(self) -> None:
+        """Add ``cull_max_age_extension`` (up to the cap) to this run's maximum age; HTTP 409 with why not."""
+        refusal = self.extension_refusal
+        if refusal:
+            raise web.HTTPError(409, refusal)
+        self.max_age_extension = min(
+            self.cull_max_age_extension_cap, self.max_age_extension + self.cull_max_age_extension
+        )
+        self._save_state_now()
+        # The server's own warnings (devdock_ext) read the new limit from a root-owned file the user cannot write.
+        max_age = self._base_max_age() + self.max_age_extension
+        script = f"mkdir -p /run/devdock && echo {int(max_age)} > /run/devdock/cull-max-age"
+        try:
+            run = await self.docker("exec_create", self.container_id, ["sh", "-c", script], user="0")
+            await self.docker("exec_start", run["Id"])
+        except Exception as e:  # noqa: BLE001 - the culler has the new limit; only the server's warning lags
+            self.log.warning("devdock: could not tell %s its new time limit: %s", self._log_name, e)
+        self.log.info("devdock: %s extended by %s s, until %s UTC", self._log_name, self.max_age_extension,
+                      self.end_time)  # fmt: skip
 
     def cull_environment(self) -> dict:
         """The limits of this server's profile, so that the server can warn its user before the stop."""

@@ -20,6 +20,13 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
+def hub_defaults():
+    """No desktop is opened in this module: each server's desktop starts when first opened (as elsewhere outside
+    the browser tier), not with the server, which saves a desktop start per spawn."""
+    return {"desktop_prestart": False}
+
+
+@pytest.fixture(scope="module")
 def gpu_hub(make_hub, tmp_path_factory, device_nodes):
     gpus = StandInGPUs(tmp_path_factory.mktemp("stand-in-smi"), UUIDS)
     return make_hub("gpu-admin", extra_config=gpus.hub_config(device_nodes, PROFILES)), gpus

@@ -4,6 +4,7 @@ itself when a GPU is given back; the line keeps its order across a hub restart; 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -21,6 +22,13 @@ PROFILES = [
     {"slug": "desktop", "display_name": "Desktop", "default": True},
     {"slug": "gpu", "display_name": "1 GPU", "gpus": 1},
 ]
+
+
+@pytest.fixture(scope="module")
+def hub_defaults():
+    """No desktop is opened in this module: each server's desktop starts when first opened (as elsewhere outside
+    the browser tier), not with the server, which saves a desktop start per spawn."""
+    return {"desktop_prestart": False}
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +227,57 @@ def test_gpu_queue_contention_an_idle_gpu_server_goes_sooner_while_someone_waits
     assert [r["user"] for r in _runs(hub, "cidle")] == ["cidle"]  # a user sees their own runs only
     page = hub.browser_session("cidle").get(f"{hub.url}/hub/devdock/usage?format=csv", timeout=30).text
     assert page.splitlines()[0].startswith("id,user,server") and ",cidle," in page and "cwait" not in page
+
+
+MAX_AGE, STEP = 45, 20
+
+
+@pytest.fixture(scope="module")
+def limited_hub(make_hub, device_nodes):
+    """One stand-in GPU whose servers may run MAX_AGE seconds; users may add STEP seconds twice."""
+    extra = (
+        devices_mode_config(device_nodes[:1], UUIDS[:1])
+        + f"c.DevDockSpawner.profile_list = {PROFILES!r}\n"
+        + f"c.DevDockSpawner.cull_max_age_extension = {STEP}\n"
+        + f"c.DevDockSpawner.cull_max_age_extension_cap = {2 * STEP}\n"
+    )
+    return make_hub("queue-limit", extra_config=extra, DEVDOCK_CULL_GPU_MAX_AGE=str(MAX_AGE), DEVDOCK_CULL_EVERY="5")
+
+
+def _end_time(session, hub) -> datetime:
+    page = session.get(f"{hub.url}/hub/home", timeout=30).text
+    return datetime.fromisoformat(re.search(r'class="devdock-end-time".*?<time datetime="([^"]+)"', page, re.S)[1])
+
+
+def test_gpu_queue_time_limit_extended_while_nobody_waits_refused_while_someone_does_and_the_server_sees_it(
+    limited_hub,
+):
+    hub = limited_hub
+    hub.spawn("xana", options={"profile": "gpu"})
+    started = datetime.fromisoformat(hub.user_model("xana")["servers"][""]["started"])
+    session = hub.browser_session("xana")
+    assert abs((_end_time(session, hub) - started).total_seconds() - MAX_AGE) < 2
+    page = session.get(f"{hub.url}/hub/home", timeout=30).text
+    r = session.post(f"{hub.url}/hub/devdock/extend/", data={"_xsrf": xsrf_from(page)}, timeout=30)
+    assert r.status_code == 200, r.text[-300:]  # back on the home page
+    assert abs((_end_time(session, hub) - started).total_seconds() - (MAX_AGE + STEP)) < 2
+    # The server's own warnings count with the new limit (devdock_ext reads it from the hub's root-owned file).
+    token = hub.token("xana")
+    status = requests.get(hub.server_url("xana") + "api/devdock/status", headers={"Authorization": f"token {token}"},
+                          timeout=30).json()  # fmt: skip
+    assert abs((datetime.fromisoformat(status["stops_at"]) - started).total_seconds() - (MAX_AGE + STEP)) < 3, status
+    # Someone waits for that GPU: no more time for xana.
+    hub.create_user("xbob")
+    assert hub.api("POST", "/users/xbob/server", json={"profile": "gpu"}).status_code == 202
+    page = session.get(f"{hub.url}/hub/home", timeout=30).text
+    assert "Others wait in line for this kind of GPU" in html.unescape(page)
+    r = session.post(f"{hub.url}/hub/devdock/extend/", data={"_xsrf": xsrf_from(page)}, timeout=30)
+    assert r.status_code == 409 and "Others wait in line" in html.unescape(r.text)
+    # The culler keeps xana past the profile's limit, to the extended one, then bob gets the GPU.
+    while (datetime.now(UTC) - started).total_seconds() < MAX_AGE + 5:
+        time.sleep(1)
+    assert "" in hub.api("GET", "/users/xana").json()["servers"]  # past 45 s: extended, still running
+    hub.wait_ready("xbob", timeout=MAX_AGE + STEP + 60)
+    assert (datetime.now(UTC) - started).total_seconds() >= MAX_AGE + STEP - 2
+    assert "extended by 20 s" in hub.server_state("xana")["stop_reason"]["reason"]
+    hub.stop_server("xbob")

@@ -55,6 +55,17 @@ def test_policy_survives_its_trip_to_the_culler_process():  # the hub sends it a
     assert Policy.from_json(contended.to_json()) == contended
 
 
+def test_cull_max_age_extension_moves_the_stop_of_that_server_only():
+    extended = replace(POLICY, extensions={"u/": 24 * H})
+    gpu = {"name": "", "user": "u", "full_name": "u/", "user_options": {"profile": "gpu"}}
+    other = {**gpu, "user": "v", "full_name": "v/"}
+    assert decide(gpu, timedelta(seconds=10), timedelta(hours=80), extended) == (False, "")  # 3 d + 1 d
+    stop, reason = decide(gpu, timedelta(seconds=10), timedelta(hours=96), extended)
+    assert stop and "maximum age of 3 d for the gpu profile, extended by 1 d" in reason
+    assert decide(other, timedelta(seconds=10), timedelta(hours=80), extended)[0]  # the control: not extended
+    assert Policy.from_json(extended.to_json()) == extended
+
+
 def test_cull_contention_stops_an_idle_gpu_server_sooner_only_while_others_wait_for_its_gpus():
     quiet = policy_for(PROFILES, gpu_idle_timeout=2 * H, contention_idle_timeout=1800)
     waited_for = replace(quiet, contended=("gpu", "long-gpu"))

@@ -12,7 +12,8 @@ JupyterLab, kernels and terminals; this extension adds what it cannot see, in th
 
 It also tells the user when the server will be stopped for being idle (``api/devdock/status``, polled by the
 devdock-notices JupyterLab plugin, and a desktop notification), from the limits the spawner hands over:
-``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE``, ``DEVDOCK_CULL_WARNING`` (seconds). When the home has a
+``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE`` (or, once the user extended it, ``/run/devdock/cull-max-age``
+written by the hub), ``DEVDOCK_CULL_WARNING`` (seconds). When the home has a
 size limit (``DEVDOCK_HOME_SIZE``, bytes) and is (nearly) full, the same status says so.
 """
 
@@ -153,10 +154,21 @@ class IdleWatch:
         self.app = serverapp
         self.settings = serverapp.web_app.settings
         self.idle_timeout = _seconds("DEVDOCK_CULL_IDLE_TIMEOUT")
-        self.max_age = _seconds("DEVDOCK_CULL_MAX_AGE")
         self.warning = _seconds("DEVDOCK_CULL_WARNING", 600)
         self.notified: dict[str, str] = {}  # display -> notification id
         self.warned_for: datetime | None = None
+
+    #: Where the hub writes the run's maximum age when its user extends it (root-owned: the user cannot write it).
+    EXTENDED = "/run/devdock/cull-max-age"
+
+    @property
+    def max_age(self) -> float:
+        """The run's maximum age: the hub's extension when there is one, else the spawner's DEVDOCK_CULL_MAX_AGE."""
+        try:
+            with open(self.EXTENDED) as f:
+                return float(f.read().strip())
+        except (OSError, ValueError):
+            return _seconds("DEVDOCK_CULL_MAX_AGE")
 
     def record(self, source: str, when: datetime) -> None:
         table = self.settings.setdefault("last_activity_times", {})
