@@ -72,6 +72,7 @@ local Docker engine); docker-compose.yml and the tests set the same variables. V
   DEVDOCK_GPU_PER_USER      GPUs one person may hold across all their servers, 0: no cap (2)
   DEVDOCK_GPU_QUEUE         1: a start waits in line when its GPUs are taken; 0: it is refused   (1)
   DEVDOCK_GPU_QUEUE_MAX_WAIT  seconds a start waits in line at most           (7200: 2 h)
+  DEVDOCK_GPU_QUEUE_ORDER   fifo | fair-share (whoever used the GPUs least lately first)   (fifo)
   DEVDOCK_ACCOUNTING_URL    the accounting database (SQLAlchemy URL), "off": none  (SQLite in DEVDOCK_DATA_DIR)
   DEVDOCK_HOME_SIZE         size limit of new homes (docs/sharing.md); empty or 0: no limit    (50G)
   DEVDOCK_HOME_IMAGES_DIR   host folder of the homes' filesystem images        (/var/lib/devdock/homes)
@@ -182,6 +183,7 @@ c.DevDockSpawner.gpu_max_per_user = env_int("DEVDOCK_GPU_PER_USER", 2)
 # When the GPUs are taken, a start waits in line (its place and an estimate on the spawn page; docs/gpu.md).
 c.DevDockSpawner.gpu_queue = env_flag("DEVDOCK_GPU_QUEUE", True)
 c.DevDockSpawner.gpu_queue_max_wait = env_int("DEVDOCK_GPU_QUEUE_MAX_WAIT", 2 * 3600)
+c.DevDockSpawner.gpu_queue_order = env("DEVDOCK_GPU_QUEUE_ORDER", "fifo")
 # Accounting of every server's run (docs/gpu.md): SQLite beside the hub's database unless a URL is given.
 c.DevDockSpawner.accounting_url = env("DEVDOCK_ACCOUNTING_URL", "")
 # Homes with a size limit: ext4 images on loop devices, made by a helper of the hub's image.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Column, DateTime, Float, Integer, String, create_engine, select
 from sqlalchemy.orm import Session, declarative_base
@@ -162,6 +162,21 @@ class Ledger:
             for run in session.scalars(query):
                 end = min(run.ended or now, now)
                 total += max(0.0, (end - max(run.started, since)).total_seconds()) * run.gpu_count
+        return total
+
+    def decayed_gpu_seconds(self, user: str, half_life: float, now: datetime | None = None) -> float:
+        """``user``'s GPU-seconds held, each run's weighed by 0.5 ** (how long ago it ended / ``half_life``); running
+        ones count in full (fair share, as Slurm's usage decay). Runs older than ten half-lives are left out."""
+        now = now or utc_now()
+        horizon = now - timedelta(seconds=10 * half_life)
+        query = select(Run).where(Run.user == user, Run.gpu_count > 0)
+        query = query.where((Run.ended.is_(None)) | (Run.ended > horizon))
+        total = 0.0
+        with Session(self.engine) as session:
+            for run in session.scalars(query):
+                end = min(run.ended or now, now)
+                held = max(0.0, (end - run.started).total_seconds()) * run.gpu_count
+                total += held * 0.5 ** ((now - end).total_seconds() / half_life)
         return total
 
     def runs(self, user: str | None = None, since: datetime | None = None) -> list[dict]:

@@ -3,7 +3,10 @@
 When every GPU of the kind a spawn asks for is taken, the spawn waits in line instead of being refused
 (``DevDockSpawner.gpu_queue``). One line per kind of unit (whole GPUs, or MIG instances of one profile, or a
 profile's own pinned GPUs): first come, first served, and nobody takes a unit while someone asked earlier for the
-same kind, so a request for two GPUs is not starved by a stream of requests for one. The hub object
+same kind, so a request for two GPUs is not starved by a stream of requests for one. With ``gpu_queue_order =
+"fair-share"`` the line is ordered by each user's recent GPU use first (GPU-seconds held, halved every
+``gpu_fair_share_half_life``, from the accounting database, as Slurm's fair-share factor decays usage), then by
+arrival. The hub object
 (``hubwide_gpu.GPUWatch``) keeps the line; this module only orders it and estimates.
 
 The estimate is honest about what it knows: each held unit frees at its server's expected end, which is the start
@@ -33,6 +36,8 @@ class Waiter:
     line: str
     count: int
     since: float
+    #: fair share: the user's recent GPU use (decayed GPU-seconds, accounting.py); less goes first. 0 in FIFO order
+    rank: float = 0.0
 
 
 @dataclass
@@ -53,6 +58,11 @@ class Wait:
     since: float
     max_wait: float
     tell: Callable[[int, int, float | None], None]
+
+
+def _order(waiter: Waiter) -> tuple:
+    """First in line: the lowest rank (fair share: the least recent GPU use), then who came first."""
+    return (waiter.rank, waiter.since, waiter.key)
 
 
 def line_name(kind: str, pinned: list[str] | tuple[str, ...] = ()) -> str:
@@ -76,7 +86,7 @@ class GPUQueue:
         if known is not None and known.line == waiter.line:
             known.since = min(known.since, waiter.since)
             known.count = waiter.count
-            return known
+            return known  # its rank stays what it was when it joined (an admin may have moved it)
         self._waiters[waiter.key] = waiter
         return waiter
 
@@ -86,7 +96,9 @@ class GPUQueue:
     def to_front(self, key: str) -> float:
         """Put ``key`` first in its line (an admin's choice); its new ``since``."""
         waiter = self._waiters[key]
-        waiter.since = min(w.since for w in self.line(waiter.line)) - 1
+        line = self.line(waiter.line)
+        waiter.rank = min(w.rank for w in line) - 1
+        waiter.since = min(w.since for w in line) - 1
         return waiter.since
 
     def leave(self, key: str) -> bool:
@@ -94,11 +106,11 @@ class GPUQueue:
 
     def line(self, line: str) -> list[Waiter]:
         """The waiters of one line, first first (by when they joined, then by name, so ties are stable)."""
-        return sorted((w for w in self._waiters.values() if w.line == line), key=lambda w: (w.since, w.key))
+        return sorted((w for w in self._waiters.values() if w.line == line), key=_order)
 
     def waiting(self) -> list[Waiter]:
         """Everyone in every line, first first."""
-        return sorted(self._waiters.values(), key=lambda w: (w.since, w.key))
+        return sorted(self._waiters.values(), key=_order)
 
     def position(self, key: str) -> int:
         """1 for the first in its line; 0 for a server not in line."""

@@ -73,6 +73,7 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
         "ssh_bind_address", "ssh_probe_host_ports", "image",
         "gpu_inventory", "gpu_discovery", "gpu_mode", "gpu_max_users_per_gpu", "gpu_monitor_command",
         "gpu_monitor_proc", "gpu_kernel_log", "gpu_health_checks", "gpu_busy_percent",
+        "gpu_queue_order", "gpu_fair_share_half_life",
     )  # fmt: skip
 
     @classmethod

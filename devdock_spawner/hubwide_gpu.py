@@ -173,7 +173,10 @@ class GPUWatch:
         """One turn of waiting: join (or keep the place), tell the place, sleep until the line moves."""
         now = time.time()
         count = allocator.total_of(profile.gpu_kind) if profile.gpus == "all" else int(profile.gpus)
-        self.gpu_queue.join(Waiter(key, line, count, wait.since))
+        if self.gpu_queue.waiter(key) is None:
+            self.gpu_queue.join(Waiter(key, line, count, wait.since, rank=self._fair_share_rank(key)))
+        else:
+            self.gpu_queue.join(Waiter(key, line, count, wait.since))
         metrics.update_line_gauges(self.gpu_queue)
         waited = now - wait.since
         if waited >= wait.max_wait:
@@ -189,6 +192,17 @@ class GPUWatch:
             await asyncio.wait_for(moved.wait(), timeout=min(LINE_REFRESH, wait.max_wait - waited))
         except TimeoutError:
             pass
+
+    def _fair_share_rank(self, key: str) -> float:
+        """0 in first-come-first-served order; with fair share, the user's decayed recent GPU-seconds."""
+        if self.settings.gpu_queue_order != "fair-share" or self.ledger is None:
+            return 0.0
+        user = key.rpartition("/")[0]
+        try:
+            return self.ledger.decayed_gpu_seconds(user, self.settings.gpu_fair_share_half_life)
+        except Exception as e:  # noqa: BLE001 - without the figure the start waits in arrival order
+            self.log.warning("devdock: the recent GPU use of %s is unknown (%s): in line by arrival", user, e)
+            return 0.0
 
     def _line_event(self) -> asyncio.Event:
         if self._line_moved is None:

@@ -172,6 +172,23 @@ class GPUMixin(LoggingConfigurable):
         """,
     )
 
+    gpu_queue_order = CaselessStrEnum(
+        ["fifo", "fair-share"],
+        "fifo",
+        config=True,
+        help="""
+        The order of the line for GPUs: ``fifo``, first come first served; ``fair-share``, whoever used the GPUs
+        least lately first (GPU-seconds held, from the accounting database, halved every
+        ``gpu_fair_share_half_life``, as Slurm's fair-share factor decays usage), then by arrival. Default: fifo.
+        """,
+    )
+
+    gpu_fair_share_half_life = Int(
+        7 * 86400,
+        config=True,
+        help="Seconds after which past GPU use counts half in the ``fair-share`` order. Default: 604800 (a week).",
+    )
+
     gpu_quotas = Dict(
         config=True,
         help="""

@@ -45,6 +45,18 @@ def test_accounting_rows_per_user_and_since_monthly_totals_and_csv(tmp_path):
     assert list(rows[0]) == list(COLUMNS) and len(rows) == 3
 
 
+def test_accounting_decayed_gpu_use_halves_every_half_life_and_counts_running_runs_in_full(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'acct.sqlite'}")
+    now, week = datetime(2026, 12, 10, 12, 0), timedelta(days=7)
+    old = ledger.started("ana", "", "gpu", ["G0"], when=now - week - timedelta(hours=1))
+    ledger.ended(old, "stopped", when=now - week)  # one GPU-hour, a half-life ago: counts half
+    ledger.started("ana", "b", "gpu", ["G0", "G1"], when=now - timedelta(hours=1))  # running: two GPU-hours in full
+    ancient = ledger.started("ana", "", "gpu", ["G0"], when=now - 11 * week - timedelta(hours=5))
+    ledger.ended(ancient, "stopped", when=now - 11 * week)  # past ten half-lives: left out
+    assert ledger.decayed_gpu_seconds("ana", week.total_seconds(), now) == 1800 + 7200
+    assert ledger.decayed_gpu_seconds("bo", week.total_seconds(), now) == 0
+
+
 def test_accounting_end_reason_from_the_cullers_notice():
     assert end_reason({}) == "stopped"
     assert end_reason({"reason": "it was idle for 2 h (the limit is 2 h)"}) == "idle"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from tornado import web
@@ -147,6 +148,28 @@ async def test_gpu_queue_refuses_at_once_what_no_wait_can_meet():
         await hub.allocate_gpus("bo/b", ONE_GPU, 1, wait=_wait([]))
     assert e.value.status_code == 409 and "at most 1" in e.value.log_message
     assert len(hub.gpu_queue) == 0
+
+
+async def test_gpu_queue_fair_share_puts_who_used_the_gpus_least_lately_first(tmp_path):
+    url = f"sqlite:///{tmp_path / 'acct.sqlite'}"
+    config = Config({"DevDockSpawner": {"gpu_queue_order": "fair-share", "accounting_url": url}})
+    hub = fake_docker.make(DevDockSpawner, config=config).devdock_hub
+    hub._started = True
+    hub.allocator = GPUAllocator([GPU(0, "GPU-0")])
+    now = datetime.now(UTC).replace(tzinfo=None)
+    run = hub.ledger.started("heavy", "", "gpu", ["GPU-0"], when=now - timedelta(hours=3))
+    hub.ledger.ended(run, "stopped", when=now - timedelta(hours=1))  # two GPU-hours, an hour ago
+    await hub.allocate_gpus("holder/", ONE_GPU, 0)
+    heavy = asyncio.ensure_future(hub.allocate_gpus("heavy/", ONE_GPU, 0, wait=_wait([])))
+    await _settle()
+    light = asyncio.ensure_future(hub.allocate_gpus("light/", ONE_GPU, 0, wait=_wait([])))  # later, but no use
+    await _settle()
+    assert [w.key for w in hub.gpu_queue.line("gpu")] == ["light/", "heavy/"]
+    hub.release_gpus("holder/")
+    assert [g.uuid for g in await asyncio.wait_for(light, 2)] == ["GPU-0"]
+    await _settle()
+    assert not heavy.done()
+    heavy.cancel()
 
 
 async def test_gpu_queue_longest_wait_ends_with_a_sentence_and_leaves_the_line():
