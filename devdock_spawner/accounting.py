@@ -191,22 +191,27 @@ class Ledger:
             return [run.as_dict(now) for run in session.scalars(query)]
 
 
-def monthly_totals(rows: list[dict]) -> list[dict]:
-    """Per user and month (of the start): runs, hours, GPU-hours held and busy, CPU-hours."""
+def monthly_totals(rows: list[dict], groups_of: dict[str, list[str]] | None = None) -> list[dict]:
+    """Per user and month (of the start): runs, hours, GPU-hours held and busy, CPU-hours. With ``groups_of``
+    ({user: [groups]}), per group and month instead (a member of two groups counts in both; "" for none)."""
     totals: dict[tuple[str, str], dict] = {}
     for row in rows:
-        key = (row["started"][:7], row["user"])
-        t = totals.setdefault(key, {"month": key[0], "user": key[1], "runs": 0, "hours": 0.0,
-                                    "gpu_hours_held": 0.0, "gpu_hours_busy": 0.0, "cpu_hours": 0.0})  # fmt: skip
-        t["runs"] += 1
-        t["hours"] += row["seconds"] / 3600
-        t["gpu_hours_held"] += row["gpu_seconds_held"] / 3600
-        t["gpu_hours_busy"] += (row["gpu_seconds_busy"] or 0) / 3600
-        t["cpu_hours"] += row["cpu_seconds"] / 3600
+        for who in (groups_of.get(row["user"]) or [""]) if groups_of is not None else [row["user"]]:
+            _add(totals, (row["started"][:7], who), row)
     return [
         {k: round(v, 2) if isinstance(v, float) else v for k, v in t.items()}
         for _, t in sorted(totals.items(), key=lambda item: (item[0][0], item[0][1]), reverse=True)
     ]
+
+
+def _add(totals: dict, key: tuple[str, str], row: dict) -> None:
+    t = totals.setdefault(key, {"month": key[0], "user": key[1], "runs": 0, "hours": 0.0,
+                                "gpu_hours_held": 0.0, "gpu_hours_busy": 0.0, "cpu_hours": 0.0})  # fmt: skip
+    t["runs"] += 1
+    t["hours"] += row["seconds"] / 3600
+    t["gpu_hours_held"] += row["gpu_seconds_held"] / 3600
+    t["gpu_hours_busy"] += (row["gpu_seconds_busy"] or 0) / 3600
+    t["cpu_hours"] += row["cpu_seconds"] / 3600
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -390,10 +390,15 @@ class UsageHandler(BaseHandler):
             days=days,
             since=f"{since:%Y-%m-%d %H:%M} UTC",
             totals=accounting.monthly_totals(runs),
+            group_totals=accounting.monthly_totals(runs, self._groups_of()) if everyone else [],
             runs=runs[:500],
             human_bytes=human_bytes,
         )
         self.finish(html)
+
+    def _groups_of(self) -> dict[str, list[str]]:
+        """{user: [their JupyterHub groups]}, for the totals by group."""
+        return {u.name: sorted(g.name for g in u.groups) for u in self.db.query(orm.User)}
 
 
 class ExtendHandler(BaseHandler):

@@ -69,4 +69,6 @@ def test_gpu_quota_of_a_group_applies_to_its_members(quota_hub):
     hub.stop_server("qbig")
     # Prometheus counts the GPU-seconds held by group (qmax, in no group, under "").
     assert hub.metric('devdock_gpu_seconds_held_total{group="big"}') > 0
+    page = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/usage", timeout=30).text  # admins: by group
+    assert re.search(r'<tr data-group="big" data-month="[0-9-]+"><td>[0-9-]+</td><td>big</td><td>1</td>', page)
     assert hub.metric('devdock_gpu_seconds_held_total{group=""}') >= HOURS * 3600

@@ -41,6 +41,9 @@ def test_accounting_rows_per_user_and_since_monthly_totals_and_csv(tmp_path):
     totals = {(t["month"], t["user"]): t for t in monthly_totals(ledger.runs())}
     assert totals[("2026-12", "ana")]["gpu_hours_held"] == 6.0 and totals[("2026-11", "ana")]["gpu_hours_held"] == 1.0
     assert totals[("2026-12", "bo")]["hours"] == 5.0 and totals[("2026-12", "bo")]["gpu_hours_held"] == 0
+    groups = {(t["month"], t["user"]): t for t in monthly_totals(ledger.runs(), {"ana": ["lab", "ml"], "bo": []})}
+    assert groups[("2026-12", "lab")]["gpu_hours_held"] == groups[("2026-12", "ml")]["gpu_hours_held"] == 6.0
+    assert groups[("2026-12", "")]["hours"] == 5.0  # bo, in no group
     rows = list(csv.DictReader(io.StringIO(to_csv(ledger.runs()))))
     assert list(rows[0]) == list(COLUMNS) and len(rows) == 3
 
