@@ -155,29 +155,28 @@ class Ledger:
     def used_gpu_seconds(self, user: str, since: datetime, now: datetime | None = None) -> float:
         """GPU-seconds ``user``'s servers held from ``since`` to now (running ones up to now; naive UTC)."""
         now = now or utc_now()
+        return sum(
+            max(0.0, (end - max(run.started, since)).total_seconds()) * run.gpu_count
+            for run, end in self._gpu_runs(user, since, now)
+        )
+
+    def _gpu_runs(self, user: str, since: datetime, now: datetime) -> list[tuple[Run, datetime]]:
+        """``(run, its end or now)`` of ``user``'s runs with GPUs that ended after ``since`` or still run."""
         query = select(Run).where(Run.user == user, Run.gpu_count > 0)
         query = query.where((Run.ended.is_(None)) | (Run.ended > since))
-        total = 0.0
         with Session(self.engine) as session:
-            for run in session.scalars(query):
-                end = min(run.ended or now, now)
-                total += max(0.0, (end - max(run.started, since)).total_seconds()) * run.gpu_count
-        return total
+            return [(run, min(run.ended or now, now)) for run in session.scalars(query)]
 
     def decayed_gpu_seconds(self, user: str, half_life: float, now: datetime | None = None) -> float:
         """``user``'s GPU-seconds held, each run's weighed by 0.5 ** (how long ago it ended / ``half_life``); running
         ones count in full (fair share, as Slurm's usage decay). Runs older than ten half-lives are left out."""
         now = now or utc_now()
-        horizon = now - timedelta(seconds=10 * half_life)
-        query = select(Run).where(Run.user == user, Run.gpu_count > 0)
-        query = query.where((Run.ended.is_(None)) | (Run.ended > horizon))
-        total = 0.0
-        with Session(self.engine) as session:
-            for run in session.scalars(query):
-                end = min(run.ended or now, now)
-                held = max(0.0, (end - run.started).total_seconds()) * run.gpu_count
-                total += held * 0.5 ** ((now - end).total_seconds() / half_life)
-        return total
+        return sum(
+            max(0.0, (end - run.started).total_seconds())
+            * run.gpu_count
+            * 0.5 ** ((now - end).total_seconds() / half_life)
+            for run, end in self._gpu_runs(user, now - timedelta(seconds=10 * half_life), now)
+        )
 
     def runs(self, user: str | None = None, since: datetime | None = None) -> list[dict]:
         """The rows (newest first), of one user or everyone, started at or after ``since``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 
+import pytest
 from PIL import Image
 
 from tests.harness import ARTIFACTS
@@ -73,3 +74,11 @@ def until_on_the_desktops_clipboard(container, done, nudge, timeout: float) -> N
         )
         time.sleep(0.5)
         nudge()
+
+
+@pytest.fixture(scope="module", name="hub_defaults")
+def no_desktop_opened():
+    """``hub_defaults`` for a browser-tier module that opens no desktop (import it as ``hub_defaults``): each
+    server's desktop starts when first opened, as outside the browser tier, not with the server (a desktop start
+    saved per spawn)."""
+    return {"desktop_prestart": False}

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.e2e.desktop import SHOTS, login
+from tests.e2e.desktop import no_desktop_opened as hub_defaults  # noqa: F401 - this module's hubs
 from tests.harness import RUN_ID, StandInGPUs, host_pid_of
 
 UUIDS = [f"GPU-adm{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
@@ -17,13 +18,6 @@ PROFILES = [
     {"slug": "cpu", "display_name": "Desktop", "default": True},
     {"slug": "gpu-1", "display_name": "One GPU", "gpus": 1},
 ]
-
-
-@pytest.fixture(scope="module")
-def hub_defaults():
-    """No desktop is opened in this module: each server's desktop starts when first opened (as elsewhere outside
-    the browser tier), not with the server, which saves a desktop start per spawn."""
-    return {"desktop_prestart": False}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.e2e.desktop import SHOTS, login
+from tests.e2e.desktop import no_desktop_opened as hub_defaults  # noqa: F401 - this module's hubs
 from tests.harness import RUN_ID, devices_mode_config, xsrf_from
 
 UUIDS = [f"GPU-que{RUN_ID}-0000-0000-0000-00000000000{i}" for i in range(2)]
@@ -22,13 +23,6 @@ PROFILES = [
     {"slug": "desktop", "display_name": "Desktop", "default": True},
     {"slug": "gpu", "display_name": "1 GPU", "gpus": 1},
 ]
-
-
-@pytest.fixture(scope="module")
-def hub_defaults():
-    """No desktop is opened in this module: each server's desktop starts when first opened (as elsewhere outside
-    the browser tier), not with the server, which saves a desktop start per spawn."""
-    return {"desktop_prestart": False}
 
 
 @pytest.fixture(scope="module")
