@@ -106,6 +106,7 @@ def pytest_configure(config):
 LONGEST_FIRST = (
     "tests/e2e/test_cull_journey.py",
     "tests/integration/test_operations.py",
+    "tests/e2e/test_gpu_queue_journey.py",
     "tests/swarm/",
     "tests/fresh/",
     "tests/integration/test_failure.py",
