@@ -25,6 +25,10 @@ import docker
 from tests.harness import IMAGE, PREFIX, RUN_ID, RUN_LABEL
 
 NODE_IMAGE = "devdock/swarm-node:latest"
+#: The desktop image as this tier uses it, pinned at the tier's start: the compose tier, running beside it, rebuilds
+#: ``devdock/desktop:latest`` with its project's labels (a new image ID for the same layers), and a hub that resolves
+#: the image by ID (as on a Swarm) would then name an ID the second node has never seen.
+SWARM_IMAGE = f"devdock/desktop:swarm-{RUN_ID}"
 TEST_SWARM_LABEL = "io.devdock.test-swarm"
 FAKE_GPUS = ("GPU-fake-0a", "GPU-fake-1b")
 #: The second engine's data root, kept between runs: loading the 2 GB desktop image into a new engine
@@ -56,7 +60,7 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.3):
 def idle_service(client: docker.DockerClient, name: str, labels: dict | None = None, **kwargs):
     """A service of ``sleep`` tasks from the desktop image, given by ID so that no node asks a registry."""
     return client.services.create(
-        client.images.get(IMAGE).id, ["sleep", "infinity"], name=f"{name}-{RUN_ID}",
+        client.images.get(SWARM_IMAGE).id, ["sleep", "infinity"], name=f"{name}-{RUN_ID}",
         labels={RUN_LABEL: RUN_ID, **(labels or {})}, **kwargs,
     )  # fmt: skip
 
@@ -93,6 +97,7 @@ class Cluster:
                 f"This engine is already in a swarm ({state}); the swarm tier makes and removes its own. "
                 "Leave it first (docker swarm leave --force) on a machine where that is safe."
             )
+        self.client.images.get(IMAGE).tag(*SWARM_IMAGE.split(":"))
         bridge = self.client.networks.create(self.bridge_name, driver="bridge", labels={RUN_LABEL: RUN_ID})
         bridge.reload()
         self.gateway = bridge.attrs["IPAM"]["Config"][0]["Gateway"]
@@ -106,7 +111,7 @@ class Cluster:
         )
         # The anchor: a network namespace on the bridge (reachable from the tests) and the overlay.
         anchor = self.client.containers.run(
-            IMAGE, ["sleep", "infinity"], entrypoint=[], name=self.anchor_name, detach=True,
+            SWARM_IMAGE, ["sleep", "infinity"], entrypoint=[], name=self.anchor_name, detach=True,
             network=self.bridge_name, labels={RUN_LABEL: RUN_ID},
         )  # fmt: skip
         self.client.networks.get(self.overlay).connect(anchor)
@@ -137,6 +142,7 @@ class Cluster:
             "DEVDOCK_SSH_BIND": "0.0.0.0",
             # Nothing outside this machine: by ID, the nodes' Swarm agents do not try a registry first.
             "DEVDOCK_SWARM_IMAGE_BY_ID": "1",
+            "DEVDOCK_IMAGE": SWARM_IMAGE,
         }
 
     # --- the second node ---------------------------------------------------------------------
@@ -174,14 +180,15 @@ class Cluster:
         assert joined.exit_code == 0, joined.output.decode()
         self.node2 = wait_for(lambda: self._node_id(self.node2_hostname), 30, "the second node in the swarm")
         # The image, from this engine: no registry is involved (kept from an earlier run when it is the same).
-        if self._node_image_id() != self.client.images.get(IMAGE).id:
-            save = subprocess.Popen(["docker", "save", IMAGE], stdout=subprocess.PIPE)
+        wanted = self.client.images.get(SWARM_IMAGE).id
+        if not self._node_has_image(wanted):
+            save = subprocess.Popen(["docker", "save", SWARM_IMAGE], stdout=subprocess.PIPE)
             load = subprocess.run(
                 ["docker", "exec", "-i", self.node_name, "docker", "load", "-q"], stdin=save.stdout, capture_output=True
             )
             save.wait()
             assert load.returncode == 0 and save.returncode == 0, load.stderr.decode()
-        assert self._node_image_id() == self.client.images.get(IMAGE).id
+        assert self._node_has_image(wanted)
         # A node label for profiles to place GPU servers by (set before any task runs there).
         node_obj = self.client.nodes.get(self.node2)
         spec = node_obj.attrs["Spec"]
@@ -197,7 +204,7 @@ class Cluster:
             "docker ps -aq | xargs -r docker rm -f >/dev/null; "
             "docker volume ls -q | xargs -r docker volume rm -f >/dev/null; "
             "docker network prune -f >/dev/null; "
-            f"docker images -q --no-trunc | sort -u | grep -vx '{self.client.images.get(IMAGE).id}' "
+            f"docker images -q --no-trunc | sort -u | grep -vx '{self.client.images.get(SWARM_IMAGE).id}' "
             "| xargs -r docker rmi -f >/dev/null; "
             "docker ps -aq | wc -l; docker volume ls -q | wc -l; docker images -q | sort -u | wc -l"
         )
@@ -205,12 +212,12 @@ class Cluster:
         left = result.output.decode().split()
         assert result.exit_code == 0 and left[:2] == ["0", "0"] and int(left[2]) <= 1, result.output.decode()
 
-    def _node_image_id(self) -> str:
-        """The desktop image's ID on the second engine ("" when it has none)."""
+    def _node_has_image(self, image_id: str) -> bool:
+        """Whether the second engine holds the image ``image_id`` (under any tag, or none)."""
         found = self.client.containers.get(self.node_name).exec_run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}", IMAGE]
+            ["docker", "image", "inspect", "--format", "{{.Id}}", image_id]
         )
-        return found.output.decode().strip() if found.exit_code == 0 else ""
+        return found.exit_code == 0 and found.output.decode().strip() == image_id
 
     def _node_id(self, hostname: str) -> str:
         for node in self.client.nodes.list():
@@ -240,6 +247,10 @@ class Cluster:
                     pass  # a task's container, removed by Swarm with its service meanwhile
         if self.created_swarm:
             self.client.swarm.leave(force=True)
+        try:
+            self.client.images.remove(SWARM_IMAGE, noprune=True)  # the tag; the image stays while others name it
+        except docker.errors.APIError:
+            pass
         for network in self.client.networks.list(names=[self.bridge_name, self.overlay]):
             if network.name in (self.bridge_name, self.overlay):  # the filter matches prefixes too
                 try:

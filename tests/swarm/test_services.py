@@ -10,8 +10,8 @@ import requests
 
 from devdock_spawner.naming import server_key
 from devdock_spawner.ports import PortAllocator
-from tests.harness import IMAGE, RUN_ID, RUN_LABEL, assert_desktop_answers, run_in_terminal, ssh
-from tests.swarm.cluster import idle_service, service_of
+from tests.harness import RUN_ID, RUN_LABEL, assert_desktop_answers, run_in_terminal, ssh
+from tests.swarm.cluster import SWARM_IMAGE, idle_service, service_of
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_a_running_service_the_database_does_not_know_is_kept_and_an_ended_one_i
     hub_id = swarm_hub.env["DEVDOCK_HUB_ID"]
     running = idle_service(docker_client, "unknown", {"io.devdock.hub": hub_id, "io.devdock.owner": "ghost"})
     ended = docker_client.services.create(
-        docker_client.images.get(IMAGE).id, ["true"], name=f"ended-{RUN_ID}",
+        docker_client.images.get(SWARM_IMAGE).id, ["true"], name=f"ended-{RUN_ID}",
         labels={RUN_LABEL: RUN_ID, "io.devdock.hub": hub_id, "io.devdock.owner": "crashed"},
         restart_policy=docker.types.RestartPolicy(condition="none"),
     )  # fmt: skip
