@@ -122,6 +122,13 @@ SPAWNER_TO_IMAGE: tuple[Variable, ...] = (
         (_EXT,),
     ),
     Variable(
+        "DEVDOCK_CULL_STARTED",
+        "When the hub started this run (ISO 8601, UTC): the culler counts the maximum age from it, and so do the "
+        "server's warnings (the server process starts seconds later; a start that waited in line starts at its turn).",
+        (_CULL_ENV,),
+        (_EXT,),
+    ),
+    Variable(
         "DEVDOCK_CULL_WARNING",
         "Seconds before such a stop that the user is warned, in JupyterLab and on the desktop (`cull_warning`).",
         (_CULL_ENV,),

@@ -227,9 +227,12 @@ class CullingMixin(LoggingConfigurable):
     def cull_environment(self) -> dict:
         """The limits of this server's profile, so that the server can warn its user before the stop."""
         rule = culler.rule_for(self.cull_policy(), self._profile_slug)
+        started = getattr(self.orm_spawner, "started", None)
         return {
             "DEVDOCK_CULL_IDLE_TIMEOUT": str(rule.idle_timeout),
             "DEVDOCK_CULL_MAX_AGE": str(rule.max_age),
+            # the hub's start of this run, which the culler counts the age from (the server process starts later)
+            "DEVDOCK_CULL_STARTED": started.replace(tzinfo=UTC).isoformat() if started else "",
             "DEVDOCK_CULL_WARNING": str(self.cull_warning),
         }
 

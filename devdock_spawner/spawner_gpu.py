@@ -270,6 +270,11 @@ class GPUMixin(LoggingConfigurable):
             raise
         if self._left_line():
             waited = time.time() - wait.since
+            # The run starts now, not when the start joined the line: the time limits count from here (JupyterHub
+            # set ``started`` before start() ran; the culler, the home page and the server read it).
+            if getattr(self, "orm_spawner", None) is not None:
+                self.orm_spawner.started = utc_now().replace(tzinfo=None)
+                self._save_state_now()
             self._emit(9, f"Your turn: the GPUs are yours after {wait_words(waited).removeprefix('about ')} in line")
             self.log.info("devdock: %s leaves the line for GPUs after %.0f s", self._log_name, waited)
         self.gpu_ids = [g.uuid for g in allotted]

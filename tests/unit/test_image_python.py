@@ -99,6 +99,19 @@ def test_no_limits_no_stop_and_no_warning(monkeypatch):
     assert "notice" not in status
 
 
+def test_the_maximum_age_counts_from_the_hubs_start_not_the_server_process(monkeypatch):
+    """The culler counts a run's age from JupyterHub's ``started`` (a start that waited in line: its turn); the
+    server process starts seconds later, and its warning must name the culler's time, not its own."""
+    hub_started = datetime.now(UTC) - timedelta(minutes=10)
+    status = _status(monkeypatch, max_age=3600, running=60, DEVDOCK_CULL_STARTED=hub_started.isoformat())
+    assert datetime.fromisoformat(status["stops_at"]) == hub_started + timedelta(hours=1)
+    # Control: without the hub's time (an older hub), the process's own start is the best it has.
+    monkeypatch.delenv("DEVDOCK_CULL_STARTED")
+    status = _status(monkeypatch, max_age=3600, running=60)
+    left = datetime.fromisoformat(status["stops_at"]) - datetime.now(UTC)
+    assert timedelta(minutes=58) < left <= timedelta(minutes=59)
+
+
 def test_a_stop_far_off_is_announced_without_a_warning(monkeypatch):
     status = _status(monkeypatch, idle_timeout=3600, idle=60)
     assert status["warning"] is None

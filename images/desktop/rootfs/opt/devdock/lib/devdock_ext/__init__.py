@@ -12,8 +12,9 @@ JupyterLab, kernels and terminals; this extension adds what it cannot see, in th
 
 It also tells the user when the server will be stopped for being idle (``api/devdock/status``, polled by the
 devdock-notices JupyterLab plugin, and a desktop notification), from the limits the spawner hands over:
-``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE`` (or, once the user extended it, ``/run/devdock/cull-max-age``
-written by the hub), ``DEVDOCK_CULL_WARNING`` (seconds). When the home has a
+``DEVDOCK_CULL_IDLE_TIMEOUT``, ``DEVDOCK_CULL_MAX_AGE`` (or, once the user extended it or a GPU reservation cut it
+short, ``/run/devdock/cull-max-age`` written by the hub), counted from ``DEVDOCK_CULL_STARTED`` (the hub's start of
+the run), ``DEVDOCK_CULL_WARNING`` (seconds). When the home has a
 size limit (``DEVDOCK_HOME_SIZE``, bytes) and is (nearly) full, the same status says so.
 """
 
@@ -170,6 +171,14 @@ class IdleWatch:
         except (OSError, ValueError):
             return _seconds("DEVDOCK_CULL_MAX_AGE")
 
+    @property
+    def started(self) -> datetime | None:
+        """When the run started for the culler: the hub's start (DEVDOCK_CULL_STARTED), else this process's."""
+        try:
+            return datetime.fromisoformat(os.environ["DEVDOCK_CULL_STARTED"])
+        except (KeyError, ValueError):
+            return self.settings.get("started")
+
     def record(self, source: str, when: datetime) -> None:
         table = self.settings.setdefault("last_activity_times", {})
         if source not in table or table[source] < when:
@@ -215,7 +224,7 @@ class IdleWatch:
         last = self.app.web_app.last_activity()
         sources = self.sources()
         last_source = max(sources, key=sources.get) if sources else ""
-        stop = stop_time(last, self.settings.get("started", now), self.idle_timeout, self.max_age)
+        stop = stop_time(last, self.started or now, self.idle_timeout, self.max_age)
         base = {
             "last_activity": last.isoformat(),
             "last_activity_source": last_source,
