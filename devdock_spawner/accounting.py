@@ -18,10 +18,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Column, DateTime, Float, Integer, String, create_engine, select
 from sqlalchemy.orm import Session, declarative_base
 
+from .reservation import Booking
+
 Base = declarative_base()
 
 #: Why a run ended, as the usage page and the export say it.
-END_REASONS = ("stopped", "idle", "max age", "contention")
+END_REASONS = ("stopped", "idle", "max age", "contention", "reservation")
 
 #: The export's columns, in order.
 COLUMNS = (
@@ -68,6 +70,27 @@ class Run(Base):
         }
 
 
+class Reservation(Base):
+    """A booking of GPUs for a window (reservation.py decides what it means)."""
+
+    __tablename__ = "devdock_gpu_reservations"
+    id = Column(Integer, primary_key=True)
+    by = Column(String(255), nullable=False, index=True)
+    group = Column(String(255), nullable=False, default="")
+    kind = Column(String(255), nullable=False)
+    count = Column(Integer, nullable=False)
+    start = Column(DateTime, nullable=False, index=True)
+    end = Column(DateTime, nullable=False, index=True)
+    status = Column(String(16), nullable=False, default="approved")
+    note = Column(String(500), nullable=False, default="")
+    created = Column(DateTime, nullable=False)
+    decided_by = Column(String(255), nullable=False, default="")
+
+    def booking(self) -> Booking:
+        return Booking(self.id, self.by, self.group, self.kind, self.count, self.start, self.end, self.status,
+                       self.note)  # fmt: skip
+
+
 def _iso(when: datetime) -> str:
     return when.replace(tzinfo=UTC).isoformat()
 
@@ -85,6 +108,8 @@ def end_reason(stop_reason: dict | None) -> str:
         return "max age"
     if "while others waited" in reason:
         return "contention"
+    if "GPU reservation" in reason:
+        return "reservation"
     return "idle"
 
 
@@ -177,6 +202,39 @@ class Ledger:
             * 0.5 ** ((now - end).total_seconds() / half_life)
             for run, end in self._gpu_runs(user, now - timedelta(seconds=10 * half_life), now)
         )
+
+    # --- GPU reservations ----------------------------------------------------------------------
+
+    def book(self, booking: Booking) -> Booking:
+        """Store a new booking (its ``id`` is ignored); the stored one."""
+        with Session(self.engine) as session:
+            row = Reservation(by=booking.by, group=booking.group, kind=booking.kind, count=booking.count,
+                              start=booking.start, end=booking.end, status=booking.status, note=booking.note,
+                              created=utc_now())  # fmt: skip
+            session.add(row)
+            session.commit()
+            return row.booking()
+
+    def bookings(self, since: datetime, until: datetime | None = None) -> list[Booking]:
+        """Pending and approved bookings whose window ends after ``since`` (and starts before ``until``)."""
+        query = select(Reservation).where(Reservation.end > since, Reservation.status.in_(("pending", "approved")))
+        if until is not None:
+            query = query.where(Reservation.start < until)
+        with Session(self.engine) as session:
+            return [row.booking() for row in session.scalars(query.order_by(Reservation.start, Reservation.id))]
+
+    def booking(self, booking_id: int) -> Booking | None:
+        with Session(self.engine) as session:
+            row = session.get(Reservation, booking_id)
+            return None if row is None else row.booking()
+
+    def decide(self, booking_id: int, status: str, by: str) -> None:
+        """Approve, reject or cancel a booking."""
+        with Session(self.engine) as session:
+            row = session.get(Reservation, booking_id)
+            if row is not None:
+                row.status, row.decided_by = status, by
+                session.commit()
 
     def runs(self, user: str | None = None, since: datetime | None = None) -> list[dict]:
         """The rows (newest first), of one user or everyone, started at or after ``since``."""

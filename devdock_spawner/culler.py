@@ -61,6 +61,8 @@ class Policy:
     contended: tuple[str, ...] = ()
     #: seconds added to the maximum age of running servers whose users extended it ({"user/server": seconds})
     extensions: dict[str, int] = field(default_factory=dict)
+    #: running servers a GPU booking cuts short: {"user/server": [ISO time (UTC) they must end at, why]}
+    deadlines: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -71,6 +73,7 @@ class Policy:
                 "contention_idle_timeout": self.contention_idle_timeout,
                 "contended": list(self.contended),
                 "extensions": dict(self.extensions),
+                "deadlines": {k: list(v) for k, v in self.deadlines.items()},
             }
         )
 
@@ -86,6 +89,7 @@ class Policy:
             contention_idle_timeout=int(data.get("contention_idle_timeout", 0)),
             contended=tuple(str(p) for p in data.get("contended", ())),
             extensions={str(k): int(v) for k, v in (data.get("extensions") or {}).items()},
+            deadlines={str(k): (str(v[0]), str(v[1])) for k, v in (data.get("deadlines") or {}).items()},
         )
 
 
@@ -119,9 +123,14 @@ def rule_for(policy: Policy, profile: str) -> ProfileRule:
     return policy.profiles.get(profile or policy.default_profile, ProfileRule(policy.idle_timeout))
 
 
-def decide(server: dict, inactive: timedelta | None, age: timedelta | None, policy: Policy) -> tuple[bool, str]:
-    """``(stop it?, why)`` for one ready server model of the hub's REST API."""
+def decide(
+    server: dict, inactive: timedelta | None, age: timedelta | None, policy: Policy, now: datetime | None = None
+) -> tuple[bool, str]:
+    """``(stop it?, why)`` for one ready server model of the hub's REST API (``now``: aware, for GPU bookings)."""
     profile = ((server.get("user_options") or {}).get("profile")) or policy.default_profile
+    deadline = policy.deadlines.get(server.get("full_name", ""))
+    if deadline and datetime.fromisoformat(deadline[0]) <= (now or datetime.now(UTC)):
+        return True, deadline[1]
     rule = rule_for(policy, profile)
     max_age = rule.max_age + policy.extensions.get(server.get("full_name", ""), 0) if rule.max_age else 0
     if max_age and age is not None and age.total_seconds() >= max_age:

@@ -32,6 +32,7 @@ from . import accounting, culler, hubwide, metrics
 from .gpu import WHOLE, engine_gpu_support
 from .gpu_queue import wait_words
 from .guarantees import missing_guarantees
+from .hub_reservations import ReservationsHandler
 from .hubconfig import SINGLE_ORIGIN_WARNING, configured_profiles, culling_policy
 from .spawner import DevDockSpawner
 from .spawner_ssh import SSH_CONTAINER_PORT
@@ -567,6 +568,12 @@ class CullPolicyHandler(APIHandler):
         if extensions:
             policy = replace(policy, extensions=extensions)
         hub = hubwide.current()
+        if hub is not None and hub.bookings():
+            policy = replace(policy, deadlines={
+                key: (when.replace(tzinfo=UTC).isoformat(), f"a GPU reservation for {booking.whom} starts at "
+                      f"{hub.local_words(when)} and needs its GPU")
+                for key, (when, booking) in hub.reservation_deadlines().items()
+            })  # fmt: skip
         if hub is not None and len(hub.gpu_queue):
             # Profiles whose kind of GPU someone waits for now: their idle servers go sooner.
             waited_for = {w.line.partition(":")[0] for w in hub.gpu_queue.waiting()}
@@ -582,6 +589,7 @@ def handlers() -> list[tuple]:
         (r"/devdock/admin", AdminOverviewHandler),
         (r"/devdock/usage", UsageHandler),
         (r"/devdock/extend/([^/]*)", ExtendHandler),
+        (r"/devdock/reservations", ReservationsHandler),
         (r"/api/devdock/culled/([^/]+)/([^/]*)", CullNoticeHandler),
         (r"/api/devdock/cull-policy", CullPolicyHandler),
         (r"/api/devdock/ssh-gateway/keys", GatewayKeysHandler),

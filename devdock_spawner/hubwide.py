@@ -35,6 +35,7 @@ from .container import last_lines, network_spec
 from .guarantees import log_text, missing_guarantees
 from .hubwide_gpu import GPUWatch
 from .hubwide_homes import HomeHelper
+from .hubwide_reservations import Reservations
 from .images import missing_image_message
 from .ports import PortAllocator, held_ports, host_port_free
 
@@ -54,7 +55,7 @@ def forget_all() -> None:
     _hubs.clear()
 
 
-class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
+class DevDockHub(GPUWatch, Reservations, HomeHelper, LoggingConfigurable):
     """Everything one hub does once for all its servers, on one Docker engine."""
 
     #: The Docker objects users' servers are (DockerSpawner's ``object_type``).
@@ -73,7 +74,8 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
         "ssh_bind_address", "ssh_probe_host_ports", "image",
         "gpu_inventory", "gpu_discovery", "gpu_mode", "gpu_max_users_per_gpu", "gpu_monitor_command",
         "gpu_monitor_proc", "gpu_kernel_log", "gpu_health_checks", "gpu_busy_percent",
-        "gpu_queue_order", "gpu_fair_share_half_life",
+        "gpu_queue_order", "gpu_fair_share_half_life", "gpu_reservation_timezone",
+        "gpu_reservation_rules",
     )  # fmt: skip
 
     @classmethod
@@ -118,6 +120,7 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
         self._foreign_ports: dict = {}
         self._init_gpu_watch()
         self._init_home_helper()
+        self._init_reservations(spawner)
         #: the accounting database (None until first asked, or when off or broken), and each running server's row
         self._ledger = None
         self.accounting_runs: dict[str, int] = {}
@@ -451,6 +454,7 @@ class DevDockHub(GPUWatch, HomeHelper, LoggingConfigurable):
         threading.Thread(target=self._watch_oom_kills, name="devdock-oom", daemon=True).start()
         if self.settings.usage_interval:
             self._tasks.append(asyncio.ensure_future(self._usage_loop()))
+        self._start_telling_ends()
 
     def _watch_oom_kills(self) -> None:
         """The engine's ``oom`` events of this hub's containers (blocking: its own thread)."""

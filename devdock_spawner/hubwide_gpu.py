@@ -160,13 +160,23 @@ class GPUWatch:
     def _allocate_in_turn(self, allocator, key: str, profile: Profile, per_owner: int, line: str) -> list[str]:
         """Allocate unless someone who asked earlier waits for the same kind (then: busy, like taken GPUs)."""
         pinned = list(profile.gpu_ids) or None
-        if profile.gpus and not self.gpu_queue.may_take(key, line):
+        units = allocator.total_of(profile.gpu_kind) if profile.gpus == "all" else int(profile.gpus or 0)
+        # GPU bookings on now (reservation.py): their members take the booked GPUs before the line; anyone else
+        # must leave the booked GPUs that no member uses free.
+        gate = self.reservation_gate(key, profile.gpu_kind, units)
+        passes = gate is not None and gate.passes
+        if profile.gpus and not passes and not self.gpu_queue.may_take(key, line):
             # A refusal that no waiting cures (more than there are, the owner's cap) wins; else the earlier go first.
             problem = allocator.problem(profile.gpus, pinned, key, per_owner, profile.gpu_kind)
             if problem is not None and not isinstance(problem, gpus.GPUsBusy):
                 raise problem
             ahead = len(self.gpu_queue.line(line))
             raise gpus.GPUsBusy(f"{ahead} {'start waits' if ahead == 1 else 'starts wait'} for these GPUs already.")
+        if gate is not None and gate.keep_free and allocator.free(key, profile.gpu_kind) - units < gate.keep_free:
+            problem = allocator.problem(profile.gpus, pinned, key, per_owner, profile.gpu_kind)
+            if problem is not None and not isinstance(problem, gpus.GPUsBusy):
+                raise problem
+            raise gpus.GPUsBusy(gate.why)
         return allocator.allocate(key, profile.gpus, pinned, per_owner=per_owner, kind=profile.gpu_kind)
 
     async def _wait_in_line(self, allocator, key, line: str, profile: Profile, wait: Wait, moved) -> None:

@@ -173,14 +173,26 @@ class CullingMixin(LoggingConfigurable):
         return env
 
     @property
-    def end_time(self):
-        """When the culler stops this running server for its age at the latest (naive UTC), None without a limit
-        (the home page says it)."""
+    def natural_end(self):
+        """When the culler stops this running server for its age (naive UTC; its extensions count), None without
+        a limit."""
         started = getattr(self.orm_spawner, "started", None)
         max_age = self._base_max_age()
         if not started or not max_age:
             return None
-        return started + timedelta(seconds=max_age + self.max_age_extension)
+        return started.replace(tzinfo=None) + timedelta(seconds=max_age + self.max_age_extension)
+
+    @property
+    def reservation_deadline(self):
+        """``(when, booking)`` when a GPU booking cuts this running server short (reservation.py), else None."""
+        return self.devdock_hub.reservation_deadlines().get(self.server_key) if self.gpu_ids else None
+
+    @property
+    def end_time(self):
+        """When the culler stops this running server at the latest (naive UTC): its time limit, or a GPU booking's
+        start; None without either (the home page says it)."""
+        ends = [e for e in (self.natural_end, (self.reservation_deadline or (None,))[0]) if e is not None]
+        return min(ends) if ends else None
 
     def _base_max_age(self) -> int:
         profile = (self.user_options or {}).get("profile", "") if isinstance(self.user_options, dict) else ""
@@ -189,7 +201,13 @@ class CullingMixin(LoggingConfigurable):
     @property
     def extension_refusal(self) -> str:
         """Why this running server's time cannot be extended now ("" if it can)."""
-        if self.end_time is None or not self.cull_max_age_extension:
+        cut = self.reservation_deadline
+        if cut is not None:
+            return (
+                f"These GPUs are booked for {cut[1].whom} from {self.devdock_hub.local_words(cut[0])}: this server "
+                "must end then, and its time cannot be extended."
+            )
+        if self.natural_end is None or not self.cull_max_age_extension:
             return "This server has no time limit to extend."
         if self.max_age_extension >= self.cull_max_age_extension_cap:
             return (
@@ -213,16 +231,23 @@ class CullingMixin(LoggingConfigurable):
             self.cull_max_age_extension_cap, self.max_age_extension + self.cull_max_age_extension
         )
         self._save_state_now()
-        # The server's own warnings (devdock_ext) read the new limit from a root-owned file the user cannot write.
-        max_age = self._base_max_age() + self.max_age_extension
-        script = f"mkdir -p /run/devdock && echo {int(max_age)} > /run/devdock/cull-max-age"
+        await self.write_time_limit()
+        self.log.info("devdock: %s extended by %s s, until %s UTC", self._log_name, self.max_age_extension,
+                      self.end_time)  # fmt: skip
+
+    async def write_time_limit(self) -> None:
+        """Tell the running server its maximum age when it is not its profile's (extended, or cut short by a GPU
+        booking): its warnings (devdock_ext) read it from a root-owned file its user cannot write."""
+        started, end = getattr(self.orm_spawner, "started", None), self.end_time
+        if not started or end is None:
+            return
+        max_age = max(0, int((end - started.replace(tzinfo=None)).total_seconds()))
+        script = f"mkdir -p /run/devdock && echo {max_age} > /run/devdock/cull-max-age"
         try:
             run = await self.docker("exec_create", self.container_id, ["sh", "-c", script], user="0")
             await self.docker("exec_start", run["Id"])
         except Exception as e:  # noqa: BLE001 - the culler has the new limit; only the server's warning lags
             self.log.warning("devdock: could not tell %s its new time limit: %s", self._log_name, e)
-        self.log.info("devdock: %s extended by %s s, until %s UTC", self._log_name, self.max_age_extension,
-                      self.end_time)  # fmt: skip
 
     def cull_environment(self) -> dict:
         """The limits of this server's profile, so that the server can warn its user before the stop."""

@@ -14,7 +14,7 @@ from tornado import web
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-from . import culler, gpu_monitor, naming, quota
+from . import culler, gpu_monitor, naming, quota, reservation
 from . import gpu as gpus
 from .accounting import utc_now
 from .gpu_queue import Wait, ordinal, wait_words
@@ -208,6 +208,46 @@ class GPUMixin(LoggingConfigurable):
             quota.check(proposal["value"])
         except quota.InvalidQuota as e:
             raise TraitError(f"gpu_quotas: {e}") from e
+        return proposal["value"]
+
+    gpu_reservation_rules = Dict(
+        config=True,
+        help="""
+        Who may book GPUs for a window on the reservations page (``/hub/devdock/reservations``), by JupyterHub
+        group and by default: ``{"groups": {"instructors": {"gpus": 8, "hours": 4}}, "default": {"gpus": 1,
+        "hours": 2, "approval": True, "days_ahead": 7}}`` (at most ``gpus`` GPUs in one booking, ``hours`` long,
+        ``days_ahead`` days ahead, 28 by default; ``approval``: bookings wait for an admin). A user's groups'
+        most generous rule applies, else the default. Admins always may book, for anyone, without approval.
+        Empty (the default): only admins book. During a booking's window its GPUs are kept for the members of
+        its group; servers of others that would hold them at its start end then, warned as for any time limit.
+        Bookings are kept in the accounting database (``accounting_url``); a Swarm has none (its scheduler
+        picks the GPUs).
+        """,
+    )
+
+    @validate("gpu_reservation_rules")
+    def _valid_reservation_rules(self, proposal):
+        try:
+            reservation.check_rules(proposal["value"])
+        except reservation.InvalidRules as e:
+            raise TraitError(f"gpu_reservation_rules: {e}") from e
+        return proposal["value"]
+
+    gpu_reservation_timezone = Unicode(
+        "",
+        config=True,
+        help="""
+        The time zone GPU bookings are entered and shown in (an IANA name, ``Europe/Berlin``). Empty (the
+        default): the hub's ``TZ``, else UTC.
+        """,
+    )
+
+    @validate("gpu_reservation_timezone")
+    def _valid_reservation_timezone(self, proposal):
+        try:
+            reservation.zone(proposal["value"])
+        except reservation.InvalidRules as e:
+            raise TraitError(str(e)) from e
         return proposal["value"]
 
     #: UUIDs of the GPUs this server holds (state; empty when stopped).
