@@ -24,8 +24,10 @@ from .reservation import Booking
 NOTE_MAX = 200
 
 
-def kind_words(kind: str) -> str:
-    return "whole GPUs" if kind == WHOLE else f"MIG {kind} slices"
+def kind_words(kind: str, count: int = 2) -> str:
+    """``kind`` in words, for ``count`` of them ("1 whole GPU", "2 MIG 1g.10gb slices")."""
+    plural = "" if count == 1 else "s"
+    return f"whole GPU{plural}" if kind == WHOLE else f"MIG {kind} slice{plural}"
 
 
 class ReservationsHandler(BaseHandler):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -241,8 +242,13 @@ class CullingMixin(LoggingConfigurable):
         started, end = getattr(self.orm_spawner, "started", None), self.end_time
         if not started or end is None:
             return
-        max_age = max(0, int((end - started.replace(tzinfo=None)).total_seconds()))
-        script = f"mkdir -p /run/devdock && echo {max_age} > /run/devdock/cull-max-age"
+        max_age = max(0.0, (end - started.replace(tzinfo=None)).total_seconds())
+        cut = self.reservation_deadline
+        # Why, for the warning, when a booking cut it short (names come from the hub's own database; quoted).
+        why = f"its GPUs are booked for {cut[1].whom} from {self.devdock_hub.local_words(cut[0])}" if cut else ""
+        script = f"mkdir -p /run/devdock && echo {max_age:.3f} > /run/devdock/cull-max-age && " + (
+            f"printf '%s' {shlex.quote(why)} > /run/devdock/cull-why" if why else "rm -f /run/devdock/cull-why"
+        )
         try:
             run = await self.docker("exec_create", self.container_id, ["sh", "-c", script], user="0")
             await self.docker("exec_start", run["Id"])

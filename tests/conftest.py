@@ -107,6 +107,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_cull_journey.py",
     "tests/integration/test_operations.py",
     "tests/e2e/test_gpu_queue_journey.py",
+    "tests/e2e/test_gpu_reservation_journey.py",
     "tests/swarm/",
     "tests/fresh/",
     "tests/integration/test_failure.py",

@@ -112,6 +112,21 @@ def test_the_maximum_age_counts_from_the_hubs_start_not_the_server_process(monke
     assert timedelta(minutes=58) < left <= timedelta(minutes=59)
 
 
+def test_a_time_limit_the_hub_changed_is_read_and_a_booking_cut_says_why(monkeypatch, tmp_path):
+    """The hub writes a new maximum age into the server when its user extends it or a GPU booking cuts it short
+    (root-owned files); the warning then counts with it, and names the booking."""
+    monkeypatch.setattr(ext.IdleWatch, "EXTENDED", str(tmp_path / "cull-max-age"))
+    monkeypatch.setattr(ext.IdleWatch, "CUT_SHORT", str(tmp_path / "cull-why"))
+    status = _status(monkeypatch, max_age=7200, running=3000)
+    assert status["warning"] is None  # 70 minutes left: not yet
+    (tmp_path / "cull-max-age").write_text("3300.500\n")
+    (tmp_path / "cull-why").write_text("its GPUs are booked for the group ml-course from Tue 14:00 CET")
+    status = _status(monkeypatch, max_age=7200, running=3000)
+    assert "stopped in about 5 minutes: its GPUs are booked for the group ml-course" in status["warning"]
+    (tmp_path / "cull-why").unlink()  # extended, not cut: the usual words
+    assert "maximum running time" in _status(monkeypatch, max_age=7200, running=3000)["warning"]
+
+
 def test_a_stop_far_off_is_announced_without_a_warning(monkeypatch):
     status = _status(monkeypatch, idle_timeout=3600, idle=60)
     assert status["warning"] is None

@@ -171,6 +171,17 @@ class IdleWatch:
         except (OSError, ValueError):
             return _seconds("DEVDOCK_CULL_MAX_AGE")
 
+    #: Why the hub cut the run short, when a GPU booking did (root-owned, written by the hub with EXTENDED).
+    CUT_SHORT = "/run/devdock/cull-why"
+
+    @property
+    def cut_short(self) -> str:
+        try:
+            with open(self.CUT_SHORT) as f:
+                return f.read().strip()[:300]
+        except OSError:
+            return ""
+
     @property
     def started(self) -> datetime | None:
         """When the run started for the culler: the hub's start (DEVDOCK_CULL_STARTED), else this process's."""
@@ -257,6 +268,11 @@ class IdleWatch:
                 warning = (
                     f"This server will be stopped {when} because nobody has used it (no keyboard, pointer, notebook, "
                     "terminal or SSH use). Do anything in it to keep it running; your files in your home stay."
+                )
+            elif self.cut_short:
+                warning = (
+                    f"This server will be stopped {when}: {self.cut_short}. Save your work; your files in your home "
+                    "stay, and you can start it again after the booking."
                 )
             else:
                 warning = (
