@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import glob
+import html
 import os
 import shutil
 import subprocess
 import tempfile
+from datetime import date, timedelta
 
 import psycopg
 import pytest
 
-from tests.harness import RUN_ID, free_port
+from tests.harness import RUN_ID, devices_mode_config, free_port, xsrf_from
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +61,27 @@ def test_accounting_on_postgresql_the_hub_writes_each_run_and_reads_it_back(make
     assert [(r["id"], r["end_reason"] or None) for r in reversed(runs)] == rows
     assert not os.path.exists(os.path.join(hub.env["DEVDOCK_DATA_DIR"], "devdock-accounting.sqlite"))
     hub.stop_server("pgann")
+
+
+def test_gpu_reservation_bookings_on_postgresql_are_written_and_read_back(make_hub, postgresql, device_nodes):
+    """The bookings' table (columns named ``group`` and ``end``, words PostgreSQL reserves) on the real server."""
+    url, plain = postgresql
+    uuids = [f"GPU-pgb{RUN_ID}-0000-0000-0000-000000000000"]
+    hub = make_hub("book-pg", DEVDOCK_ACCOUNTING_URL=url, extra_config=devices_mode_config(device_nodes[:1], uuids))
+    admin = hub.browser_session("admin")
+    page = admin.get(f"{hub.url}/hub/devdock/reservations", timeout=30).text
+    day = f"{date.today() + timedelta(days=14 - date.today().weekday()):%Y-%m-%d}"  # a Monday two weeks ahead
+    r = admin.post(f"{hub.url}/hub/devdock/reservations", timeout=30, data={
+        "_xsrf": xsrf_from(page), "action": "book", "kind": "gpu", "count": "1", "group": "lab", "note": "exam",
+        "start": f"{day}T14:00", "end": f"{day}T16:00",
+    })  # fmt: skip
+    assert r.status_code == 200, html.unescape(r.text).partition("devdock-booking-problem")[2][:300]
+    week = admin.get(f"{hub.url}/hub/devdock/reservations?week={day}&format=json", timeout=30).json()
+    assert [(b["for"], b["count"], b["start"][:16], b["status"]) for b in week["bookings"]] == [
+        ("the group lab", 1, f"{day}T14:00", "approved"),
+    ]
+    with psycopg.connect(plain) as db:  # PostgreSQL's rows (the hub's zone is UTC here)
+        rows = db.execute('SELECT "group", count, start, "end", note FROM devdock_gpu_reservations').fetchall()
+    assert [(g, c, f"{s:%Y-%m-%d %H:%M}", f"{e:%H:%M}", n) for g, c, s, e, n in rows] == [
+        ("lab", 1, f"{day} 14:00", "16:00", "exam"),
+    ]
