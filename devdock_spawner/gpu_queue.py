@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: The rank of a start past its quota: behind any start within quota, whatever their fair-share ranks.
+OVER_QUOTA_RANK = 1e15
 #: Holds that ended, kept per kind for the estimate (the newest ones).
 HISTORY = 20
 #: Fewer ended holds than this: no median yet (the maximum age alone bounds the estimate).
@@ -58,6 +60,8 @@ class Wait:
     since: float
     max_wait: float
     tell: Callable[[int, int, float | None], None]
+    #: past its quota (``gpu_quota_exceeded = "wait"``): behind every start within quota
+    last: bool = False
 
 
 def _order(waiter: Waiter) -> tuple:

@@ -18,7 +18,7 @@ from tornado import web
 
 from . import gpu as gpus
 from . import gpu_monitor, metrics, naming
-from .gpu_queue import GPUQueue, Hold, Wait, Waiter, line_name
+from .gpu_queue import OVER_QUOTA_RANK, GPUQueue, Hold, Wait, Waiter, line_name
 from .profiles import Profile
 
 #: Seconds between two updates of a waiting spawn's place and estimate when nothing moved.
@@ -184,7 +184,8 @@ class GPUWatch:
         now = time.time()
         count = allocator.total_of(profile.gpu_kind) if profile.gpus == "all" else int(profile.gpus)
         if self.gpu_queue.waiter(key) is None:
-            self.gpu_queue.join(Waiter(key, line, count, wait.since, rank=self._fair_share_rank(key)))
+            rank = self._fair_share_rank(key) + (OVER_QUOTA_RANK if wait.last else 0)
+            self.gpu_queue.join(Waiter(key, line, count, wait.since, rank=rank))
         else:
             self.gpu_queue.join(Waiter(key, line, count, wait.since))
         metrics.update_line_gauges(self.gpu_queue)

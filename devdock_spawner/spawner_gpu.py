@@ -202,6 +202,18 @@ class GPUMixin(LoggingConfigurable):
         """,
     )
 
+    gpu_quota_exceeded = CaselessStrEnum(
+        ["refuse", "wait"],
+        "refuse",
+        config=True,
+        help="""
+        What happens to a GPU start past its user's GPU-hours (``gpu_quotas``): ``refuse`` (the default), refused
+        with a sentence saying when the period starts again; ``wait``, it waits in line behind every start within
+        its quota and gets GPUs only when nobody within quota waits for them (with ``gpu_queue`` on; else
+        refused).
+        """,
+    )
+
     @validate("gpu_quotas")
     def _valid_quotas(self, proposal):
         try:
@@ -280,10 +292,12 @@ class GPUMixin(LoggingConfigurable):
     async def allocate_gpus(self, profile: Profile) -> list[gpus.GPU]:
         """The GPUs ``profile`` asks for, from the hub's allocator (at most ``gpu_max_per_user`` per person),
         waiting in line for them when they are taken and ``gpu_queue`` is on."""
+        self._over_quota = False
         per_owner = self._quota_cap(profile) if profile.gpus and self.gpu_quotas else self.gpu_max_per_user
         wait = None
         if self._may_wait_in_line(profile):
-            wait = Wait(self.gpu_queue_since or time.time(), self.gpu_queue_max_wait, self._tell_line)
+            wait = Wait(self.gpu_queue_since or time.time(), self.gpu_queue_max_wait, self._tell_line,
+                        last=self._over_quota)  # fmt: skip
         self._line_told = None
         max_age = culler.rule_for(self.cull_policy(), profile.slug).max_age
         try:
@@ -341,7 +355,13 @@ class GPUMixin(LoggingConfigurable):
         if rule is None:
             return self.gpu_max_per_user
         problem = quota.refusal(rule, used, 1, utc_now())
-        if problem:
+        self._over_quota = bool(problem) and self.gpu_quota_exceeded == "wait" and self._may_wait_in_line(profile)
+        if self._over_quota:
+            self.log.info("devdock: %s is past its GPU quota (%s): it waits behind starts within quota",
+                          self._log_name, rule.source)  # fmt: skip
+            self._emit(7, "You have used your GPU-hours of this period: your start waits behind everyone within "
+                          "their quota, and starts when nobody within quota waits for these GPUs.")  # fmt: skip
+        elif problem:
             self.log.info("devdock: %s refused for the GPU quota (%s)", self._log_name, rule.source)
             raise web.HTTPError(403, problem)
         caps = [c for c in (self.gpu_max_per_user, rule.gpus_at_once) if c]

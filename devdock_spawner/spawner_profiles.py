@@ -118,6 +118,11 @@ class ProfilesMixin(LoggingConfigurable):
         if rule is None:
             return ""
         refusal = quota.refusal(rule, used, 1, utc_now())
+        if refusal and self.gpu_quota_exceeded == "wait" and self.gpu_queue and self.devdock_hub.gpu_line:
+            return (
+                f"{quota.left_words(rule, used)} Past your quota a GPU start still may wait: behind everyone within "
+                "theirs, until nobody within quota waits for those GPUs."
+            )
         if refusal:
             for row in rows:
                 if row["gpus"]:

@@ -72,3 +72,49 @@ def test_gpu_quota_of_a_group_applies_to_its_members(quota_hub):
     page = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/usage", timeout=30).text  # admins: by group
     assert re.search(r'<tr data-group="big" data-month="[0-9-]+"><td>[0-9-]+</td><td>big</td><td>1</td>', page)
     assert hub.metric('devdock_gpu_seconds_held_total{group=""}') >= HOURS * 3600
+
+
+@pytest.fixture(scope="module")
+def last_in_line_hub(make_hub, device_nodes):
+    """One GPU; the group ``spent`` has no GPU-hours, and starts past their quota wait behind the others."""
+    extra = (
+        devices_mode_config(device_nodes[:1], UUIDS[:1])
+        + f"c.DevDockSpawner.profile_list = {PROFILES[:2]!r}\n"
+        + 'c.DevDockSpawner.gpu_quotas = {"groups": {"spent": {"gpu_hours": 0}}}\n'
+        + 'c.DevDockSpawner.gpu_quota_exceeded = "wait"\n'
+    )
+    hub = make_hub("quota-wait", extra_config=extra)
+    hub.create_user("wover")
+    assert hub.api("POST", "/groups/spent").status_code in (201, 409)
+    assert hub.api("POST", "/groups/spent/users", json={"users": ["wover"]}).status_code == 200
+    return hub
+
+
+def _admin_line(hub) -> list[str]:
+    page = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/admin", timeout=30).text
+    table = page.split('id="devdock-line"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<tr data-key="([^"]+)">', table)
+
+
+def test_gpu_quota_exceeded_waits_behind_everyone_within_quota_and_starts_when_nobody_else_waits(last_in_line_hub):
+    hub = last_in_line_hub
+    form = _page(hub.browser_session("wover"), f"{hub.url}/hub/spawn")
+    assert "Past your quota a GPU start still may wait" in form
+    assert "disabled" not in re.search(r'<input[^>]*id="profile-gpu"[^>]*>', form).group(0)
+    hub.spawn("whold", options={"profile": "gpu"})  # the one GPU
+    # Past its quota: not refused, but in line ...
+    assert hub.api("POST", "/users/wover/server", json={"profile": "gpu"}).status_code == 202
+    # ... and a start within quota that comes later goes before it.
+    hub.create_user("win")
+    assert hub.api("POST", "/users/win/server", json={"profile": "gpu"}).status_code == 202
+    deadline = time.monotonic() + 30
+    while _admin_line(hub) != ["win/", "wover/"]:
+        assert time.monotonic() < deadline, _admin_line(hub)
+        time.sleep(1)
+    hub.stop_server("whold")
+    hub.wait_ready("win", timeout=120)
+    assert hub.api("GET", "/users/wover").json()["servers"][""]["pending"] == "spawn"  # still waiting
+    # Nobody within quota waits now: the start past its quota gets the GPU.
+    hub.stop_server("win")
+    hub.wait_ready("wover", timeout=120)
+    hub.stop_server("wover")
