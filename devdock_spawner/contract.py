@@ -41,6 +41,7 @@ class Variable:
 _ENTRYPOINT = "/opt/devdock/bin/devdock-entrypoint"
 _USER_START = "/opt/devdock/bin/devdock-user-start"
 _EXT = "/opt/devdock/lib/devdock_ext/__init__.py"
+_END_TIME = "/opt/devdock/bin/devdock-end-time"
 _GET_ENV = "devdock_spawner/spawner.py: DevDockSpawner.get_env"
 _HOMES_ENV = "devdock_spawner/spawner_homes.py: HomesMixin.get_env"
 _SSH_ENV = "devdock_spawner/spawner_ssh.py: SSHMixin.ssh_environment"
@@ -119,14 +120,14 @@ SPAWNER_TO_IMAGE: tuple[Variable, ...] = (
         "DEVDOCK_CULL_MAX_AGE",
         "Seconds after its start at which the culler stops this server whatever its activity (0: never).",
         (_CULL_ENV,),
-        (_EXT,),
+        (_EXT, _END_TIME),
     ),
     Variable(
         "DEVDOCK_CULL_STARTED",
         "When the hub started this run (ISO 8601, UTC): the culler counts the maximum age from it, and so do the "
         "server's warnings (the server process starts seconds later; a start that waited in line starts at its turn).",
         (_CULL_ENV,),
-        (_EXT,),
+        (_EXT, _END_TIME),
     ),
     Variable(
         "DEVDOCK_CULL_WARNING",

@@ -8,6 +8,7 @@ and keeps the culler's reason for the home page.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass
@@ -242,7 +243,8 @@ class CullingMixin(LoggingConfigurable):
         started, end = getattr(self.orm_spawner, "started", None), self.end_time
         if not started or end is None:
             return
-        max_age = max(0.0, (end - started.replace(tzinfo=None)).total_seconds())
+        # Rounded up to the millisecond: the server's clock then never shows a second (or minute) early.
+        max_age = math.ceil(max(0.0, (end - started.replace(tzinfo=None)).total_seconds()) * 1000) / 1000
         cut = self.reservation_deadline
         # Why, for the warning, when a booking cut it short (names come from the hub's own database; quoted).
         why = f"its GPUs are booked for {cut[1].whom} from {self.devdock_hub.local_words(cut[0])}" if cut else ""

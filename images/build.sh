@@ -188,6 +188,20 @@ step_devdock() {
     mv "$viewer/novnc/copyright" "$viewer/novnc-copyright"
     rm -rf "$viewer/novnc" "$DEVDOCK/share/novnc"
     "$VENV/bin/python" -m compileall -q "$DEVDOCK/lib" >/dev/null
+    # The desktop panel shows until when the server may run (devdock-end-time, through xfce4-genmon-plugin's item
+    # 23, set up by /etc/xdg/xfce4/panel/genmon-23.rc), left of the clock, in the panel new homes start with.
+    apt_install xfce4-genmon-plugin
+    "$VENV/bin/python" - /etc/xdg/xfce4/panel/default.xml <<'PANEL'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+clock = '<value type="int" value="12"/>'
+assert text.count(clock) == 1 and 'value="genmon"' not in text, "the panel's default layout changed"
+text = text.replace(clock, '<value type="int" value="23"/>\n        ' + clock)
+text = text.replace('<property name="plugins" type="empty">',
+                    '<property name="plugins" type="empty">\n    <property name="plugin-23" type="string" value="genmon"/>')
+open(path, "w").write(text)
+PANEL
     # Interactive shells (JupyterLab terminals, the desktop's) read bash.bashrc: the same environment as SSH.
     echo '. /etc/profile.d/devdock.sh' >> /etc/bash.bashrc
     # No "news" prompt in JupyterLab: it would fetch announcements from the internet for every user.

@@ -5,8 +5,10 @@ the user is warned on the desktop and in JupyterLab first, and the GPU profile's
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import time
+from datetime import datetime, timedelta
 
 import pytest
 import requests
@@ -169,6 +171,16 @@ def test_cull_warning_shows_on_the_desktop_and_input_takes_it_away(cull_hub, pag
     hub.spawn("wes", options={"profile": "gpu"})
     canvas = _open_desktop(page, hub, "wes")
     before = _region(canvas.screenshot())
+    # The desktop's panel runs devdock's "until ..." item, which says the GPU profile's end (3 days from the start).
+    container = hub.container("wes")
+    assert container.exec_run(["pgrep", "-f", "libgenmon.so 23 "]).exit_code == 0, container.exec_run(["ps", "ax"])
+    # Drawn, not just running: the panel's plugin windows are icons (26 px) or empty (1 px); the text is wider.
+    tree = container.exec_run(["runuser", "-u", "wes", "--", "env", "DISPLAY=:1", "xwininfo", "-root", "-tree"])
+    widths = [int(w) for w in re.findall(r'"Wrapper-2\.0"\)\s+(\d+)x\d+\+0\+0', tree.output.decode())]
+    assert widths and max(widths) >= 60, tree.output.decode()
+    shown = container.exec_run(["/opt/devdock/bin/devdock-end-time"]).output.decode()
+    started = datetime.fromisoformat(hub.user_model("wes")["servers"][""]["started"])
+    assert f"<txt> until {started + timedelta(days=3):%a %H:%M} </txt>" in shown, shown
     # Idle: within WARNING seconds of the GPU limit the desktop shows the notice.
     deadline = time.monotonic() + GPU_TIMEOUT
     while time.monotonic() < deadline and "idle warning shown on desktop" not in hub.container("wes").logs().decode():
@@ -206,6 +218,13 @@ def test_cull_warning_shows_in_jupyterlab_and_use_takes_it_away(cull_hub, browse
         page.wait_for_url("**/user/lara/lab**", timeout=180_000)
         notice = page.locator(".jp-Notification-Toast-warning", has_text="will be stopped")
         notice.wait_for(timeout=(GPU_TIMEOUT + 20) * 1000)
+        # All the time, the top bar says until when the server may run: the GPU profile's time limit (3 days).
+        end = page.locator("#devdock-end-time")
+        assert end.is_visible() and end.inner_text().startswith("Server until ")
+        started = datetime.fromisoformat(hub.user_model("lara")["servers"][""]["started"])
+        ends_at = datetime.fromisoformat(end.get_attribute("data-ends-at"))
+        assert abs((ends_at - started).total_seconds() - 3 * 86400) < 1, (ends_at, started)
+        assert "(its time limit)" in end.get_attribute("title")
         page.screenshot(path=SHOTS / "cull-warning-lab.png")
         assert _running(hub, "lara")
         # Using the server (a terminal, here through its API as the user) takes the notice away.

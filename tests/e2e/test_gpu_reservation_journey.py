@@ -104,6 +104,9 @@ def test_gpu_reservation_keeps_a_booked_gpu_for_the_group_cuts_the_newest_outsid
         assert time.monotonic() < deadline, _status(hub, "rbob")
         time.sleep(1)
     assert _status(hub, "rbob")["warning"]  # within the warning time (10 minutes by default): warned
+    # The desktop panel's "until ..." says the same, and why (the hub wrote both into the server).
+    panel = hub.container("rbob").exec_run(["/opt/devdock/bin/devdock-end-time"]).output.decode()
+    assert f"until {start:%a %H:%M}" in panel and "booked for the group ml-course" in panel, panel
     # Control: ann's server (older) keeps its own time limit.
     ann = html.unescape(hub.browser_session("rann").get(f"{hub.url}/hub/home", timeout=30).text)
     assert "booked for" not in ann and datetime.fromisoformat(_status(hub, "rann")["stops_at"]) > end

@@ -362,6 +362,34 @@ def test_the_server_reads_the_limits_the_culler_applies(monkeypatch):
     assert (rule.idle_timeout, rule.max_age) == (1234, 5678)
 
 
+END_TIME = image_code.DESKTOP_ROOTFS / "opt/devdock/bin/devdock-end-time"
+
+
+@pytest.mark.parametrize(
+    ("max_age", "started"),
+    [("0", "2026-12-07T23:00:00+00:00"), ("3600", "2026-12-07T23:00:00+00:00"),
+     ("259200", "2026-12-07T22:59:59.750000+00:00"), ("5400", "")],
+)  # fmt: skip
+def test_the_desktops_panel_and_jupyterlab_show_the_same_end_time(monkeypatch, max_age, started):
+    """The desktop panel's "until ..." (devdock-end-time, /bin/sh) and JupyterLab's top bar (devdock_ext's status,
+    ``ends_at``) count the end the same way, from the hub's start and the run's maximum age."""
+    env = {"DEVDOCK_CULL_MAX_AGE": max_age, "DEVDOCK_CULL_STARTED": started, "TZ": "UTC", "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run(["/bin/sh", str(END_TIME)], env=env, capture_output=True, text=True, check=True).stdout
+    for name in ("DEVDOCK_CULL_MAX_AGE", "DEVDOCK_CULL_STARTED"):
+        monkeypatch.setenv(name, env[name])
+    ext = image_code.devdock_ext()
+    monkeypatch.setattr(ext.IdleWatch, "EXTENDED", "/nonexistent/cull-max-age")
+    settings = {"started": datetime(2026, 12, 8, 1, 2, 3, tzinfo=UTC)}  # the process's own start, later than the hub's
+    app = SimpleNamespace(web_app=SimpleNamespace(settings=settings, last_activity=lambda: datetime.now(UTC)))
+    ends_at = ext.IdleWatch(app).status()["ends_at"]
+    if max_age == "0" or not started:  # no limit; a hub that does not say its start: the panel shows nothing
+        assert "<txt></txt>" in shown and (ends_at is None) == (max_age == "0")
+        return
+    end = datetime.fromisoformat(ends_at)
+    assert f"until {end:%A %Y-%m-%d %H:%M} UTC at the latest (its time limit)" in shown, (shown, ends_at)
+    assert f"<txt> until {end:%a %H:%M} </txt>" in shown
+
+
 # --- the SSH gateway's target ---------------------------------------------------------------------------------------
 
 #: (case, hub username, server name)

@@ -256,6 +256,11 @@ class IdleWatch:
             notices.append(full)
         if notices:
             base["notice"] = " ".join(notices)
+        # Until when it may run at the latest, whatever its activity: shown all the time (JupyterLab's top bar, the
+        # desktop's panel through devdock-end-time, which counts the same way).
+        ends = (self.started or now) + timedelta(seconds=self.max_age) if self.max_age else None
+        base["ends_at"] = ends.isoformat() if ends else None
+        base["ends_why"] = self.cut_short or ("its time limit" if ends else "")
         if stop is None:
             return {**base, "stops_at": None, "warning": None}
         stops_at, why = stop

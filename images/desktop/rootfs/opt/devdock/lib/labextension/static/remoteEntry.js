@@ -5,7 +5,9 @@
  *
  * Every 20 s (or as often as the server says) it asks devdock's server extension (api/devdock/status; that request does not count as activity)
  * when the server will be stopped for being idle; within the warning time it shows a notice that stays until
- * the user does something, which cancels the stop.
+ * the user does something, which cancels the stop. With a time limit, the top bar says all the time until when the
+ * server may run ("until Tue 14:00", the reason in its tooltip): a plain element, since a Lumino widget would need
+ * JupyterLab's shared modules.
  */
 (function () {
   var POLL_MS = 20000;
@@ -25,6 +27,24 @@
         var m = document.cookie.match("\\b_xsrf=([^;]*)\\b");
         return m ? decodeURIComponent(m[1]) : "";
       }
+      function showEnd(status) {
+        var el = document.getElementById("devdock-end-time");
+        if (!status || !status.ends_at) { if (el) { el.remove(); } return; }
+        if (!el) {
+          el = document.createElement("span");
+          el.id = "devdock-end-time";
+          el.style.cssText = "align-self:center;margin:0 8px;font-size:var(--jp-ui-font-size1);" +
+            "color:var(--jp-ui-font-color1);white-space:nowrap";
+          var bar = document.getElementById("jp-top-bar") || document.getElementById("jp-top-panel");
+          (bar || document.body).appendChild(el);
+        }
+        var end = new Date(status.ends_at);
+        var words = end.toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" });
+        el.textContent = "Server until " + words;
+        el.title = "This server runs until " + end.toLocaleString() + " at the latest (" + status.ends_why +
+          "); idle, it stops sooner.";
+        el.dataset.endsAt = status.ends_at;
+      }
       function check() {
         fetch(base + "api/devdock/status", { credentials: "same-origin", headers: { "X-XSRFToken": xsrf() } })
           .then(function (r) { return r.ok ? r.json() : null; })
@@ -36,6 +56,7 @@
                 message: status.notice, type: "error", options: { autoClose: false }
               });
             }
+            showEnd(status);
             var warn = status && status.warning;
             if (warn && !shown) {
               app.commands.execute("apputils:notify", {
