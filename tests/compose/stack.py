@@ -26,6 +26,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 #: An override the site's devdock.env selects through COMPOSE_FILE (it labels the hub, so the tier can tell).
 SITE_OVERRIDE = Path(__file__).resolve().parent / "site-override.yml"
 SITE_ANNOUNCEMENT = "This hub reads its site folder."
+SITE_QUOTAS = {"groups": {"devdock-users": {"gpu_hours": 500, "period": "week"}}}
 SHOTS = ARTIFACTS / "screenshots" / "compose"
 #: Variables a developer's shell may hold that must not leak into the stack under test.
 _FOREIGN = re.compile(r"^(DEVDOCK_|OAUTH|CONFIGPROXY_|JUPYTERHUB_|COMPOSE_)")
@@ -65,6 +66,8 @@ class Stack:
         env_file.write_text(f"COMPOSE_FILE={COMPOSE_FILE}:{SITE_OVERRIDE}\n")
         (self.site_dir / "site_config.py").write_text(
             f"c = get_config()\nc.JupyterHub.template_vars = {{'announcement': {SITE_ANNOUNCEMENT!r}}}\n"
+            # A GPU quota for a group the identity provider names (its groups claim becomes JupyterHub groups).
+            f"c.DevDockSpawner.gpu_quotas = {SITE_QUOTAS!r}\n"
         )
         self.base_args = [*self.command, "-p", self.project, "--env-file", str(env_file)]
         self.env = {k: v for k, v in os.environ.items() if not _FOREIGN.match(k)}

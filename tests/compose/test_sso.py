@@ -27,6 +27,9 @@ def test_login_success_lands_on_the_spawn_form_with_groups_from_the_idp(stack, p
     # ...and they decide which profiles the spawn form offers: the GPU profile is for the "gpu" group only.
     assert bob.page.locator("#profile-desktop").is_visible()
     assert bob.page.locator("#profile-gpu").count() == 0
+    # ...and to GPU quotas: the site's rule for the IdP's group applies to bob (tests/compose/stack.py, site_config).
+    quota = bob.page.locator(".devdock-quota").inner_text()
+    assert quota == "GPU-hours left this week: 500 of 500 (the devdock-users group's quota).", quota
     assert not bob.off_site
 
 
