@@ -23,7 +23,8 @@ from .reservation import Booking
 Base = declarative_base()
 
 #: Why a run ended, as the usage page and the export say it.
-END_REASONS = ("stopped", "idle", "max age", "contention", "reservation")
+#: "stopped": by its user (or the server itself); "admin": by an admin or a hub service other than the culler.
+END_REASONS = ("stopped", "admin", "idle", "max age", "contention", "reservation")
 
 #: The export's columns, in order.
 COLUMNS = (
@@ -176,6 +177,18 @@ class Ledger:
                 run.ended, run.end_reason = ended, reason
             session.commit()
             return run.as_dict(utc_now())
+
+    def amend_last_run(self, user: str, server: str, was: str, now: str, within: float = 120) -> bool:
+        """Correct why the last run of ``user``'s ``server`` ended, if it said ``was`` and ended within ``within``
+        seconds (an admin's stop learnt of after the row closed); True if it did."""
+        query = select(Run).where(Run.user == user, Run.server == server, Run.ended.is_not(None))
+        with Session(self.engine) as session:
+            run = session.scalars(query.order_by(Run.ended.desc(), Run.id.desc()).limit(1)).first()
+            if run is None or run.end_reason != was or (utc_now() - run.ended).total_seconds() > within:
+                return False
+            run.end_reason = now
+            session.commit()
+            return True
 
     def used_gpu_seconds(self, user: str, since: datetime, now: datetime | None = None) -> float:
         """GPU-seconds ``user``'s servers held from ``since`` to now (running ones up to now; naive UTC)."""

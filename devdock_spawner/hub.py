@@ -22,6 +22,9 @@ from datetime import UTC, datetime, timedelta
 import aiohttp.connector
 import aiohttp.resolver
 import docker
+import jupyterhub.apihandlers.users
+import jupyterhub.log
+import jupyterhub.user
 from jupyterhub import orm
 from jupyterhub.apihandlers import APIHandler
 from jupyterhub.handlers import BaseHandler
@@ -611,9 +614,41 @@ def configure(c, report_gpu_support: bool = True) -> None:
         GATEWAY_SCOPE: {"description": "devdock's SSH gateway: who keeps a public key, where their servers are"},
     }
     c.JupyterHub.template_paths = [TEMPLATES, *c.JupyterHub.get("template_paths", [])]
+    # JupyterHub's request log, and a word to a server that someone other than its owner stopped (accounting).
+    c.JupyterHub.tornado_settings = {**c.JupyterHub.get("tornado_settings", {}), "log_function": log_request}
     resolve_names_in_threads()
     if report_gpu_support:
         print(f"[devdock] GPU support on this Docker engine: {_gpu_support_summary()}", file=sys.stderr)
+
+
+def log_request(handler) -> None:
+    """JupyterHub's own request log; then, when an admin or a service (not the server's owner) stopped a server
+    through the REST API (``DELETE /hub/api/users/<name>/server[s/<server>]``, as JupyterHub's admin page does),
+    the server's accounting row says so (``admin``). JupyterHub gives a spawner no word of who stops it; the log
+    function is the one place that sees the request and its answer."""
+    jupyterhub.log.log_request(handler)
+    if handler.request.method != "DELETE" or handler.get_status() not in (202, 204):
+        return
+    if not isinstance(handler, jupyterhub.apihandlers.users.UserServerAPIHandler):
+        return
+    requester = getattr(handler, "_jupyterhub_user", None)  # the request's own, already authenticated
+    owner, server = (list(handler.path_args) + ["", ""])[:2]
+    if requester is None or (isinstance(requester, jupyterhub.user.User) and requester.name == owner):
+        return  # nobody known, or the owner's own stop
+    user = handler.users[owner] if owner in handler.users else None
+    spawner = user.spawners.get(server or "") if user is not None else None
+    by = getattr(requester, "name", "?")
+    if spawner is not None and getattr(spawner, "accounting_id", 0):
+        spawner.stopped_by_other(by)  # still stopping (202): its row ends "admin"
+        return
+    hub = hubwide.current()  # stopped (204): JupyterHub has let go of the spawner; its row closed "stopped"
+    ledger = hub.ledger if hub is not None else None
+    if ledger is not None:
+        try:
+            if ledger.amend_last_run(owner, server or "", "stopped", "admin"):
+                handler.log.info("devdock: %s/%s was stopped by %s", owner, server or "", by)
+        except Exception as e:  # noqa: BLE001 - the row keeps "stopped"
+            handler.log.warning("devdock: the accounting row of %s/%s keeps 'stopped': %s", owner, server, e)
 
 
 def resolve_names_in_threads() -> None:

@@ -34,15 +34,26 @@ class AccountingMixin(LoggingConfigurable):
             return
         self.devdock_hub.accounting_runs[self.server_key] = self.accounting_id
 
+    #: Who other than its owner stops the current run (an admin or a service; ""), told while the stop is under way
+    _stopped_by = ""
+
+    def stopped_by_other(self, requester: str) -> None:
+        """An admin or a service is stopping this server (hub.log_request): its run ends as ``admin`` unless the
+        culler said why."""
+        self.log.info("devdock: %s is stopped by %s", self._log_name, requester)
+        self._stopped_by = requester
+
     def account_end(self) -> None:
         """The server stopped (JupyterHub's clear_state): its run ends, with why (the culler's notice, if any)."""
         run_id, self.accounting_id = self.accounting_id, 0
+        by, self._stopped_by = self._stopped_by, ""
         self.devdock_hub.accounting_runs.pop(self.server_key, None)
         ledger = self.devdock_hub.ledger if run_id else None
         if ledger is None:
             return
+        reason = end_reason(self.stop_reason)
         try:
-            row = ledger.ended(run_id, end_reason(self.stop_reason))
+            row = ledger.ended(run_id, "admin" if by and reason == "stopped" else reason)
         except Exception as e:  # noqa: BLE001 - the stop goes on
             self.log.error("devdock: the accounting row of %s was not closed: %s", self._log_name, e)
             return

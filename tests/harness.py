@@ -302,9 +302,10 @@ class Hub:
             time.sleep(0.5)
         raise AssertionError(f"server {name}/{server} not ready after {timeout}s: {info}")
 
-    def stop_server(self, name: str, server: str = "", timeout: float = 60) -> None:
+    def stop_server(self, name: str, server: str = "", timeout: float = 60, by: str = "") -> None:
+        """Stop a server through the REST API: as the harness's service (as an admin would), or as the user ``by``."""
         path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
-        r = self.api("DELETE", path)
+        r = self.api("DELETE", path, token=self.token(by) if by else None)
         assert r.status_code in (202, 204), r.text
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -161,7 +161,7 @@ def test_gpu_queue_keeps_its_order_across_a_hub_restart_admins_steer_it_and_stop
     hub.wait_ready("qfay", timeout=120)
     assert hub.server_state("qfay")["gpu_ids"]
     for user in ("qann", "qfay"):
-        hub.stop_server(user)
+        hub.stop_server(user, by=user)  # each stops their own: the run ends "stopped" (an admin's stop: "admin")
     # Accounting: ann's run went on through the restart in one row; a start that only waited has none.
     runs = _runs(hub)
     ann = next(r for r in runs if r["user"] == "qann")  # the newest first
@@ -211,7 +211,7 @@ def test_gpu_queue_contention_an_idle_gpu_server_goes_sooner_while_someone_waits
     stop_reason = hub.server_state("cidle")["stop_reason"]
     assert "while others waited in line for its GPUs" in stop_reason["reason"], stop_reason
     assert hub.metric('devdock_gpu_line_wait_seconds_count{outcome="turn"}') >= 1
-    hub.stop_server("cwait")
+    hub.stop_server("cwait", by="cwait")
     # Accounting: one row per run, with its GPU, how long it held it and why it ended.
     runs = {r["user"]: r for r in _runs(hub)}
     idle, waited = runs["cidle"], runs["cwait"]

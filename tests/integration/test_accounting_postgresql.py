@@ -50,11 +50,13 @@ def test_accounting_on_postgresql_the_hub_writes_each_run_and_reads_it_back(make
     url, plain = postgresql
     hub = make_hub("acct-pg", DEVDOCK_ACCOUNTING_URL=url)
     hub.spawn("pgann")
-    hub.stop_server("pgann")
-    hub.spawn("pgann")  # a second run, left running
+    hub.stop_server("pgann", by="pgann")  # her own stop
+    hub.spawn("pgann")
+    hub.stop_server("pgann", by="admin")  # an admin's, as JupyterHub's admin page sends it
+    hub.spawn("pgann")  # a third run, left running
     runs = hub.browser_session("admin").get(f"{hub.url}/hub/devdock/usage?format=json", timeout=30).json()["runs"]
     assert [(r["user"], bool(r["ended"]), r["end_reason"]) for r in runs] == [
-        ("pgann", False, ""), ("pgann", True, "stopped"),
+        ("pgann", False, ""), ("pgann", True, "admin"), ("pgann", True, "stopped"),
     ]  # fmt: skip
     with psycopg.connect(plain) as db:  # the rows are PostgreSQL's, not a file beside the hub
         rows = db.execute("SELECT id, end_reason FROM devdock_server_runs ORDER BY id").fetchall()

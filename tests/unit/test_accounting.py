@@ -65,3 +65,17 @@ def test_accounting_end_reason_from_the_cullers_notice():
     assert end_reason({"reason": "it was idle for 2 h (the limit is 2 h)"}) == "idle"
     assert end_reason({"reason": "it reached the maximum age of 3 d for the gpu profile"}) == "max age"
     assert end_reason({"reason": "it was idle for 31 min while others waited in line for its GPUs"}) == "contention"
+
+
+def test_accounting_an_admins_stop_learnt_of_after_the_row_closed_is_corrected_and_nothing_else(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path}/a.sqlite")
+    stopped, culled = ledger.started("ana", "", "gpu", ["G0"]), ledger.started("bo", "", "gpu", ["G1"])
+    old = ledger.started("cy", "", "gpu", ["G1"], when=datetime(2026, 1, 1))
+    ledger.ended(stopped, "stopped")
+    ledger.ended(culled, "idle")
+    ledger.ended(old, "stopped", when=datetime(2026, 1, 2))
+    assert ledger.amend_last_run("ana", "", "stopped", "admin")
+    assert not ledger.amend_last_run("bo", "", "stopped", "admin")  # the culler's reason stays
+    assert not ledger.amend_last_run("cy", "", "stopped", "admin")  # not a stop of now
+    assert not ledger.amend_last_run("ana", "other", "stopped", "admin")  # another server
+    assert {r["user"]: r["end_reason"] for r in ledger.runs()} == {"ana": "admin", "bo": "idle", "cy": "stopped"}
