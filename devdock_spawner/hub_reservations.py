@@ -30,6 +30,27 @@ def kind_words(kind: str, count: int = 2) -> str:
     return f"whole GPU{plural}" if kind == WHOLE else f"MIG {kind} slice{plural}"
 
 
+#: The years the page takes dates in.
+YEARS = (2000, 2100)
+
+
+class BadTime(ValueError):
+    """A date and time the booking form cannot take, in the booker's words."""
+
+
+def _local_time(text: str, zone) -> datetime:
+    """A wall-clock time typed in the hub's zone (``YYYY-MM-DDTHH:MM[:SS]``) as naive UTC."""
+    local = datetime.fromisoformat(text)
+    if local.tzinfo is not None:
+        raise BadTime(f"Give times without a zone: they are {zone}.")
+    if not YEARS[0] <= local.year <= YEARS[1]:
+        raise BadTime(f"Give a date from {YEARS[0]} to {YEARS[1]}.")
+    utc = reservation.from_zone(local, zone)
+    if reservation.to_zone(utc, zone).replace(tzinfo=None) != local:
+        raise BadTime(f"{text} does not exist in {zone} (the clocks change then): give another time.")
+    return utc
+
+
 class ReservationsHandler(BaseHandler):
     async def _context(self):
         user = self.current_user
@@ -64,14 +85,16 @@ class ReservationsHandler(BaseHandler):
                 if self.get_argument("week", "")
                 else now_local
             )
+            if not YEARS[0] <= day.year <= YEARS[1]:
+                raise ValueError(day.year)
         except ValueError:
-            raise web.HTTPError(400, "week must be a date, YYYY-MM-DD") from None
+            raise web.HTTPError(400, f"week must be a date, YYYY-MM-DD, from {YEARS[0]} to {YEARS[1]}") from None
         monday, next_monday = reservation.week_of(day)
         bookings = []
         if hub is not None:
             since, until = reservation.from_zone(monday, zone), reservation.from_zone(next_monday, zone)
             bookings = hub.ledger.bookings(since, until)
-        rows = [self._row(b, zone) for b in bookings]
+        rows = [self._row(b, zone, monday) for b in bookings]
         if self.get_argument("format", "html") == "json":
             self.set_header("Content-Type", "application/json")
             self.finish(json.dumps({"week": f"{monday:%Y-%m-%d}", "timezone": str(zone), "bookings": rows}))
@@ -102,8 +125,9 @@ class ReservationsHandler(BaseHandler):
         )
         self.finish(html)
 
-    def _row(self, booking: Booking, zone) -> dict:
+    def _row(self, booking: Booking, zone, monday: datetime) -> dict:
         start, end = reservation.to_zone(booking.start, zone), reservation.to_zone(booking.end, zone)
+        shown_on = max(start.replace(tzinfo=None), monday)  # one that began last week shows on Monday
         user = self.current_user
         return {
             "id": booking.id,
@@ -114,8 +138,10 @@ class ReservationsHandler(BaseHandler):
             "count": booking.count,
             "start": start.isoformat(),
             "end": end.isoformat(),
-            "day": f"{start:%Y-%m-%d}",
-            "when": f"{start:%H:%M}–{end:%H:%M}" + ("" if end.date() == start.date() else f" ({end:%a %d})"),
+            "day": f"{shown_on:%Y-%m-%d}",
+            "when": (f"{start:%H:%M}" if start.date() == shown_on.date() else f"from {start:%a %d %H:%M}")
+            + f"–{end:%H:%M}"
+            + ("" if end.date() == shown_on.date() else f" ({end:%a %d})"),
             "status": booking.status,
             "note": booking.note,
             "mine": booking.by == user.name,
@@ -142,6 +168,10 @@ class ReservationsHandler(BaseHandler):
         if action == "cancel" and (user.admin or booking.by == user.name):
             hub.ledger.decide(booking_id, "cancelled", user.name)
         elif action in ("approve", "reject") and user.admin and booking.status == "pending":
+            if action == "approve" and booking.start < utc_now() + timedelta(seconds=hub.settings.cull_warning):
+                await self._page(f"Booking {booking_id} starts too soon to approve: the servers it would stop could "
+                                 "not be warned first. Reject it, and book a later window.", None, 409)  # fmt: skip
+                return
             if action == "approve":
                 others = [b for b in hub.ledger.bookings(booking.start, booking.end) if b.id != booking_id]
                 taken = reservation.peak_booked([b for b in others if b.status == "approved"], booking.kind,
@@ -164,16 +194,23 @@ class ReservationsHandler(BaseHandler):
             raise web.HTTPError(404, "GPU bookings are off on this hub")
         zone, user = self._zone(spawner), self.current_user
         try:
-            start = reservation.from_zone(datetime.fromisoformat(form["start"]), zone)
-            end = reservation.from_zone(datetime.fromisoformat(form["end"]), zone)
+            start, end = _local_time(form["start"], zone), _local_time(form["end"], zone)
             count = int(form["count"])
-        except ValueError:
-            await self._page("Give the number of GPUs, and the start and end as dates and times.", form, 400)
+        except ValueError as e:
+            words = (
+                str(e)
+                if isinstance(e, BadTime)
+                else "Give the number of GPUs, and the start and end as dates and times."
+            )
+            await self._page(words, form, 400)
             return
         group = form["group"].strip()
         if group and group not in {g.name for g in user.groups} and not user.admin:
             await self._page(f"You may book only for yourself or for a group you belong to (not {group!r}).", form,
                              400)  # fmt: skip
+            return
+        if group and self.db.query(orm.Group).filter_by(name=group).first() is None:
+            await self._page(f"There is no group {group!r} on this hub.", form, 400)
             return
         if len(form["note"]) > NOTE_MAX:
             await self._page(f"The note is longer than {NOTE_MAX} characters.", form, 400)
@@ -181,8 +218,9 @@ class ReservationsHandler(BaseHandler):
         rule = self._rule(spawner)
         status = "pending" if rule is not None and rule.approval else "approved"
         new = Booking(0, user.name, group, form["kind"], count, start, end, status, form["note"].strip())
-        problem = reservation.booking_problem(new, hub.ledger.bookings(start, end), totals, rule,
-                                              {g.name for g in user.groups}, utc_now())  # fmt: skip
+        now, groups = utc_now(), {g.name for g in user.groups}
+        problem = reservation.booking_problem(new, hub.ledger.bookings(now), totals, rule, groups, now,
+                                              hub.settings.cull_warning)  # fmt: skip
         if problem:
             await self._page(problem, form, 400)
             return

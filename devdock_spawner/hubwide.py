@@ -75,7 +75,7 @@ class DevDockHub(GPUWatch, Reservations, HomeHelper, LoggingConfigurable):
         "gpu_inventory", "gpu_discovery", "gpu_mode", "gpu_max_users_per_gpu", "gpu_monitor_command",
         "gpu_monitor_proc", "gpu_kernel_log", "gpu_health_checks", "gpu_busy_percent",
         "gpu_queue_order", "gpu_fair_share_half_life", "gpu_reservation_timezone",
-        "gpu_reservation_rules",
+        "gpu_reservation_rules", "cull_warning",
     )  # fmt: skip
 
     @classmethod

@@ -155,6 +155,7 @@ class GPUWatch:
         if uuids:
             now = time.time()
             self.gpu_queue.held(key, Hold(line, len(uuids), now, now + max_age if max_age else 0.0))
+            self._deadlines = None  # who a booking cuts short may change with a new holder
         return [allocator.by_uuid[u] for u in uuids]
 
     def _allocate_in_turn(self, allocator, key: str, profile: Profile, per_owner: int, line: str) -> list[str]:
@@ -232,6 +233,7 @@ class GPUWatch:
             self.allocator.release(key)
             metrics.update_gpu_gauges(self.allocator)
             self.gpu_queue.given_back(key, time.time())
+            self.forget_told_end(key)
             if held:
                 self.wake_line()
 

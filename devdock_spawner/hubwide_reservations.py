@@ -22,6 +22,8 @@ from .reservation import Booking, Holder
 BOOKINGS_TTL = 10
 #: Seconds between two rounds of telling servers the end a booking gives them.
 TELL_EVERY = 10
+#: Seconds the servers a booking cuts short are kept before they are worked out again.
+DEADLINES_TTL = 5
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,11 @@ class Reservations:
         #: JupyterHub's user objects (its ``users``), for the servers that hold GPUs now; None outside a hub
         self._users = (getattr(spawner.user, "settings", None) or {}).get("users")
         self._bookings: tuple[float, list[Booking]] | None = None
-        #: the end each running server was last told (None: its own time limit)
-        self._told_ends: dict[str, datetime | None] = {}
+        #: what each running server was last told: (its end for a booking, None: its own limit; its run's start)
+        self._told_ends: dict[str, tuple] = {}
+        self._told_once = False
+        #: the servers bookings cut short, as last worked out (monotonic time, the answer)
+        self._deadlines: tuple[float, dict] | None = None
 
     # --- the bookings ----------------------------------------------------------------------
 
@@ -60,15 +65,24 @@ class Reservations:
 
     def forget_bookings(self) -> None:
         """A booking changed: read them again, and let waiting starts look again."""
-        self._bookings = None
+        self._bookings = self._deadlines = None
         self.wake_line()
 
     def booking_totals(self) -> dict[str, int]:
-        """The units of each kind this hub has (what can be booked)."""
+        """The units of each kind that can be booked: those in the pool (not taken out for their health), of kinds
+        whose GPUs are not also handed out in another shape (a GPU offered whole and as MIG slices); none when
+        GPUs are shared between servers (``gpu_max_users_per_gpu``): bookings count whole units."""
         allocator = self.allocator
-        if allocator is None:
+        if allocator is None or self.settings.gpu_max_users_per_gpu != 1:
             return {}
-        return {kind: allocator.total_of(kind) for kind in allocator.kinds()}
+        out = set(allocator.unhealthy())
+        mixed = {g.kind for g in allocator.inventory if g.parent in allocator.by_uuid}
+        mixed |= {allocator.by_uuid[g.parent].kind for g in allocator.inventory if g.parent in allocator.by_uuid}
+        return {
+            kind: sum(1 for g in allocator.inventory if g.kind == kind and g.uuid not in out and g.parent not in out)
+            for kind in allocator.kinds()
+            if kind not in mixed
+        }
 
     # --- the servers that hold GPUs ------------------------------------------------------------
 
@@ -94,11 +108,15 @@ class Reservations:
         return holders
 
     def reservation_deadlines(self) -> dict[str, tuple[datetime, Booking]]:
-        """The running servers a booking cuts short: ``{key: (their new end, naive UTC; the booking)}``."""
+        """The running servers a booking cuts short: ``{key: (their new end, naive UTC; the booking)}`` (worked out
+        again after DEADLINES_TTL seconds, or when a booking or a hold changes)."""
         bookings = [b for b in self.bookings() if b.status == "approved"]
         if not bookings:
             return {}
-        return reservation.deadlines(bookings, self.gpu_holders(), self.booking_totals(), utc_now())
+        if self._deadlines is None or time.monotonic() - self._deadlines[0] > DEADLINES_TTL:
+            found = reservation.deadlines(bookings, self.gpu_holders(), self.booking_totals(), utc_now())
+            self._deadlines = (time.monotonic(), found)
+        return self._deadlines[1]
 
     def groups_of(self, username: str) -> set[str]:
         if self._users is None:
@@ -110,14 +128,14 @@ class Reservations:
 
     def reservation_gate(self, key: str, kind: str, units: int) -> Gate | None:
         """What the bookings on now ask of this start; None when none is on for its kind."""
-        now = utc_now()
-        on = [b for b in self.bookings() if b.kind == kind and b.holds(now)]
+        now, ahead = utc_now(), self.settings.cull_warning
+        on = [b for b in self.bookings() if b.kind == kind and b.holds(now, ahead)]
         if not on or not units:
             return None
         user = key.rpartition("/")[0]
         groups, holders = self.groups_of(user), self.gpu_holders()
-        keep = reservation.must_leave_free(on, holders, now, kind, user, groups, units)
-        passes = reservation.member_may_pass(on, holders, now, kind, user, groups, units)
+        keep = reservation.must_leave_free(on, holders, now, kind, user, groups, units, ahead)
+        passes = reservation.member_may_pass(on, holders, now, kind, user, groups, units, ahead)
         others = [b for b in on if not b.is_member(user, groups)]
         why = ""
         if others:
@@ -148,13 +166,23 @@ class Reservations:
                 self.log.warning("devdock: telling servers the end their GPU bookings give them failed: %s", e)
 
     async def tell_ends(self) -> None:
-        """Write each GPU server's time limit into it when a booking changed it (its warnings read it)."""
+        """Write each GPU server's time limit into it when a booking changed it, once after the hub starts (a file
+        of before may be stale), and again until the server has it (its warnings read it)."""
         cut = self.reservation_deadlines() if self.bookings() else {}
+        first, self._told_once = not self._told_once, True
         for _, spawner in list(self._gpu_spawners()):
             key = spawner.server_key
-            end = cut[key][0] if key in cut else None
-            if self._told_ends.get(key) != end and (end is not None or key in self._told_ends):
-                await spawner.write_time_limit()
-                self._told_ends[key] = end
-                if end is not None:
-                    self.log.info("devdock: %s must end at %s UTC for a GPU booking (%s)", key, end, cut[key][1].whom)
+            told = (cut[key][0] if key in cut else None, spawner.orm_spawner.started)
+            known = self._told_ends.get(key)
+            if known == told or (known is None and told[0] is None and not first):
+                continue  # as told; or never cut since this hub started: its environment (or Extend) says its limit
+            if await spawner.write_time_limit():
+                self._told_ends[key] = told
+                if told[0] is not None:
+                    self.log.info("devdock: %s must end at %s UTC for a GPU booking (%s)", key, told[0],
+                                  cut[key][1].whom)  # fmt: skip
+
+    def forget_told_end(self, key: str) -> None:
+        """The server gave its GPUs back: a next run is told afresh."""
+        self._told_ends.pop(key, None)
+        self._deadlines = None

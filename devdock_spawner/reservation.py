@@ -15,9 +15,10 @@ What an approved booking does (the hub object applies it; this module decides):
 - **before its start** (:func:`deadlines`): GPU servers that would still hold the booked GPUs at the start are cut
   short to end then, warned like any time limit; the server that started last goes first, and servers of the
   booking's own members are never cut for it;
-- **during the window** (:func:`must_leave_free`): a start by anyone else must leave the booked GPUs that no member
-  uses free, so it waits in line (or is refused) while only booked GPUs are free; members take their booked GPUs
-  before anyone waiting in line for that kind.
+- **during the window** (:func:`must_leave_free`), and from the servers' warning time before it: a start by anyone
+  else must leave the booked GPUs that no member uses free, so it waits in line (or is refused) while only booked
+  GPUs are free; members take their booked GPUs before anyone waiting in line for that kind.
+- a booking starts at least the servers' warning time ahead (``notice``), so that the servers it cuts are warned.
 
 Times are naive UTC (as the accounting database keeps them); pages show them in the hub's time zone.
 """
@@ -49,12 +50,14 @@ class BookingRule:
     approval: bool = False
     days_ahead: int = 28
     source: str = "default"  # "default", "group <name>", "admin"
+    #: bookings one user may hold at once (pending or approved, not yet over): one student cannot fill the week
+    open: int = 3
 
 
 def _rule(entry: object, source: str) -> BookingRule:
     if not isinstance(entry, dict):
         raise InvalidRules(f"the booking rule of {source} must be a dict, not {entry!r}")
-    unknown = set(entry) - {"gpus", "hours", "approval", "days_ahead"}
+    unknown = set(entry) - {"gpus", "hours", "approval", "days_ahead", "open"}
     if unknown:
         raise InvalidRules(f"the booking rule of {source} has unknown keys {sorted(unknown)}")
     gpus, hours = entry.get("gpus"), entry.get("hours")
@@ -68,7 +71,10 @@ def _rule(entry: object, source: str) -> BookingRule:
     ahead = entry.get("days_ahead", 28)
     if isinstance(ahead, bool) or not isinstance(ahead, int) or not 1 <= ahead <= ADMIN_DAYS_AHEAD:
         raise InvalidRules(f"days_ahead of {source} must be a whole number of days from 1 to {ADMIN_DAYS_AHEAD}")
-    return BookingRule(gpus, float(hours), approval, ahead, source)
+    open_ = entry.get("open", 3)
+    if isinstance(open_, bool) or not isinstance(open_, int) or open_ < 1:
+        raise InvalidRules(f"open of {source} must be a whole number >= 1 (bookings a user may hold at once)")
+    return BookingRule(gpus, float(hours), approval, ahead, source, open_)
 
 
 def check_rules(rules: dict) -> None:
@@ -85,7 +91,7 @@ def check_rules(rules: dict) -> None:
 def rule_for(rules: dict, groups: set[str], admin: bool) -> BookingRule | None:
     """The booking rule of a user in ``groups``; None: they may not book."""
     if admin:
-        return BookingRule(gpus=10**6, hours=math.inf, days_ahead=ADMIN_DAYS_AHEAD, source="admin")
+        return BookingRule(gpus=10**6, hours=math.inf, days_ahead=ADMIN_DAYS_AHEAD, source="admin", open=10**6)
     check_rules(rules)
     found = [_rule(e, f"group {g}") for g, e in (rules.get("groups") or {}).items() if g in groups]
     if found:
@@ -109,9 +115,9 @@ class Booking:
     status: str = "approved"
     note: str = ""
 
-    def holds(self, at: datetime) -> bool:
-        """Approved, and its window is on at ``at``."""
-        return self.status == "approved" and self.start <= at < self.end
+    def holds(self, at: datetime, ahead: float = 0) -> bool:
+        """Approved, and its window is on at ``at`` (or starts within ``ahead`` seconds)."""
+        return self.status == "approved" and self.start - timedelta(seconds=ahead) <= at < self.end
 
     def is_member(self, user: str, groups: Iterable[str]) -> bool:
         return self.group in groups if self.group else user == self.by
@@ -128,12 +134,16 @@ def booking_problem(
     rule: BookingRule | None,
     booker_groups: set[str],
     now: datetime,
+    notice: float = 0,
 ) -> str:
     """Why ``new`` cannot be booked, in the booker's words ("" when it can).
 
-    ``existing``: the other bookings (pending ones count: an approval must not find the GPUs taken twice).
-    ``totals``: the hub's units of each kind.
+    ``existing``: the other bookings not yet over (pending ones count, so that an approval does not find the GPUs
+    taken twice; an admin's booking is not held up by others' pending ones, which are checked again at approval).
+    ``totals``: the hub's units of each kind. ``notice``: seconds a booking must start ahead at the least, so that
+    the servers it cuts short are warned first (the servers' ``cull_warning``).
     """
+    existing = list(existing)
     if rule is None:
         return "You may not book GPUs on this hub: ask an admin (or an instructor) to book them for your group."
     total = totals.get(new.kind, 0)
@@ -145,8 +155,14 @@ def booking_problem(
         return f"At most {min(total, rule.gpus)} GPUs of this kind can be booked at once ({_rule_words(rule)})."
     if new.end <= new.start:
         return "The window must end after it starts."
-    if new.start < now - timedelta(minutes=1):
-        return "The window must not start in the past."
+    if new.start < now + timedelta(seconds=notice):
+        minutes = math.ceil(notice / 60)
+        return (
+            f"The window must start at least {minutes} minute{'s' if minutes != 1 else ''} from now, so that servers "
+            "on those GPUs are warned first."
+            if notice
+            else "The window must not start in the past."
+        )
     hours = (new.end - new.start).total_seconds() / 3600
     if hours > rule.hours:
         return f"A booking may last at most {rule.hours:g} hours ({_rule_words(rule)}); this one lasts {hours:.3g}."
@@ -154,7 +170,11 @@ def booking_problem(
         return f"Bookings may start at most {rule.days_ahead} days ahead ({_rule_words(rule)})."
     if new.group and rule.source != "admin" and new.group not in booker_groups:
         return f"You may book only for yourself or for a group you belong to (you are not in {new.group!r})."
-    taken = peak_booked(existing, new.kind, new.start, new.end)
+    mine = sum(1 for b in existing if b.by == new.by and b.status in ("pending", "approved") and b.end > now)
+    if mine >= rule.open:
+        return f"You hold {mine} bookings already, the most {_rule_words(rule)} allows: cancel one first."
+    counted = [b for b in existing if b.status == "approved"] if rule.source == "admin" else existing
+    taken = peak_booked(counted, new.kind, new.start, new.end)
     if taken + new.count > total:
         return (
             f"Only {max(0, total - taken)} of the {total} GPUs of this kind are left to book at some time in this "
@@ -195,9 +215,12 @@ class Holder:
         return self.ends is None or self.ends > at
 
 
-def unused_booked(bookings: Iterable[Booking], holders: Iterable[Holder], at: datetime, kind: str) -> int:
-    """Units of ``kind`` booked for ``at`` that none of their members uses then (each unit counts once)."""
-    active = sorted((b for b in bookings if b.kind == kind and b.holds(at)), key=lambda b: (b.start, b.id))
+def unused_booked(
+    bookings: Iterable[Booking], holders: Iterable[Holder], at: datetime, kind: str, ahead: float = 0
+) -> int:
+    """Units of ``kind`` booked for ``at`` (or from ``ahead`` seconds later) that none of their members uses then
+    (each unit counts once)."""
+    active = sorted((b for b in bookings if b.kind == kind and b.holds(at, ahead)), key=lambda b: (b.start, b.id))
     left = {b.id: b.count for b in active}
     for holder in sorted((h for h in holders if h.kind == kind and h.alive_at(at)), key=lambda h: h.started):
         units = holder.units
@@ -210,19 +233,20 @@ def unused_booked(bookings: Iterable[Booking], holders: Iterable[Holder], at: da
 
 
 def must_leave_free(bookings: Iterable[Booking], holders: list[Holder], now: datetime, kind: str, user: str,
-                    groups: set[str], units: int) -> int:  # fmt: skip
+                    groups: set[str], units: int, ahead: float = 0) -> int:  # fmt: skip
     """How many units of ``kind`` a start of ``units`` by ``user`` must leave free now: the booked units no member
-    uses, after this start (a member's start uses its booking's units first)."""
+    uses, after this start (a member's start uses its booking's units first). ``ahead``: bookings count that many
+    seconds before their start (a start then would be cut short at once)."""
     start = Holder("", user, frozenset(groups), kind, units, now)
-    return unused_booked(bookings, [*holders, start], now, kind)
+    return unused_booked(bookings, [*holders, start], now, kind, ahead)
 
 
 def member_may_pass(bookings: Iterable[Booking], holders: list[Holder], now: datetime, kind: str, user: str,
-                    groups: set[str], units: int) -> bool:  # fmt: skip
+                    groups: set[str], units: int, ahead: float = 0) -> bool:  # fmt: skip
     """Whether this start takes only units booked for it now (then it goes before the line for that kind)."""
     bookings = list(bookings)
-    before = unused_booked(bookings, holders, now, kind)
-    after = must_leave_free(bookings, holders, now, kind, user, groups, units)
+    before = unused_booked(bookings, holders, now, kind, ahead)
+    after = must_leave_free(bookings, holders, now, kind, user, groups, units, ahead)
     return units > 0 and before - after == units
 
 

@@ -237,25 +237,41 @@ class CullingMixin(LoggingConfigurable):
         self.log.info("devdock: %s extended by %s s, until %s UTC", self._log_name, self.max_age_extension,
                       self.end_time)  # fmt: skip
 
-    async def write_time_limit(self) -> None:
+    async def write_time_limit(self) -> bool:
         """Tell the running server its maximum age when it is not its profile's (extended, or cut short by a GPU
-        booking): its warnings (devdock_ext) read it from a root-owned file its user cannot write."""
+        booking), or that it is its own again: its warnings (devdock_ext, devdock-end-time) read it from root-owned
+        files its user cannot write. True when the server has it."""
         started, end = getattr(self.orm_spawner, "started", None), self.end_time
         if not started or end is None:
-            return
-        # Rounded up to the millisecond: the server's clock then never shows a second (or minute) early.
-        max_age = math.ceil(max(0.0, (end - started.replace(tzinfo=None)).total_seconds()) * 1000) / 1000
-        cut = self.reservation_deadline
-        # Why, for the warning, when a booking cut it short (names come from the hub's own database; quoted).
-        why = f"its GPUs are booked for {cut[1].whom} from {self.devdock_hub.local_words(cut[0])}" if cut else ""
-        script = f"mkdir -p /run/devdock && echo {max_age:.3f} > /run/devdock/cull-max-age && " + (
-            f"printf '%s' {shlex.quote(why)} > /run/devdock/cull-why" if why else "rm -f /run/devdock/cull-why"
-        )
+            script = "/bin/rm -f /run/devdock/cull-max-age /run/devdock/cull-why"
+        else:
+            # Rounded up to the millisecond: the server's clock then never shows a second (or minute) early.
+            max_age = math.ceil(max(0.0, (end - started.replace(tzinfo=None)).total_seconds()) * 1000) / 1000
+            cut = self.reservation_deadline
+            # Why, for the warning, when a booking cut it short (names from the hub's own database; quoted).
+            why = f"its GPUs are booked for {cut[1].whom} from {self.devdock_hub.local_words(cut[0])}" if cut else ""
+            # Written beside and renamed, so that a reader never sees half a file.
+            keep_why = (
+                f"printf '%s' {shlex.quote(why)} > /run/devdock/.why && /bin/mv /run/devdock/.why /run/devdock/cull-why"
+                if why
+                else "/bin/rm -f /run/devdock/cull-why"
+            )
+            script = (
+                f"/bin/mkdir -p /run/devdock && echo {max_age:.3f} > /run/devdock/.max && {keep_why} && "
+                "/bin/mv /run/devdock/.max /run/devdock/cull-max-age"
+            )
         try:
-            run = await self.docker("exec_create", self.container_id, ["sh", "-c", script], user="0")
+            run = await self.docker("exec_create", self.container_id, ["/bin/sh", "-c", script], user="0")
             await self.docker("exec_start", run["Id"])
+            result = await self.docker("exec_inspect", run["Id"])
         except Exception as e:  # noqa: BLE001 - the culler has the new limit; only the server's warning lags
             self.log.warning("devdock: could not tell %s its new time limit: %s", self._log_name, e)
+            return False
+        if result.get("ExitCode"):
+            self.log.warning("devdock: could not tell %s its new time limit (exit %s)", self._log_name,
+                             result.get("ExitCode"))  # fmt: skip
+            return False
+        return True
 
     def cull_environment(self) -> dict:
         """The limits of this server's profile, so that the server can warn its user before the stop."""

@@ -228,7 +228,8 @@ class GPUMixin(LoggingConfigurable):
         Who may book GPUs for a window on the reservations page (``/hub/devdock/reservations``), by JupyterHub
         group and by default: ``{"groups": {"instructors": {"gpus": 8, "hours": 4}}, "default": {"gpus": 1,
         "hours": 2, "approval": True, "days_ahead": 7}}`` (at most ``gpus`` GPUs in one booking, ``hours`` long,
-        ``days_ahead`` days ahead, 28 by default; ``approval``: bookings wait for an admin). A user's groups'
+        ``days_ahead`` days ahead, 28 by default; ``open`` bookings at once, 3 by default; ``approval``: bookings
+        wait for an admin). A booking starts at least ``cull_warning`` ahead. A user's groups'
         most generous rule applies, else the default. Admins always may book, for anyone, without approval.
         Empty (the default): only admins book. During a booking's window its GPUs are kept for the members of
         its group; servers of others that would hold them at its start end then, warned as for any time limit.

@@ -32,6 +32,8 @@ RULES = {
 BERLIN = ZoneInfo("Europe/Berlin")
 #: Seconds from the booking to its window's start, and the window's length.
 LEAD, WINDOW = 60, 80
+#: The servers' warning time: a booking starts at least this far ahead, and cut servers are warned this long.
+WARNING = 40
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def booking_hub(make_hub, device_nodes):
         + f"c.DevDockSpawner.gpu_reservation_rules = {RULES!r}\n"
         + 'c.DevDockSpawner.gpu_reservation_timezone = "Europe/Berlin"\n'
     )
-    hub = make_hub("reserve", extra_config=extra, DEVDOCK_CULL_EVERY="5")
+    hub = make_hub("reserve", extra_config=extra, DEVDOCK_CULL_EVERY="5", DEVDOCK_CULL_WARNING=str(WARNING))
     for group, members in {"instructors": ["rteach"], "ml-course": ["rteach", "rcat"], "phd": ["rphd"]}.items():
         for user in members:
             hub.create_user(user)
@@ -103,7 +105,6 @@ def test_gpu_reservation_keeps_a_booked_gpu_for_the_group_cuts_the_newest_outsid
     while abs((datetime.fromisoformat(_status(hub, "rbob")["stops_at"]) - start).total_seconds()) > 0.01:
         assert time.monotonic() < deadline, _status(hub, "rbob")
         time.sleep(1)
-    assert _status(hub, "rbob")["warning"]  # within the warning time (10 minutes by default): warned
     # The desktop panel's "until ..." says the same, and why (the hub wrote both into the server).
     panel = hub.container("rbob").exec_run(["/opt/devdock/bin/devdock-end-time"]).output.decode()
     assert f"until {start:%a %H:%M}" in panel and "booked for the group ml-course" in panel, panel
@@ -112,6 +113,11 @@ def test_gpu_reservation_keeps_a_booked_gpu_for_the_group_cuts_the_newest_outsid
     assert "booked for" not in ann and datetime.fromisoformat(_status(hub, "rann")["stops_at"]) > end
     # A student of the course asks for a GPU before the window: both are taken, so the start waits in line.
     assert hub.api("POST", "/users/rcat/server", json={"profile": "gpu"}).status_code == 202
+    # Within the warning time before the start, bob is warned, with the booking named.
+    while not (warning := _status(hub, "rbob")["warning"]):
+        assert datetime.now(UTC) < start - timedelta(seconds=WARNING - 15), "no warning in the warning time"
+        time.sleep(1)
+    assert "stopped in" in warning and "booked for the group ml-course" in warning, warning
     assert datetime.now(UTC) < start, "the checks before the window took too long for this test's timing"
     # At the start: the culler stops bob's server for the booking, and the student gets its GPU by itself.
     hub.wait_ready("rcat", timeout=LEAD + 60)
@@ -155,6 +161,9 @@ def test_gpu_reservation_rules_who_may_book_approval_by_an_admin_and_cancelling(
                 "start": _berlin(tomorrow), "end": _berlin(tomorrow + timedelta(minutes=30)), **fields}  # fmt: skip
         return session.post(f"{hub.url}/hub/devdock/reservations", data=data, timeout=30)
 
+    # Too soon: the servers it would stop could not be warned first (the warning time is WARNING s here).
+    r = book(hub.browser_session("rteach"), start=_berlin(datetime.now(UTC) + timedelta(seconds=10)))
+    assert r.status_code == 400 and "must start at least 1 minute from now" in html.unescape(r.text)
     # Nobody without a rule books; the page and the refusal say so.
     hub.create_user("rnone")
     nobody = hub.browser_session("rnone")
@@ -203,3 +212,42 @@ def test_gpu_reservation_rules_who_may_book_approval_by_an_admin_and_cancelling(
     # Anonymous: the page asks for a login.
     r = requests.get(f"{hub.url}/hub/devdock/reservations?format=json", timeout=30, allow_redirects=False)
     assert r.status_code in (302, 403) and "bookings" not in r.text
+
+
+def test_gpu_reservation_cancelled_gives_the_cut_server_its_own_time_limit_back(booking_hub):
+    hub = booking_hub
+    hub.spawn("rx1", options={"profile": "gpu"})
+    hub.spawn("rx2", options={"profile": "gpu"})  # the newer: a booking of one GPU cuts it
+    admin = hub.browser_session("admin")
+    page = admin.get(f"{hub.url}/hub/devdock/reservations", timeout=30).text
+    start = datetime.now(UTC) + timedelta(minutes=15)
+    r = admin.post(f"{hub.url}/hub/devdock/reservations", timeout=30, data={
+        "_xsrf": xsrf_from(page), "action": "book", "kind": "gpu", "count": "1", "group": "ml-course", "note": "",
+        "start": _berlin(start), "end": _berlin(start + timedelta(hours=1)),
+    })  # fmt: skip
+    assert r.status_code == 200, html.unescape(r.text)[-500:]
+    booking_id = re.search(r"booked=(\d+)", r.url)[1]
+    container = hub.container("rx2")
+
+    def told() -> str:
+        return container.exec_run(["/opt/devdock/bin/devdock-end-time"]).output.decode()
+
+    deadline = time.monotonic() + 30
+    while "booked for the group ml-course" not in told():
+        assert time.monotonic() < deadline, told()
+        time.sleep(1)
+    assert "booked for" not in hub.container("rx1").exec_run(["/opt/devdock/bin/devdock-end-time"]).output.decode()
+    # Cancelled: the server is told its own limit again (the GPU profile's 3 days), and its files say so.
+    page = admin.get(r.url, timeout=30).text
+    r = admin.post(f"{hub.url}/hub/devdock/reservations", timeout=30,
+                   data={"_xsrf": xsrf_from(page), "action": "cancel", "id": booking_id})  # fmt: skip
+    assert r.status_code == 200
+    deadline = time.monotonic() + 30
+    while "booked for" in told():
+        assert time.monotonic() < deadline, told()
+        time.sleep(1)
+    started = datetime.fromisoformat(hub.user_model("rx2")["servers"][""]["started"])
+    assert f"until {started + timedelta(days=3):%a %H:%M}" in told() and "(its time limit)" in told(), told()
+    assert container.exec_run(["test", "-e", "/run/devdock/cull-why"]).exit_code == 1
+    for user in ("rx1", "rx2"):
+        hub.stop_server(user)

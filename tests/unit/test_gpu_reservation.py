@@ -220,3 +220,55 @@ def test_reservation_the_culler_stops_a_server_at_its_bookings_start_and_the_run
     assert culler.decide(server, timedelta(0), timedelta(minutes=5), policy, now - timedelta(seconds=1))[0] is False
     assert culler.decide({**server, "full_name": "bo/"}, timedelta(0), timedelta(minutes=5), policy, now)[0] is False
     assert end_reason({"reason": why}) == "reservation"
+
+
+# --- what the review found: notice, one user's share of the bookings, admins, the warning time before a window ----
+
+
+def test_reservation_a_window_starts_after_the_servers_warning_time_so_cut_servers_are_warned_first():
+    rule = rule_for(RULES, {"instructors"}, admin=False)
+    soon = Booking(1, "teacher", "ml-course", "gpu", 1, NOW + timedelta(minutes=5), at(1))
+    assert "at least 10 minutes from now" in booking_problem(soon, [], {"gpu": 4}, rule, {"ml-course"}, NOW, 600)
+    assert booking_problem(soon, [], {"gpu": 4}, rule, {"ml-course"}, NOW, 60) == ""
+    admin = rule_for(RULES, set(), admin=True)  # admins too: the servers' users are warned all the same
+    assert "at least 10 minutes" in booking_problem(soon, [], {"gpu": 4}, admin, set(), NOW, 600)
+
+
+def test_reservation_one_user_holds_few_bookings_and_pending_ones_do_not_hold_up_an_admin():
+    rule = rule_for(RULES, {"phd"}, admin=False)
+    mine = [Booking(i, "stu", "", "gpu", 1, at(24 * i), at(24 * i + 1), "pending") for i in range(1, 4)]
+    new = Booking(9, "stu", "", "gpu", 1, at(100), at(101), "pending")
+    assert "You hold 3 bookings already" in booking_problem(new, mine, {"gpu": 4}, rule, set(), NOW)
+    assert booking_problem(new, mine[:2], {"gpu": 4}, rule, set(), NOW) == ""
+    with pytest.raises(InvalidRules, match="open of default"):
+        check_rules({"default": {"gpus": 1, "hours": 1, "open": 0}})
+    # A week filled with one student's pending bookings: others are refused, an admin is not.
+    pending = [Booking(1, "stu", "", "gpu", 4, at(2), at(4), "pending")]
+    lab_ = lab(count=1)
+    assert "Only 0 of the 4" in problem(lab_, pending)
+    assert booking_problem(lab_, pending, {"gpu": 4}, rule_for(RULES, set(), admin=True), set(), NOW) == ""
+
+
+def test_reservation_from_the_warning_time_before_a_window_others_leave_the_booked_gpus_free():
+    soon = [lab(start=0.1, end=2, count=1)]  # starts in 6 minutes
+    assert must_leave_free(soon, [], NOW, "gpu", "outsider", set(), 1) == 0  # not yet on
+    assert must_leave_free(soon, [], NOW, "gpu", "outsider", set(), 1, ahead=600) == 1  # a start now would be cut
+    assert member_may_pass(soon, [], NOW, "gpu", "cat", {"ml-course"}, 1, ahead=600)
+
+
+def test_reservation_bookable_gpus_leave_out_those_out_of_the_pool_those_also_split_and_shared_hubs():
+    from types import SimpleNamespace
+
+    from devdock_spawner.gpu import GPU, GPUAllocator
+    from devdock_spawner.hubwide_reservations import Reservations
+
+    whole = [GPU(i, f"GPU-{i}") for i in range(3)]
+    mig = [GPU(3, "GPU-3"), GPU(3, "MIG-3a", parent="GPU-3", mig_profile="1g.10gb")]
+    hub = SimpleNamespace(allocator=GPUAllocator(whole), settings=SimpleNamespace(gpu_max_users_per_gpu=1))
+    assert Reservations.booking_totals(hub) == {"gpu": 3}
+    hub.allocator.set_unhealthy({"GPU-1": "XID 79"})
+    assert Reservations.booking_totals(hub) == {"gpu": 2}
+    hub.allocator = GPUAllocator([*whole, *mig])  # GPU 3 handed out whole and as slices: neither kind is bookable
+    assert Reservations.booking_totals(hub) == {}
+    hub.allocator, hub.settings.gpu_max_users_per_gpu = GPUAllocator(whole), 2
+    assert Reservations.booking_totals(hub) == {}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import html
 import json
 import os
 import subprocess
@@ -284,11 +285,13 @@ class IdleWatch:
                     f"This server reaches its maximum running time and will be stopped {when}. Save your work; your "
                     "files in your home stay, and you can start it again."
                 )
-        return {**base, "stops_at": stops_at.isoformat(), "warning": warning}
+        return {**base, "stops_at": stops_at.isoformat(), "warning": warning, "stop_why": why}
 
     async def notify_desktop(self) -> None:
         """Show the warning on every desktop of this user while it holds; take it away when it no longer does."""
-        warning = self.status()["warning"]
+        status = self.status()
+        warning = status["warning"]
+        title = "Your server is idle" if status.get("stop_why") == "idle" else "Your server stops soon"
         for display in user_displays():
             bus = session_bus(display)
             if not bus:
@@ -298,7 +301,7 @@ class IdleWatch:
                 result = await asyncio.to_thread(
                     subprocess.run,
                     ["notify-send", "--print-id", "--urgency=critical", "--expire-time=0",
-                     "Your server is idle", warning],
+                     title, html.escape(warning, quote=False)],  # the body is markup for the notification daemon
                     env=env, capture_output=True, text=True, timeout=10,
                 )  # fmt: skip
                 if result.returncode == 0:
