@@ -161,7 +161,7 @@ if env("DEVDOCK_PUBLIC_URL") or public_url != c.JupyterHub.bind_url:
     if public_url.startswith("https://"):
         # Every cookie Secure: the hub's own, its _xsrf cookie and the single-user servers' (JupyterHub hands
         # cookie_options on to them), so none is ever sent over plain http.
-        c.JupyterHub.tornado_settings = {**c.JupyterHub.tornado_settings, "cookie_options": {"secure": True}}
+        c.JupyterHub.tornado_settings = {**c.JupyterHub.get("tornado_settings", {}), "cookie_options": {"secure": True}}
 c.JupyterHub.db_url = "sqlite:///" + os.path.join(data_dir, "jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = os.path.join(data_dir, "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = env_flag("DEVDOCK_CLEANUP_SERVERS", False)

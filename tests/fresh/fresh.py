@@ -273,7 +273,23 @@ class Compose:
                                f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")  # fmt: skip
         return result
 
+    def base_image(self) -> None:
+        """The README's step for a machine whose engine has no registry to pull the base image from: "No registry?
+        Run scripts/base-image.sh first." (on a machine with one, the build pulls it; scripts/up.sh does this itself).
+        Kept on the tier's engine afterwards (BASE_IMAGES), so only a machine's first run makes it."""
+        if "debian:bookworm-slim" in self.engine.tags():
+            return
+        t0 = time.monotonic()
+        result = subprocess.run(["scripts/base-image.sh"], cwd=self.checkout, env=self.env, capture_output=True,
+                                text=True, timeout=UP_TIMEOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        LOGS.mkdir(parents=True, exist_ok=True)
+        (LOGS / "compose-base-image.log").write_text(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise RuntimeError(f"scripts/base-image.sh exited {result.returncode}:\n{result.stderr[-8000:]}")
+        timings("scripts/base-image.sh (no base image on this engine yet)", time.monotonic() - t0)
+
     def up(self) -> None:
+        self.base_image()
         t0 = time.monotonic()
         result = self.run("up", "--build", "-d", check=False, timeout=UP_TIMEOUT)
         LOGS.mkdir(parents=True, exist_ok=True)

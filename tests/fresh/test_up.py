@@ -157,7 +157,9 @@ def test_up_sh_from_a_clean_clone_then_first_spawn_desktop_selkies_ssh_admin(up,
     apage.wait_for_url("**/hub/devdock/admin", timeout=60_000)
     apage.locator('tr[data-user="alice"]').wait_for(timeout=30_000)
     shot(apage, "up-devdock-admin")
-    apage.goto(f"{hub}/hub/token")
+    # The page's script takes over the form once it has loaded: a click before then submits the plain form (a GET
+    # of the same page, and no token), as a person clicking early on a slow machine would see.
+    apage.goto(f"{hub}/hub/token", wait_until="networkidle")
     apage.get_by_role("button", name=re.compile("request new api token", re.I)).click()
     apage.wait_for_function("document.getElementById('token-result').textContent.trim() !== ''", timeout=30_000)
     token = apage.locator("#token-result").inner_text().strip()
