@@ -62,16 +62,23 @@ def test_desktop_firefox_opens_jupyterlab_and_a_web_app_through_the_hub(hub, pag
     put_files(container, "/usr/local/share", {"firefox_bidi.py": script})  # the container's own layer (/tmp: tmpfs)
     # A web app in the server on port 6006, as TensorBoard serves one; and Firefox on the desktop, driven over
     # its own remote protocol (WebDriver BiDi) from inside the container.
-    as_user(container, "mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && "
-                        "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &) && "
-                        "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")  # fmt: skip
-    wait_for_firefox_window(container, 150)  # its window first: a loaded machine starts it slowly
-    out = container.exec_run(
-        ["timeout", "390", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
-         hub.password, "/user/dv-finn/proxy/6006/"],
-        user="1000",
-    )  # fmt: skip
-    assert out.exit_code == 0, out.output.decode()[-2000:] + as_user(container, "tail -c 2000 /tmp/firefox.out")
+    app = "(python3 -m http.server 6006 --bind 127.0.0.1 --directory /tmp/app >/dev/null 2>&1 &)"
+    as_user(container, f"mkdir -p /tmp/app && echo 'TensorBoard stand-in: scalars' > /tmp/app/index.html && {app}")
+    for attempt in range(2):
+        as_user(container, "(firefox-esr --remote-debugging-port 9222 about:blank >/tmp/firefox.out 2>&1 &)")
+        wait_for_firefox_window(container, 150)  # its window first: a loaded machine starts it slowly
+        out = container.exec_run(
+            ["timeout", "390", "/opt/devdock/venv/bin/python", "/usr/local/share/firefox_bidi.py", hub.url, "dv-finn",
+             hub.password, "/user/dv-finn/proxy/6006/"],
+            user="1000",
+        )  # fmt: skip
+        said = out.output.decode()
+        # Once, a Firefox that never answered its remote protocol's first command (session.new; seen on a loaded CI
+        # machine) is started again: what is tested is what it shows through the hub, not its start-up.
+        if out.exit_code == 0 or attempt or "session.new" not in said:
+            break
+        as_user(container, "pkill -f firefox-esr; sleep 2; true")
+    assert out.exit_code == 0, said[-2000:] + as_user(container, "tail -c 2000 /tmp/firefox.out")
     seen = json.loads(out.output.decode().strip().splitlines()[-1])
     base_url, _, title = seen["lab_title"].partition(" ")
     assert base_url == "/user/dv-finn/" and "JupyterLab" in title, seen  # the user's own server's JupyterLab page

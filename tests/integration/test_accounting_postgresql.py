@@ -70,6 +70,7 @@ def test_gpu_reservation_bookings_on_postgresql_are_written_and_read_back(make_h
     url, plain = postgresql
     uuids = [f"GPU-pgb{RUN_ID}-0000-0000-0000-000000000000"]
     hub = make_hub("book-pg", DEVDOCK_ACCOUNTING_URL=url, extra_config=devices_mode_config(device_nodes[:1], uuids))
+    assert hub.api("POST", "/groups/lab").status_code in (201, 409)  # bookings are for groups the hub has
     admin = hub.browser_session("admin")
     page = admin.get(f"{hub.url}/hub/devdock/reservations", timeout=30).text
     day = f"{date.today() + timedelta(days=14 - date.today().weekday()):%Y-%m-%d}"  # a Monday two weeks ahead

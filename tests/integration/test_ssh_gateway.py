@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 import requests
 
-from tests.harness import Gateway, free_port, keygen, ssh_client_config
+from tests.harness import Gateway, free_port, keygen, run_in_terminal, ssh_client_config
 
 #: Characters str.splitlines() breaks a line at and split("\n") does not (issue 30).
 LINE_BREAKERS = ["\u2028", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2029"]
@@ -409,3 +409,94 @@ def test_a_user_called_alice_at_example_org_uses_the_pages_ssh_config_through_th
         hub.container(name).attrs["Config"]["Hostname"],
     ]
     hub.stop_server(name)
+
+
+def _through_socks(socks_port: int, port: int, path: str = "/") -> str:
+    """An HTTP GET of 127.0.0.1:``port`` (inside the server) through the SOCKS5 proxy that ``ssh -D`` opened on this
+    machine, as VS Code reaches its remote server (RFC 1928, no authentication)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", socks_port), timeout=10) as s:
+        s.sendall(b"\x05\x01\x00")
+        assert s.recv(2) == b"\x05\x00"
+        s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1") + struct.pack(">H", port))
+        reply = s.recv(10)
+        assert reply[:2] == b"\x05\x00", reply  # granted by the server's sshd
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data.decode(errors="replace")
+
+
+#: What VS Code's Remote-SSH sends on stdin of ``ssh -T -D PORT host bash`` (in spirit): look at the platform,
+#: unpack the server it copied up (remote.SSH.localServerDownload: the client downloads it, the server needs no
+#: internet), start it on a loopback port, say where it listens, and keep the connection open for the tunnel.
+REMOTE_SSH_SCRIPT = """\
+set -e
+echo "platform=$(uname -s)-$(uname -m) python=$(command -v python3)"
+dir="$HOME/.vscode-server/cli/servers/Stable-{commit}"
+mkdir -p "$dir"
+tar -xzf "$HOME/.vscode-server/vscode-server-{commit}.tar.gz" -C "$dir"
+cd "$dir/server"
+nohup python3 -u -m http.server 0 --bind 127.0.0.1 > "$dir/log" 2>&1 &
+echo $! > "$dir/pid"
+for i in $(seq 100); do grep -q "port" "$dir/log" && break; sleep 0.1; done
+echo "listeningOn=$(sed -n 's/.*port \\([0-9]*\\).*/\\1/p' "$dir/log" | head -n 1)"
+echo "exitCode==0=="
+sleep 120
+"""
+
+
+def test_gateway_vscode_remote_ssh_steps_dynamic_forward_script_server_copied_up_and_reached_through_the_tunnel(
+    gw, tmp_path
+):
+    """The steps VS Code's Remote-SSH takes, with the real OpenSSH client through the gateway and the ssh_config block
+    /hub/ssh shows (docs/ssh.md, "VS Code Remote-SSH"): the server's tarball copied up with scp (the remote has no
+    internet), ``ssh -T -D`` running a script in bash, a server started and reached through the SOCKS tunnel."""
+    import io
+    import tarfile
+
+    hub = gw
+    key, line = keygen(tmp_path, "gw-vera")
+    hub.save_ssh_keys("gw-vera", line)
+    hub.spawn("gw-vera")
+    config, _ = client_config(hub, "gw-vera", key, tmp_path)
+    commit = secrets.token_hex(20)
+    # The "server" tarball, downloaded by the client (here: made), with a page that says whose it is.
+    tarball = tmp_path / f"vscode-server-{commit}.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        page = f"vscode server {commit}\n".encode()
+        info = tarfile.TarInfo("server/index.html")
+        info.size = len(page)
+        tar.addfile(info, io.BytesIO(page))
+    assert run("ssh", "-F", config, "devdock", "mkdir -p .vscode-server").returncode == 0
+    copied = run("scp", "-F", config, str(tarball), f"devdock:.vscode-server/{tarball.name}")
+    assert copied.returncode == 0, copied.stderr
+    socks = free_port()
+    session = subprocess.Popen(
+        ["ssh", "-F", config, "-T", "-D", f"127.0.0.1:{socks}", "-o", "ExitOnForwardFailure=yes", "devdock", "bash"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV[0],
+    )  # fmt: skip
+    try:
+        session.stdin.write(REMOTE_SSH_SCRIPT.format(commit=commit))
+        session.stdin.close()
+        said, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline and not any(s.startswith("exitCode==0==") for s in said):
+            said.append(session.stdout.readline().strip())
+            assert session.poll() is None, (said, session.stderr.read())
+        facts = dict(s.split("=", 1) for s in said if s.startswith("listeningOn="))
+        assert said[0].startswith("platform=Linux-") and "python=/" in said[0], said
+        port = int(facts["listeningOn"])
+        # The server answers on the container's loopback only, reached through the SSH tunnel's SOCKS proxy.
+        answer = _through_socks(socks, port, "/index.html")
+        assert answer.startswith("HTTP/1.0 200") and f"vscode server {commit}" in answer, answer[:300]
+        # The same interpreter as in JupyterLab's terminal (one environment everywhere).
+        python = said[0].rpartition("python=")[2]
+        lab = run_in_terminal(hub.server_url("gw-vera"), hub.token("gw-vera"), "echo py=$(command -v python3)=",
+                              f"py={python}=")  # fmt: skip
+        assert f"py={python}=" in lab, (said[0], lab)
+    finally:
+        session.terminate()
+        session.wait(10)
+    run("ssh", "-F", config, "devdock", f"kill $(cat .vscode-server/cli/servers/Stable-{commit}/pid)")
