@@ -63,6 +63,19 @@ def as_user(container, script: str) -> str:
     return container.exec_run(["bash", "-c", script], user="1000", environment=env).output.decode(errors="replace")
 
 
+def screen_size(container, tries: int = 10) -> tuple[int, int]:
+    """The desktop's screen size in pixels (xdpyinfo on its display), asked again for a while: a loaded machine's X
+    server can be slow to answer a new client while a view streams from it."""
+    out = ""
+    for _ in range(tries):
+        out = as_user(container, "xdpyinfo 2>&1 | grep -m 1 -e dimensions -e unable")
+        if "dimensions:" in out:
+            width, height = out.split("dimensions:")[1].split()[0].split("x")
+            return int(width), int(height)
+        time.sleep(1)
+    raise AssertionError(f"xdpyinfo gave no screen size: {out!r}; " + as_user(container, "ls -la /tmp/.X11-unix"))
+
+
 def until_on_the_desktops_clipboard(container, done, nudge, timeout: float) -> None:
     """Until ``done()``: what the browser copied is on the desktop's clipboard. A view sends the browser's clipboard
     when the user comes back to the desktop, so each try first ``nudge()``s the page (a click, the focus)."""

@@ -22,6 +22,7 @@ from tests.e2e.desktop import (
     desktop_drawn,
     frame_stats,
     login,
+    screen_size,
     until_on_the_desktops_clipboard,
     wait_for_desktop_frame,
 )
@@ -155,7 +156,7 @@ def test_selkies_shows_the_same_desktop_as_novnc_and_pointer_and_keyboard_reach_
     assert magenta_pixels(selkies.locator("#videoStream").screenshot()) < 100
     # The pointer: a click on the left terminal (scaled from the session's pixels to the video's) gives it the
     # keyboard; the keyboard: a command typed there opens a magenta window in the session.
-    width, height = (int(v) for v in as_user(ann, "xdpyinfo | grep dimensions").split()[1].split("x"))
+    width, height = screen_size(ann)
     box = selkies.locator("#videoStream").bounding_box()
     # On a loaded machine the first input after the page connects can be lost before Selkies' input is ready: up to
     # three tries, each a click and the line typed again from empty (Ctrl+U).

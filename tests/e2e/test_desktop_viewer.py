@@ -13,7 +13,14 @@ import time
 import pytest
 from PIL import Image
 
-from tests.e2e.desktop import SHOTS, as_user, open_desktop, until_on_the_desktops_clipboard, wait_for_desktop_frame
+from tests.e2e.desktop import (
+    SHOTS,
+    as_user,
+    open_desktop,
+    screen_size,
+    until_on_the_desktops_clipboard,
+    wait_for_desktop_frame,
+)
 from tests.harness import CHROMIUM, CHROMIUM_ARGS
 
 
@@ -180,12 +187,6 @@ def test_an_admin_who_opens_a_users_desktop_shares_no_clipboard_with_that_user_w
     hub.stop_server("dv-ada")
 
 
-def _screen_size(container) -> tuple[int, int]:
-    out = as_user(container, "xdpyinfo | grep dimensions")
-    width, height = out.split("dimensions:")[1].split()[0].split("x")
-    return int(width), int(height)
-
-
 def test_desktop_size_follows_the_window_and_the_session_runs_on_without_a_tab(hub, browser):
     hub.spawn("dv-sam")
     container = hub.container("dv-sam")
@@ -195,18 +196,18 @@ def test_desktop_size_follows_the_window_and_the_session_runs_on_without_a_tab(h
 
     def fits() -> bool:
         box = page.locator("#screen").bounding_box()
-        return _screen_size(container) == (int(box["width"]), int(box["height"]))
+        return screen_size(container) == (int(box["width"]), int(box["height"]))
 
     deadline = time.monotonic() + 30
     while not fits():
-        assert time.monotonic() < deadline, (_screen_size(container), page.locator("#screen").bounding_box())
+        assert time.monotonic() < deadline, (screen_size(container), page.locator("#screen").bounding_box())
         time.sleep(0.5)
     page.set_viewport_size({"width": 1000, "height": 640})
     deadline = time.monotonic() + 30
     while not fits():
-        assert time.monotonic() < deadline, (_screen_size(container), page.locator("#screen").bounding_box())
+        assert time.monotonic() < deadline, (screen_size(container), page.locator("#screen").bounding_box())
         time.sleep(0.5)
-    assert _screen_size(container)[0] == 1000
+    assert screen_size(container)[0] == 1000
     # No tab open: the session and its windows keep running; the next tab finds them.
     as_user(container, "(xfce4-terminal --title devdock-no-tab >/dev/null 2>&1 &) ; sleep 2")
     deadline = time.monotonic() + 30  # its window is there before the tab goes (a loaded machine maps it late)
