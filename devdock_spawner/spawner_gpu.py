@@ -21,6 +21,15 @@ from .gpu_queue import Wait, ordinal, wait_words
 from .profiles import InvalidOptions, Profile, validate_user_options
 
 
+def _checked(proposal, check, error: type[Exception], prefix: str = ""):
+    """A trait's value after ``check`` (a pure module's validation); its sentence as a TraitError otherwise."""
+    try:
+        check(proposal["value"])
+    except error as e:
+        raise TraitError(f"{prefix}{e}") from e
+    return proposal["value"]
+
+
 class GPUMixin(LoggingConfigurable):
     """GPUs allotted to servers, exclusively unless configured otherwise.
 
@@ -216,11 +225,7 @@ class GPUMixin(LoggingConfigurable):
 
     @validate("gpu_quotas")
     def _valid_quotas(self, proposal):
-        try:
-            quota.check(proposal["value"])
-        except quota.InvalidQuota as e:
-            raise TraitError(f"gpu_quotas: {e}") from e
-        return proposal["value"]
+        return _checked(proposal, quota.check, quota.InvalidQuota, "gpu_quotas: ")
 
     gpu_reservation_rules = Dict(
         config=True,
@@ -240,11 +245,7 @@ class GPUMixin(LoggingConfigurable):
 
     @validate("gpu_reservation_rules")
     def _valid_reservation_rules(self, proposal):
-        try:
-            reservation.check_rules(proposal["value"])
-        except reservation.InvalidRules as e:
-            raise TraitError(f"gpu_reservation_rules: {e}") from e
-        return proposal["value"]
+        return _checked(proposal, reservation.check_rules, reservation.InvalidRules, "gpu_reservation_rules: ")
 
     gpu_reservation_timezone = Unicode(
         "",
@@ -257,11 +258,7 @@ class GPUMixin(LoggingConfigurable):
 
     @validate("gpu_reservation_timezone")
     def _valid_reservation_timezone(self, proposal):
-        try:
-            reservation.zone(proposal["value"])
-        except reservation.InvalidRules as e:
-            raise TraitError(str(e)) from e
-        return proposal["value"]
+        return _checked(proposal, reservation.zone, reservation.InvalidRules)
 
     #: UUIDs of the GPUs this server holds (state; empty when stopped).
     gpu_ids = List(Unicode()).tag(state="run")
